@@ -1,0 +1,497 @@
+"""Drop-in time layers: the classic NumPy API, with the time loops in fused kernels.
+
+Every layer is a plain object with ``params`` (list of arrays), ``grads`` (same shapes, allocated
+once and written in place by ``backward``), ``forward`` and ``backward``. Arrays are batch-major:
+xs (N, T, D), hs (N, T, H), word ids (N, T). NumPy arrays run on the Numba kernels, CuPy arrays
+on the CUDA kernels (see ``fastrnn.backend``).
+
+Recurrent layers (``TimeRNN``, ``TimeLSTM``, ``TimeGRU``) take ``Wx (D, G*H)``, ``Wh (H, G*H)``,
+``b (G*H,)`` and compute ``x @ Wx + h @ Wh + b``; gate layouts: LSTM ``[f | g | i | o]``, GRU
+``[z | r | h~]`` (``reset_after=True``: ``[z | r | n]`` plus a recurrent bias ``b_hn``).
+
+Work split (DESIGN.md section 2): the layer does the big matrix products over all N*T rows
+(``X @ Wx + b`` before the loop; ``dWx``, ``dWh``, ``db``, ``dX`` after it) and the kernel only the
+sequential recurrence, on time-major (T, N, *) buffers.
+
+Input checks: shapes, ranks and dtypes are checked before any kernel runs (``ValueError`` /
+``TypeError`` naming the expected shape or dtype). Inputs of recurrent layers and states given
+to ``set_state`` must be finite (``ValueError`` otherwise), because a NaN or inf there would be
+carried silently from batch to batch by a stateful layer; set ``fastrnn.layers.CHECK_FINITE =
+False`` to skip that scan. Weights are not scanned. N=0 or T=0 give correctly shaped empty
+outputs (and zero gradients); a stateful layer keeps its state across a T=0 call.
+"""
+import numpy as np
+
+from . import backend
+from .checks import (array_module, require_array, require_float, require_int, require_rank,
+                     require_shape)
+
+CHECK_FINITE = True
+
+__all__ = [
+    "TimeRNN", "TimeLSTM", "TimeGRU", "TimeBiLSTM", "TimeBiGRU", "TimeBiRNN", "TimeBidirectional",
+    "TimeEmbedding", "TimeAffine", "TimeSoftmaxWithLoss", "TimeSigmoidWithLoss", "TimeDropout",
+]
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _require_finite(layer, name, a):
+    if not CHECK_FINITE or a.size == 0:
+        return
+    xp = array_module(a)
+    # One reduction instead of a full boolean mask; only a non-finite sum (a NaN/inf, or a
+    # float overflow of the sum itself) needs the exact scan.
+    if bool(xp.isfinite(a.sum())) or bool(xp.isfinite(a).all()):
+        return
+    raise ValueError(f"{layer}: {name} contains NaN or inf; a recurrent layer would carry it "
+                     f"into every later step (set fastrnn.layers.CHECK_FINITE = False to skip "
+                     f"this check)")
+
+
+def _to_time_major(a):
+    """(N, T, K) -> contiguous (T, N, K)."""
+    return array_module(a).ascontiguousarray(a.transpose(1, 0, 2))
+
+
+def _to_batch_major(a):
+    """(T, N, K) -> contiguous (N, T, K)."""
+    return array_module(a).ascontiguousarray(a.transpose(1, 0, 2))
+
+
+def _set_grad(grad, value):
+    """Write a gradient in place, so that grads arrays keep their identity."""
+    grad[...] = value
+
+
+def _prev_state_product(h0, hs, dR):
+    """Hprev^T @ dR where Hprev = [h0, hs[0], ..., hs[T-2]], without building Hprev.
+
+    h0 (N, H), hs (T, N, H), dR (T, N, K) -> (H, K)."""
+    out = h0.T @ dR[0]
+    if hs.shape[0] > 1:
+        H, K = hs.shape[2], dR.shape[2]
+        out += hs[:-1].reshape(-1, H).T @ dR[1:].reshape(-1, K)
+    return out
+
+
+# ------------------------------------------------------------------------- recurrent layers
+class _Recurrent:
+    """Shared machinery of TimeRNN / TimeLSTM / TimeGRU: checks, state, and the big GEMMs."""
+
+    gates = 1          # G
+    state_names = ("h",)
+
+    def __init__(self, Wx, Wh, b, stateful=False):
+        name = type(self).__name__
+        for pname, p in (("Wx", Wx), ("Wh", Wh), ("b", b)):
+            require_float(name, pname, p, Wx.dtype if hasattr(Wx, "dtype") else None)
+        require_rank(name, "Wh", Wh, 2, f"(H, {self.gates}*H)")
+        H = Wh.shape[0]
+        GH = self.gates * H
+        require_shape(name, "Wh", Wh, (H, GH), f"(H, {self.gates}*H)")
+        require_rank(name, "Wx", Wx, 2, f"(D, {self.gates}*H)")
+        require_shape(name, "Wx", Wx, (Wx.shape[0], GH), f"(D, {self.gates}*H)")
+        require_shape(name, "b", b, (GH,), f"({self.gates}*H,)")
+        xp = array_module(Wx)
+        self.params = [Wx, Wh, b]
+        self.grads = [xp.zeros_like(Wx), xp.zeros_like(Wh), xp.zeros_like(b)]
+        self.stateful = stateful
+        self.H = H
+        self.h = None
+        self.dh = None
+        self._state_set = False
+        self.cache = None
+
+    # ---- state
+    def reset_state(self):
+        for s in self.state_names:
+            setattr(self, s, None)
+        self._state_set = False
+
+    def set_state(self, h, *rest):
+        """Start the next forward from state h (N, H) (LSTM: and c, zeros when omitted)."""
+        name = type(self).__name__
+        values = (h,) + rest
+        for sname, v in zip(self.state_names, values):
+            if v is None:
+                continue
+            require_float(name, sname, v, self.params[0].dtype)
+            require_rank(name, sname, v, 2, "(N, H)")
+            require_shape(name, sname, v, (v.shape[0], self.H), "(N, H)")
+            _require_finite(name, sname, v)
+        for sname, v in zip(self.state_names, values + (None,) * len(self.state_names)):
+            setattr(self, sname, None if v is None else array_module(v).array(v, copy=True))
+        self._state_set = True
+
+    def _initial_states(self, N, xp):
+        """The states the next forward starts from: carried or set ones, zeros otherwise."""
+        name = type(self).__name__
+        use = self.stateful or self._state_set
+        states = []
+        for sname in self.state_names:
+            s = getattr(self, sname) if use else None
+            if s is None:
+                s = xp.zeros((N, self.H), dtype=self.params[0].dtype)
+            elif s.shape[0] != N:
+                raise ValueError(f"{name}: the carried state {sname} has batch size "
+                                 f"{s.shape[0]}, but xs has N={N}; call reset_state() or "
+                                 f"set_state() with shape ({N}, {self.H})")
+            states.append(s)
+        self._state_set = False
+        return states
+
+    # ---- forward / backward
+    def forward(self, xs):
+        name = type(self).__name__
+        Wx, Wh, b = self.params[:3]
+        require_float(name, "xs", xs, Wx.dtype)
+        require_rank(name, "xs", xs, 3, "(N, T, D)")
+        N, T, D = xs.shape
+        require_shape(name, "xs", xs, (N, T, Wx.shape[0]), "(N, T, D) with D = Wx.shape[0]")
+        _require_finite(name, "xs", xs)
+        xp = array_module(xs)
+        states0 = self._initial_states(N, xp)
+
+        x_tm = _to_time_major(xs).reshape(T * N, D)
+        xw = x_tm @ Wx
+        xw += b
+        xw = xw.reshape(T, N, self.gates * self.H)
+        ops = backend.ops_for(xs)
+        hs_tm, saved, last = self._recur_forward(ops, xw, states0)
+        for sname, s0, s in zip(self.state_names, states0, last):
+            setattr(self, sname, s0 if T == 0 else s.copy())
+        self.cache = (ops, x_tm, states0, hs_tm, saved)
+        return _to_batch_major(hs_tm)
+
+    def backward(self, dhs):
+        name = type(self).__name__
+        if self.cache is None:
+            raise RuntimeError(f"{name}.backward called before forward")
+        ops, x_tm, states0, hs_tm, saved = self.cache
+        T, N, H = hs_tm.shape
+        Wx = self.params[0]
+        require_float(name, "dhs", dhs, Wx.dtype)
+        require_rank(name, "dhs", dhs, 3, "(N, T, H)")
+        require_shape(name, "dhs", dhs, (N, T, H), "(N, T, H) of the last forward")
+        dA, dstates = self._recur_backward(ops, _to_time_major(dhs), states0, hs_tm, saved)
+
+        dA2 = dA.reshape(T * N, -1)
+        _set_grad(self.grads[0], x_tm.T @ dA2)
+        _set_grad(self.grads[2], dA2.sum(axis=0))
+        dxs = (dA2 @ Wx.T).reshape(T, N, -1)
+        for sname, d in zip(self.state_names, dstates):
+            setattr(self, "d" + sname, d)
+        return _to_batch_major(dxs)
+
+    # The recurrent side of dWh: Hprev^T dA for RNN and LSTM; GRU overrides.
+    def _set_dWh(self, states0, hs_tm, dA):
+        _set_grad(self.grads[1], _prev_state_product(states0[0], hs_tm, dA))
+
+
+class TimeRNN(_Recurrent):
+    """h' = tanh(x @ Wx + h @ Wh + b)."""
+
+    gates = 1
+
+    def _recur_forward(self, ops, xw, states0):
+        (h0,) = states0
+        hs = ops.rnn_forward(xw, self.params[1], h0)
+        return hs, (), (hs[-1] if hs.shape[0] else None,)
+
+    def _recur_backward(self, ops, dhs, states0, hs, saved):
+        dA, dh0 = ops.rnn_backward(dhs, self.params[1], hs, states0[0])
+        self._set_dWh(states0, hs, dA)
+        return dA, (dh0,)
+
+
+class TimeLSTM(_Recurrent):
+    """Gates [f | g | i | o]: c' = f*c + g*i, h' = o*tanh(c')."""
+
+    gates = 4
+    state_names = ("h", "c")
+
+    def __init__(self, Wx, Wh, b, stateful=False):
+        super().__init__(Wx, Wh, b, stateful)
+        self.c = None
+        self.dc = None
+
+    def set_state(self, h, c=None):
+        super().set_state(h, c)
+
+    def _recur_forward(self, ops, xw, states0):
+        h0, c0 = states0
+        hs, cs, acts = ops.lstm_forward(xw, self.params[1], h0, c0)
+        last = (hs[-1], cs[-1]) if hs.shape[0] else (None, None)
+        return hs, (cs, acts), last
+
+    def _recur_backward(self, ops, dhs, states0, hs, saved):
+        cs, acts = saved
+        dA, dh0, dc0 = ops.lstm_backward(dhs, self.params[1], cs, acts, states0[1])
+        self._set_dWh(states0, hs, dA)
+        return dA, (dh0, dc0)
+
+
+class TimeGRU(_Recurrent):
+    """Gates [z | r | h~]; h' = (1-z)*h + z*h~.
+
+    reset_after=False (default): h~ = tanh(x Wx_h + (r*h) Wh_h + b_h).
+    reset_after=True (cuDNN / PyTorch form): n = tanh(x Wx_n + b_n + r*(h Wh_n + b_hn)),
+    h' = (1-z)*n + z*h, with the recurrent bias b_hn (H,) appended to params (zeros if None)."""
+
+    gates = 3
+
+    def __init__(self, Wx, Wh, b, stateful=False, reset_after=False, b_hn=None):
+        super().__init__(Wx, Wh, b, stateful)
+        self.reset_after = bool(reset_after)
+        if self.reset_after:
+            xp = array_module(Wx)
+            if b_hn is None:
+                b_hn = xp.zeros(self.H, dtype=Wx.dtype)
+            require_float("TimeGRU", "b_hn", b_hn, Wx.dtype)
+            require_shape("TimeGRU", "b_hn", b_hn, (self.H,), "(H,)")
+            self.params.append(b_hn)
+            self.grads.append(xp.zeros_like(b_hn))
+        elif b_hn is not None:
+            raise ValueError("TimeGRU: b_hn is only used with reset_after=True")
+
+    def _recur_forward(self, ops, xw, states0):
+        (h0,) = states0
+        Wh = self.params[1]
+        if self.reset_after:
+            hs, acts, hn = ops.gru_ra_forward(xw, Wh, self.params[3], h0)
+            saved = (acts, hn)
+        else:
+            hs, acts, rh = ops.gru_forward(xw, Wh, h0)
+            saved = (acts, rh)
+        return hs, saved, (hs[-1] if hs.shape[0] else None,)
+
+    def _recur_backward(self, ops, dhs, states0, hs, saved):
+        h0 = states0[0]
+        Wh, H = self.params[1], self.H
+        xp = array_module(hs)
+        dWh = xp.empty_like(Wh)
+        if self.reset_after:
+            acts, hn = saved
+            dA, dhn, dh0 = ops.gru_ra_backward(dhs, Wh, hs, acts, hn, h0)
+            # Recurrent side of the candidate block sees dA_n * r (= dhn), not dA_n.
+            dWh[:, :2 * H] = _prev_state_product(h0, hs, dA[..., :2 * H])
+            dWh[:, 2 * H:] = _prev_state_product(h0, hs, dhn)
+            _set_grad(self.grads[3], dhn.reshape(-1, H).sum(axis=0))
+        else:
+            acts, rh = saved
+            dA, dh0 = ops.gru_backward(dhs, Wh, hs, acts, h0)
+            # The candidate's recurrent product multiplies r*h of the same step.
+            dWh[:, :2 * H] = _prev_state_product(h0, hs, dA[..., :2 * H])
+            dWh[:, 2 * H:] = rh.reshape(-1, H).T @ dA[..., 2 * H:].reshape(-1, H)
+        _set_grad(self.grads[1], dWh)
+        return dA, (dh0,)
+
+
+# ------------------------------------------------------------------------------ bidirectional
+class TimeBidirectional:
+    """Runs ``forward_layer`` left to right and ``backward_layer`` right to left over xs and
+    concatenates their outputs on the last axis: (N, T, H1 + H2). Input gradients are summed."""
+
+    def __init__(self, forward_layer, backward_layer):
+        self.forward_layer = forward_layer
+        self.backward_layer = backward_layer
+        self.params = forward_layer.params + backward_layer.params
+        self.grads = forward_layer.grads + backward_layer.grads
+        self.H1 = None
+
+    def forward(self, xs):
+        o1 = self.forward_layer.forward(xs)
+        o2 = self.backward_layer.forward(xs[:, ::-1])
+        self.H1 = o1.shape[2]
+        return array_module(o1).concatenate((o1, o2[:, ::-1]), axis=2)
+
+    def backward(self, dhs):
+        if self.H1 is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        dx1 = self.forward_layer.backward(dhs[:, :, :self.H1])
+        dx2 = self.backward_layer.backward(dhs[:, ::-1, self.H1:])
+        return dx1 + dx2[:, ::-1]
+
+    def reset_state(self):
+        self.forward_layer.reset_state()
+        self.backward_layer.reset_state()
+
+
+class TimeBiLSTM(TimeBidirectional):
+    def __init__(self, Wx1, Wh1, b1, Wx2, Wh2, b2, stateful=False):
+        super().__init__(TimeLSTM(Wx1, Wh1, b1, stateful), TimeLSTM(Wx2, Wh2, b2, stateful))
+
+
+class TimeBiGRU(TimeBidirectional):
+    def __init__(self, Wx1, Wh1, b1, Wx2, Wh2, b2, stateful=False, reset_after=False):
+        super().__init__(TimeGRU(Wx1, Wh1, b1, stateful, reset_after),
+                         TimeGRU(Wx2, Wh2, b2, stateful, reset_after))
+
+
+class TimeBiRNN(TimeBidirectional):
+    def __init__(self, Wx1, Wh1, b1, Wx2, Wh2, b2, stateful=False):
+        super().__init__(TimeRNN(Wx1, Wh1, b1, stateful), TimeRNN(Wx2, Wh2, b2, stateful))
+
+
+# ------------------------------------------------------------------------ other time layers
+class TimeEmbedding:
+    """Rows of W (V, D) for ids (N, T) -> (N, T, D)."""
+
+    def __init__(self, W):
+        require_float("TimeEmbedding", "W", W)
+        require_rank("TimeEmbedding", "W", W, 2, "(V, D)")
+        self.params = [W]
+        self.grads = [array_module(W).zeros_like(W)]
+        self.idx = None
+
+    def forward(self, xs):
+        W = self.params[0]
+        self.idx = xs
+        return backend.ops_for(W).embedding_forward(W, xs)
+
+    def backward(self, dout):
+        if self.idx is None:
+            raise RuntimeError("TimeEmbedding.backward called before forward")
+        ops = backend.ops_for(dout)
+        dW = self.grads[0]
+        if dW.flags.c_contiguous:
+            ops.embedding_backward(dout, self.idx, dW)
+        else:  # the kernel scatters into C order; keep the grads array's identity regardless
+            dW[...] = ops.embedding_backward(dout, self.idx, array_module(dW).empty(dW.shape,
+                                                                                  dW.dtype))
+        return None
+
+
+class TimeAffine:
+    """x (N, T, D) @ W (D, M) + b -> (N, T, M). W may be a transposed view of another layer's
+    parameter (weight tying: ``TimeAffine(embed_W.T, b)``); gradients are written in place."""
+
+    def __init__(self, W, b):
+        require_float("TimeAffine", "W", W)
+        require_rank("TimeAffine", "W", W, 2, "(D, M)")
+        require_float("TimeAffine", "b", b, W.dtype)
+        require_shape("TimeAffine", "b", b, (W.shape[1],), "(M,)")
+        xp = array_module(W)
+        self.params = [W, b]
+        self.grads = [xp.zeros_like(W), xp.zeros_like(b)]
+        self.x = None
+
+    def forward(self, x):
+        W, b = self.params
+        require_float("TimeAffine", "x", x, W.dtype)
+        if x.ndim < 1 or x.shape[-1] != W.shape[0]:
+            raise ValueError(f"TimeAffine: x must have shape (..., D) with D = {W.shape[0]}, "
+                             f"got {tuple(x.shape)}")
+        self.x = x
+        out = x.reshape(-1, W.shape[0]) @ W
+        out += b
+        return out.reshape(x.shape[:-1] + (W.shape[1],))
+
+    def backward(self, dout):
+        if self.x is None:
+            raise RuntimeError("TimeAffine.backward called before forward")
+        W = self.params[0]
+        x = self.x
+        expected = x.shape[:-1] + (W.shape[1],)
+        require_float("TimeAffine", "dout", dout, W.dtype)
+        require_shape("TimeAffine", "dout", dout, expected, "x.shape[:-1] + (M,)")
+        dout2 = dout.reshape(-1, W.shape[1])
+        _set_grad(self.grads[0], x.reshape(-1, W.shape[0]).T @ dout2)
+        _set_grad(self.grads[1], dout2.sum(axis=0))
+        return (dout2 @ W.T).reshape(x.shape)
+
+
+class TimeSoftmaxWithLoss:
+    """Mean softmax cross-entropy of scores xs (N, T, V) against ids ts (N, T) (or one-hot
+    (N, T, V)). Label -1 (``ignore_label``) is skipped and the mean is over the other labels;
+    if every label is -1 the loss is 0. Also takes 2-D scores (N, V) with labels (N,)."""
+
+    ignore_label = -1
+
+    def __init__(self):
+        self.params, self.grads = [], []
+        self.dx = None
+        self.shape = None
+
+    def forward(self, xs, ts):
+        require_float("TimeSoftmaxWithLoss", "xs", xs)
+        if xs.ndim not in (2, 3):
+            raise ValueError(f"TimeSoftmaxWithLoss: xs must be (N, T, V) or (N, V), got shape "
+                             f"{tuple(xs.shape)}")
+        require_array("TimeSoftmaxWithLoss", "ts", ts)
+        if ts.ndim == xs.ndim and ts.shape == xs.shape:  # one-hot labels
+            ts = ts.argmax(axis=-1)
+        require_int("TimeSoftmaxWithLoss", "ts", ts)
+        require_shape("TimeSoftmaxWithLoss", "ts", ts, xs.shape[:-1], "xs.shape[:-1]")
+        V = xs.shape[-1]
+        loss, dx = backend.ops_for(xs).softmax_cross_entropy(xs.reshape(-1, V), ts.reshape(-1))
+        self.dx = dx
+        self.shape = xs.shape
+        return loss[()] if isinstance(loss, np.ndarray) else loss
+
+    def backward(self, dout=1):
+        if self.dx is None:
+            raise RuntimeError("TimeSoftmaxWithLoss.backward called before forward")
+        dx = self.dx if (np.isscalar(dout) and dout == 1) else self.dx * dout
+        return dx.reshape(self.shape)
+
+
+class TimeSigmoidWithLoss:
+    """Mean binary cross-entropy of sigmoid(xs) against 0/1 labels ts of the same shape."""
+
+    def __init__(self):
+        self.params, self.grads = [], []
+        self.cache = None
+
+    def forward(self, xs, ts):
+        require_float("TimeSigmoidWithLoss", "xs", xs)
+        require_array("TimeSigmoidWithLoss", "ts", ts)
+        require_shape("TimeSigmoidWithLoss", "ts", ts, xs.shape, "xs.shape")
+        xp = array_module(xs)
+        t = ts.astype(xs.dtype, copy=False)
+        # log(1 + exp(-|x|)) form: no overflow for large |x|
+        loss = (xp.maximum(xs, 0) - xs * t + xp.log1p(xp.exp(-xp.abs(xs)))).mean()
+        self.cache = (xs, t)
+        return loss
+
+    def backward(self, dout=1):
+        if self.cache is None:
+            raise RuntimeError("TimeSigmoidWithLoss.backward called before forward")
+        xs, t = self.cache
+        xp = array_module(xs)
+        y = 0.5 * (1 + xp.tanh(0.5 * xs))
+        return ((y - t) * (dout / max(xs.size, 1))).astype(xs.dtype, copy=False)
+
+
+class TimeDropout:
+    """Inverted dropout: in training (``train_flg`` True) multiplies by keep/(1-ratio); in
+    evaluation passes xs through. The mask comes from a counter-based hash of a per-call seed,
+    drawn from ``np.random`` (so ``np.random.seed`` makes runs repeatable) unless the layer was
+    given its own ``seed``."""
+
+    def __init__(self, dropout_ratio=0.5, seed=None):
+        if not 0.0 <= dropout_ratio < 1.0:
+            raise ValueError(f"TimeDropout: dropout_ratio must lie in [0, 1), got {dropout_ratio}")
+        self.params, self.grads = [], []
+        self.dropout_ratio = dropout_ratio
+        self.train_flg = True
+        self.mask = None
+        self._rng = np.random.default_rng(seed) if seed is not None else None
+
+    def _next_seed(self):
+        if self._rng is not None:
+            return int(self._rng.integers(0, 2 ** 63))
+        return int(np.random.randint(0, 2 ** 31 - 1)) * (2 ** 32) + int(
+            np.random.randint(0, 2 ** 31 - 1))
+
+    def forward(self, xs):
+        require_float("TimeDropout", "xs", xs)
+        if not self.train_flg:
+            self.mask = None
+            return xs
+        y, self.mask = backend.ops_for(xs).dropout_forward(xs, self.dropout_ratio,
+                                                           self._next_seed())
+        return y
+
+    def backward(self, dout):
+        return dout if self.mask is None else dout * self.mask

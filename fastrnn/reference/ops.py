@@ -1,0 +1,67 @@
+"""Plain NumPy versions of the non-recurrent ops (embedding, softmax cross-entropy, dropout).
+
+Shapes: N batch, T time, D embedding width, V vocabulary, M = N*T rows.
+"""
+import numpy as np
+
+# splitmix64 constants: the dropout mask is a pure function of (seed, flat index), so every
+# backend (NumPy, Numba, CUDA) draws the bit-identical mask for the same seed.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def embedding_forward(W, idx):
+    """W (V, D), idx (N, T) int -> (N, T, D) rows of W."""
+    return W[idx]
+
+
+def embedding_backward(dout, idx, dW):
+    """Scatter-add dout (N, T, D) into dW (V, D) by idx (N, T); repeated ids accumulate.
+    dW is overwritten in place (not accumulated into) and returned."""
+    dW[...] = 0
+    np.add.at(dW, idx.reshape(-1), dout.reshape(-1, dW.shape[1]))
+    return dW
+
+
+def softmax_cross_entropy(x, t, grad=True):
+    """Mean cross-entropy of softmax(x) over the rows whose label is not -1.
+
+    x (M, V) scores, t (M,) int labels in [-1, V). Returns (loss, dx): loss a 0-d array of
+    x.dtype, dx (M, V) the gradient of that mean loss (None when grad is False). Rows with
+    label -1 contribute nothing; if every label is -1 the loss is 0 and dx is all zeros."""
+    valid = t != -1
+    count = max(int(valid.sum()), 1)
+    rows = np.arange(x.shape[0])
+    tt = np.where(valid, t, 0)
+    m = x.max(axis=1, keepdims=True)
+    e = np.exp(x - m)
+    s = e.sum(axis=1, keepdims=True)
+    logp = x[rows, tt] - m[:, 0] - np.log(s[:, 0])
+    loss = np.asarray(-(logp * valid).sum() / count, dtype=x.dtype)
+    if not grad:
+        return loss, None
+    dx = e / s
+    dx[rows, tt] -= 1
+    dx *= (valid / count).astype(x.dtype)[:, None]
+    return loss, dx.astype(x.dtype, copy=False)
+
+
+def dropout_threshold(ratio):
+    """Drop an element when its 24-bit uniform draw is below this integer threshold."""
+    return int(np.ceil(ratio * (1 << 24)))
+
+
+def dropout_forward(x, ratio, seed):
+    """Inverted dropout. Returns (y, mask) with mask = keep / (1 - ratio) in x.dtype.
+
+    The draw for flat index k is splitmix64(seed + (k + 1) * golden) >> 40, a 24-bit integer."""
+    k = np.arange(1, x.size + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed) + k * _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+    z ^= z >> np.uint64(31)
+    keep = (z >> np.uint64(40)) >= np.uint64(dropout_threshold(ratio))
+    mask = (keep * (1.0 / (1.0 - ratio))).astype(x.dtype).reshape(x.shape)
+    return x * mask, mask
