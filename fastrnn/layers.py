@@ -67,6 +67,8 @@ def _prev_state_product(h0, hs, dR):
     """Hprev^T @ dR where Hprev = [h0, hs[0], ..., hs[T-2]], without building Hprev.
 
     h0 (N, H), hs (T, N, H), dR (T, N, K) -> (H, K)."""
+    if hs.shape[0] == 0:
+        return array_module(h0).zeros((h0.shape[1], dR.shape[2]), dtype=h0.dtype)
     out = h0.T @ dR[0]
     if hs.shape[0] > 1:
         H, K = hs.shape[2], dR.shape[2]
@@ -175,10 +177,10 @@ class _Recurrent:
         require_shape(name, "dhs", dhs, (N, T, H), "(N, T, H) of the last forward")
         dA, dstates = self._recur_backward(ops, _to_time_major(dhs), states0, hs_tm, saved)
 
-        dA2 = dA.reshape(T * N, -1)
+        dA2 = dA.reshape(T * N, dA.shape[2])
         _set_grad(self.grads[0], x_tm.T @ dA2)
         _set_grad(self.grads[2], dA2.sum(axis=0))
-        dxs = (dA2 @ Wx.T).reshape(T, N, -1)
+        dxs = (dA2 @ Wx.T).reshape(T, N, Wx.shape[0])
         for sname, d in zip(self.state_names, dstates):
             setattr(self, "d" + sname, d)
         return _to_batch_major(dxs)
