@@ -134,6 +134,9 @@ def _check_softmax_cross_entropy(op, names, args):
     x, t = args[:2]
     require_float(op, "x", x)
     require_rank(op, "x", x, 2, "(M, V)")
+    if x.shape[1] == 0:
+        raise ValueError(f"{op}: x must have shape (M, V) with V >= 1 classes, got "
+                         f"{tuple(x.shape)}")
     require_int(op, "t", t)
     require_shape(op, "t", t, (x.shape[0],), "(M,)")
     require_range(op, "t", t, -1, x.shape[1])

@@ -82,6 +82,7 @@ def assert_close(name, actual, ref, kind="output", dtype=None):
     worst = np.unravel_index(int(np.nanargmax(np.where(bad, ratio, -1.0))), a.shape)
     raise AssertionError(
         f"{name}: {int(bad.sum())} of {a.size} elements out of tolerance ({kind}, "
-        f"{np.dtype(dtype)}: atol={atol:g}, rtol={rtol:g}); worst at index {tuple(map(int, worst))}: "
-        f"actual={a[worst]!r} reference={r[worst]!r} |error|={err[worst]:.3e} > "
+        f"{np.dtype(dtype)}: atol={atol:g}, rtol={rtol:g}); "
+        f"worst at index {tuple(map(int, worst))}: "
+        f"actual={a64[worst]:.9g} reference={r64[worst]:.9g} |error|={err[worst]:.3e} > "
         f"allowed {bound[worst]:.3e}")
