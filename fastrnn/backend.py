@@ -39,9 +39,14 @@ def load(name):
     """The op module of backend ``name``; a clear ValueError if it cannot be imported."""
     _validate_name(name)
     try:
-        return importlib.import_module(BACKENDS[name])
+        module = importlib.import_module(BACKENDS[name])
     except ImportError as e:
         raise ValueError(f"fastrnn backend {name!r} is not available: {e}") from e
+    missing = [op for op in OPS if not hasattr(module, op)]
+    if missing:
+        raise ValueError(f"fastrnn backend {name!r} is incomplete: {BACKENDS[name]} lacks "
+                         f"{', '.join(missing)}")
+    return module
 
 
 def set_backend(name):

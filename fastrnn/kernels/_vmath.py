@@ -52,7 +52,7 @@ _P3, _P4, _P5 = _F(4.1665795894e-2), _F(1.6666665459e-1), _F(5.0000001201e-1)
 _ONE32, _TWO32 = _F(1.0), _F(2.0)
 
 
-@njit(inline="always", error_model="numpy")
+@njit(error_model="numpy")
 def exp32(x):
     x = x if x > _LO32 else _LO32
     x = x if x < _HI32 else _HI32
@@ -73,7 +73,7 @@ _LN2HI64, _LN2LO64 = 6.93147180369123816490e-01, 1.90821492927058770002e-10
  _Q12) = (1.0 / math.factorial(i) for i in range(2, 13))
 
 
-@njit(inline="always", error_model="numpy")
+@njit(error_model="numpy")
 def exp64(x):
     x = x if x > _LO64 else _LO64
     x = x if x < _HI64 else _HI64
@@ -86,23 +86,23 @@ def exp64(x):
     return p * _bits_to_f64((np.int64(kf) + np.int64(1023)) << np.int64(52))
 
 
-@njit(inline="always", error_model="numpy")
+@njit(error_model="numpy")
 def sigmoid32(x):
     return _ONE32 / (_ONE32 + exp32(-x))
 
 
-@njit(inline="always", error_model="numpy")
+@njit(error_model="numpy")
 def sigmoid64(x):
     return 1.0 / (1.0 + exp64(-x))
 
 
-@njit(inline="always", error_model="numpy")
+@njit(error_model="numpy")
 def tanh32(x):
     # 2*sigmoid(2x) - 1: absolute error ~1e-7 near 0 (cancellation), fine against the 1e-5 budget
     return _TWO32 / (_ONE32 + exp32(-_TWO32 * x)) - _ONE32
 
 
-@njit(inline="always", error_model="numpy")
+@njit(error_model="numpy")
 def tanh64(x):
     return 2.0 / (1.0 + exp64(-2.0 * x)) - 1.0
 
@@ -132,6 +132,6 @@ def _by_dtype(f32, f64):
     return typer
 
 
-overload(vexp, inline="always")(_by_dtype(exp32, exp64))
-overload(vsigmoid, inline="always")(_by_dtype(sigmoid32, sigmoid64))
-overload(vtanh, inline="always")(_by_dtype(tanh32, tanh64))
+overload(vexp)(_by_dtype(exp32, exp64))
+overload(vsigmoid)(_by_dtype(sigmoid32, sigmoid64))
+overload(vtanh)(_by_dtype(tanh32, tanh64))
