@@ -1,0 +1,164 @@
+"""Numba versions of the non-recurrent ops (embedding, softmax cross-entropy, dropout).
+
+Same names, signatures and results as ``fastrnn.reference.ops``. Shapes: N batch, T time,
+D embedding width, V vocabulary, M = N*T rows.
+"""
+import numpy as np
+from numba import get_num_threads, njit, prange
+
+from ..reference.ops import dropout_threshold
+from ._vmath import vexp
+
+_JIT = dict(cache=True, error_model="numpy", nogil=True)
+
+# splitmix64 constants, as np.uint64: in Numba, uint64 mixed with a Python int is float64
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31, _S40 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(40)
+
+
+# -------------------------------------------------------------------------------- embedding
+@njit(parallel=True, **_JIT)
+def _gather(W, idx, out):
+    for m in prange(idx.shape[0]):
+        out[m, :] = W[idx[m]]
+
+
+def embedding_forward(W, idx):
+    """W (V, D), idx (N, T) int -> (N, T, D) rows of W."""
+    out = np.empty(idx.shape + (W.shape[1],), dtype=W.dtype)
+    if out.size:
+        _gather(W, idx.reshape(-1), out.reshape(-1, W.shape[1]))
+    return out
+
+
+@njit(parallel=True, **_JIT)
+def _scatter_add(dout, idx, dW, nchunks):
+    # Threads split the D columns, not the rows: repeated ids then never race, and every thread
+    # walks idx once, zeroing and accumulating its own column slice of dW in one pass.
+    V, D = dW.shape
+    M = idx.shape[0]
+    for c in prange(nchunks):
+        lo = c * D // nchunks
+        hi = (c + 1) * D // nchunks
+        for v in range(V):
+            dW[v, lo:hi] = 0
+        for m in range(M):
+            row, src = dW[idx[m]], dout[m]
+            for j in range(lo, hi):
+                row[j] += src[j]
+
+
+def embedding_backward(dout, idx, dW):
+    """Scatter-add dout (N, T, D) into dW (V, D) by idx (N, T); repeated ids accumulate.
+    dW is overwritten in place (not accumulated into) and returned."""
+    D = dW.shape[1]
+    if dW.size:
+        # chunks of at least 16 columns (a 64-byte line of float32) so threads share no lines
+        nchunks = max(1, min(2, D // 16))
+        _scatter_add(dout.reshape(-1, D), idx.reshape(-1), dW, nchunks)
+    return dW
+
+
+# ---------------------------------------------------------------------- softmax cross-entropy
+@njit(fastmath=True, **_JIT)
+def _row_max(a):
+    # fastmath only here (no exp inside): lets LLVM vectorize the max reduction
+    m = a[0]
+    for j in range(1, a.shape[0]):
+        m = max(m, a[j])
+    return m
+
+
+@njit(fastmath=True, **_JIT)
+def _row_sum(a):
+    s = a[0] - a[0]
+    for j in range(a.shape[0]):
+        s += a[j]
+    return s
+
+
+@njit(**_JIT)
+def _row_exp(xr, mx, out):
+    for j in range(xr.shape[0]):
+        out[j] = vexp(xr[j] - mx)
+
+
+@njit(parallel=True, **_JIT)
+def _softmax_ce(x, t, dx, grad, scale, one, nchunks):
+    # Rows split into nchunks contiguous blocks (one per thread). Per row, while the V-row stays
+    # in cache: max, exp(x - max) written straight into dx (or a per-thread scratch row when
+    # grad is False), its sum, then dx scaled in place. Loss partials are float64, summed in
+    # chunk order.
+    M, V = x.shape
+    partial = np.zeros(nchunks)
+    for c in prange(nchunks):
+        scratch = np.empty(0 if grad else V, x.dtype)
+        acc = 0.0
+        for m in range(c * M // nchunks, (c + 1) * M // nchunks):
+            lab = t[m]
+            if lab < 0:
+                if grad:
+                    dx[m, :] = 0
+            else:
+                xr = x[m]
+                e = dx[m] if grad else scratch
+                mx = _row_max(xr)
+                _row_exp(xr, mx, e)
+                s = _row_sum(e)
+                if grad:
+                    k = scale / s
+                    el = e[lab]
+                    for j in range(V):
+                        e[j] *= k
+                    e[lab] = (el / s - one) * scale
+                acc += np.float64(xr[lab]) - np.float64(mx) - np.log(np.float64(s))
+        partial[c] = acc
+    return partial.sum()
+
+
+def softmax_cross_entropy(x, t, grad=True):
+    """Mean cross-entropy of softmax(x) over the rows whose label is not -1.
+
+    x (M, V) scores, t (M,) int labels in [-1, V). Returns (loss, dx): loss a 0-d array of
+    x.dtype, dx (M, V) the gradient of that mean loss (None when grad is False). Rows with
+    label -1 contribute nothing; if every label is -1 the loss is 0 and dx is all zeros."""
+    M, V = x.shape
+    count = max(int(np.count_nonzero(t != -1)), 1)
+    scale = x.dtype.type(1.0 / count)
+    dx = np.empty_like(x) if grad else np.empty((0, V), x.dtype)
+    total = 0.0
+    if x.size:
+        nchunks = max(1, min(get_num_threads(), M))
+        total = _softmax_ce(x, t, dx, bool(grad), scale, x.dtype.type(1), nchunks)
+    loss = np.asarray(-total / count, dtype=x.dtype)
+    return loss, (dx if grad else None)
+
+
+# ---------------------------------------------------------------------------------- dropout
+@njit(parallel=True, **_JIT)
+def _dropout(x, seed, thr, keep_value, y, mask):
+    zero = keep_value - keep_value
+    for k in prange(x.shape[0]):
+        z = seed + np.uint64(k + 1) * _GOLDEN
+        z = (z ^ (z >> _S30)) * _MIX1
+        z = (z ^ (z >> _S27)) * _MIX2
+        z ^= z >> _S31
+        m = keep_value if (z >> _S40) >= thr else zero
+        mask[k] = m
+        y[k] = x[k] * m
+
+
+def dropout_forward(x, ratio, seed):
+    """Inverted dropout. Returns (y, mask) with mask = keep / (1 - ratio) in x.dtype.
+
+    The draw for flat index k is splitmix64(seed + (k + 1) * golden) >> 40, a 24-bit integer:
+    bit-identical to the reference for the same seed."""
+    y = np.empty_like(x)
+    mask = np.empty_like(x)
+    if x.size:
+        keep_value = x.dtype.type(1.0 / (1.0 - ratio))
+        _dropout(x.reshape(-1), np.uint64(seed), np.uint64(dropout_threshold(ratio)), keep_value,
+                 y.reshape(-1), mask.reshape(-1))
+    return y, mask
