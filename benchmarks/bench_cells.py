@@ -1099,7 +1099,7 @@ def run_isolated(args, sizes, columns, log):
                    "--modes", ",".join(args.modes), "--dtype", args.dtype,
                    "--rounds", str(args.rounds), "--budget", str(args.budget),
                    "--min-repeat", str(args.min_repeat), "--max-repeat", str(args.max_repeat),
-                   "--jit", "none", "--no-train", "--out", out]
+                   "--jit", "none", "--no-train", "--no-isolate", "--out", out]
             if args.repeat:
                 cmd += ["--repeat", str(args.repeat)]
             if args.quiet:
@@ -1456,10 +1456,15 @@ def build_parser():
     p.add_argument("--min-repeat", type=int, default=None,
                    help="at least this many timed calls per block (default 3)")
     p.add_argument("--max-repeat", type=int, default=200)
-    p.add_argument("--isolate", action="store_true",
+    # Default on: measured on the 2-core dev machine, once torch had run in the process every
+    # later column stalled (LSTM 10x5x100x100: numba 0.6 ms before, 72 ms after; GEMMs alone
+    # likewise), the thread pools of torch and OpenBLAS spinning against each other.
+    p.add_argument("--isolate", dest="isolate", action="store_true", default=True,
                    help="CPU: time each column in its own child process, one after the other, "
-                        "to rule out interference between libraries' thread pools (a "
-                        "cross-check; the default runs all columns in one process)")
+                        "so no library's thread pool disturbs another's (default)")
+    p.add_argument("--no-isolate", dest="isolate", action="store_false",
+                   help="CPU: run all columns in one process (interleaved rounds; checks "
+                        "numba's outputs against the reference)")
     p.add_argument("--quick", action="store_true",
                    help="a fast run (about a minute): fewer sizes, one round, shorter budget")
     p.add_argument("--jit", choices=("default", "cold", "both", "none"), default=None,

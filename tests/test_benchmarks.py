@@ -45,7 +45,7 @@ def test_bench_cells_tiny(tmp_path, capsys):
     out = tmp_path / "cells.json"
     rc = bench_cells.main(["--cells", "lstm", "--sizes", "2x3x4x5", "--columns",
                            "reference,numba,gemm", "--repeat", "1", "--rounds", "1", "--jit",
-                           "none", "--no-train", "--quiet", "--out", str(out)])
+                           "none", "--no-train", "--no-isolate", "--quiet", "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "| cell |" in printed and "numba_vs_gemm" in printed
