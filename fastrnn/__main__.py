@@ -1,0 +1,6 @@
+"""``python -m fastrnn`` = the ``fastrnn`` console script."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

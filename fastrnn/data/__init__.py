@@ -1,0 +1,21 @@
+"""Corpora for the models: vocabularies, word/char text corpora (the bundled "The Time Machine"
+is the default), Penn Treebank with md5 checks, and the seq2seq question_answer format."""
+from .corpus import DEFAULT_CORPUS, Corpus, load_text_corpus, read_text, tokenize
+from .ptb import DataError, load_ptb
+from .seq2seq import START, arrays_from_lines, load_seq2seq, make_addition
+from .vocab import EOS, UNK, Vocab
+
+__all__ = ["Vocab", "EOS", "UNK", "Corpus", "DEFAULT_CORPUS", "load_text_corpus", "read_text",
+           "tokenize", "load_ptb", "DataError", "load_seq2seq", "START", "make_addition", "arrays_from_lines", "shared_data_dir"]
+
+
+def shared_data_dir():
+    """The project's real-data folder: $FASTRNN_DATA, else ../shared/data next to the checkout;
+    None when neither exists."""
+    import os
+    env = os.environ.get("FASTRNN_DATA")
+    if env:
+        return env if os.path.isdir(env) else None
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    cand = os.path.join(here, "..", "shared", "data")
+    return os.path.normpath(cand) if os.path.isdir(cand) else None

@@ -1,0 +1,111 @@
+"""Dot-product attention and the AttentionSeq2seq model.
+
+``TimeAttention`` scores every decoder state against every encoder state at once (batched
+matrix products over (N, Td, Te)), instead of the textbook's Python loop over decoder steps;
+the result is the same: for decoder step t, ``a = softmax(hs_enc @ h_dec[t])`` and the context
+``c[t] = a @ hs_enc``.
+"""
+import numpy as np
+
+from .. import layers as L
+from ..checks import array_module
+from .base import register
+from .seq2seq import Seq2seq
+
+
+class TimeAttention:
+    """forward(hs_enc (N, Te, H), hs_dec (N, Td, H)) -> contexts (N, Td, H);
+    backward(dc) -> (dhs_enc, dhs_dec). ``attention_weights`` (N, Td, Te) after forward."""
+
+    def __init__(self):
+        self.params, self.grads = [], []
+        self.cache = None
+        self.attention_weights = None
+
+    def forward(self, hs_enc, hs_dec):
+        xp = array_module(hs_enc)
+        s = hs_dec @ hs_enc.transpose(0, 2, 1)               # (N, Td, Te)
+        s = s - s.max(axis=2, keepdims=True)
+        a = xp.exp(s)
+        a /= a.sum(axis=2, keepdims=True)
+        self.cache = (hs_enc, hs_dec, a)
+        self.attention_weights = a
+        return a @ hs_enc
+
+    def backward(self, dc):
+        hs_enc, hs_dec, a = self.cache
+        da = dc @ hs_enc.transpose(0, 2, 1)                 # (N, Td, Te)
+        dhs_enc = a.transpose(0, 2, 1) @ dc                 # through the weighted sum
+        ds = a * (da - (a * da).sum(axis=2, keepdims=True))  # softmax backward
+        dhs_dec = ds @ hs_enc
+        dhs_enc += ds.transpose(0, 2, 1) @ hs_dec
+        return dhs_enc, dhs_dec
+
+
+class AttentionDecoder:
+    """Embedding -> recurrent layer -> attention over encoder states -> Affine([context | h])."""
+
+    def __init__(self, init, V, D, H, cell, reset_after=False):
+        self.embed = L.TimeEmbedding(init.randn(V, D, scale=0.01))
+        self.rnn = init.rnn(cell, D, H, stateful=True, reset_after=reset_after)
+        self.attention = TimeAttention()
+        self.affine = L.TimeAffine(init.randn(2 * H, V, scale=1 / np.sqrt(2 * H)), init.zeros(V))
+        self.layers = [self.embed, self.rnn, self.attention, self.affine]
+        self.params = self.embed.params + self.rnn.params + self.affine.params
+        self.grads = self.embed.grads + self.rnn.grads + self.affine.grads
+        self.H = H
+        self.enc_hs = None
+
+    def _run(self, xs):
+        dec_hs = self.rnn.forward(self.embed.forward(xs))
+        c = self.attention.forward(self.enc_hs, dec_hs)
+        return self.affine.forward(array_module(c).concatenate((c, dec_hs), axis=2))
+
+    def begin(self, enc_hs):
+        self.enc_hs = enc_hs
+        self.rnn.set_state(enc_hs[:, -1, :])
+        self.step_weights = []
+
+    def forward(self, xs, enc_hs):
+        self.begin(enc_hs)
+        return self._run(xs)
+
+    def step(self, x):
+        out = self._run(x)
+        self.step_weights.append(self.attention.attention_weights)
+        return out
+
+    def backward(self, dscore):
+        H = self.H
+        dout = self.affine.backward(dscore)
+        dc, ddec_hs0 = dout[:, :, :H], dout[:, :, H:]
+        denc_hs, ddec_hs1 = self.attention.backward(dc)
+        self.embed.backward(self.rnn.backward(ddec_hs0 + ddec_hs1))
+        denc_hs[:, -1, :] += self.rnn.dh
+        return denc_hs
+
+
+@register
+class AttentionSeq2seq(Seq2seq):
+    """Encoder -> all its hidden states are attended to by the decoder at every step (the last
+    one also starts the decoder). ``attention_weights`` after a forward or generate: (N, Td, Te)
+    over the (possibly reversed) source positions."""
+
+    decoder_class = AttentionDecoder
+
+    def _encode(self, xs):
+        return self.encoder.forward(self._source(xs))
+
+    def _encode_backward(self, denc_hs):
+        self.encoder.backward(denc_hs)
+
+    def generate(self, xs, start_id, length):
+        out = super().generate(xs, start_id, length)
+        w = self.decoder.step_weights
+        self.decoder.attention.attention_weights = array_module(w[0]).concatenate(w, axis=1) \
+            if w else None
+        return out
+
+    @property
+    def attention_weights(self):
+        return self.decoder.attention.attention_weights
