@@ -3,22 +3,10 @@
 Every op is wrapped by ``checks.checked`` exactly like ``fastrnn.reference``: validation and
 C-contiguity happen there, once, for every backend. The first call of each op compiles (or
 loads Numba's on-disk cache).
-
-Threads: the embedding, softmax and dropout ops run ``prange`` loops on Numba's OpenMP pool,
-between which OpenBLAS runs the layers' matrix products on its own threads. OpenMP workers spin
-after each parallel region by default and steal the cores OpenBLAS needs: measured on the 2-core
-dev machine, an affine + softmax + affine-backward step at PTB shapes (700 x 100 @ 100 x 10000)
-took 64 ms with the default wait policy and 34 ms with ``OMP_WAIT_POLICY=PASSIVE`` (87 vs 67 ms
-with another process busy). So the passive policy is the default here, unless the user set
-one; it must be in the environment before the OpenMP runtime starts (first parallel call).
 """
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from ..checks import checked  # noqa: E402
-from . import cells as _cells  # noqa: E402
-from . import ops as _ops  # noqa: E402
+from ..checks import checked
+from . import cells as _cells
+from . import ops as _ops
 
 rnn_forward = checked(_cells.rnn_forward)
 rnn_backward = checked(_cells.rnn_backward)

@@ -4,11 +4,17 @@ Same names, signatures and results as ``fastrnn.reference.ops``. Shapes: N batch
 D embedding width, V vocabulary, M = N*T rows.
 """
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import njit
 
 from ..reference.ops import dropout_threshold
 from ._vmath import vexp
 
+# Serial on purpose (no prange): a Numba OpenMP pool between the layers' OpenBLAS calls cost
+# more than it gained. Measured on the 2-core dev machine, affine + softmax + affine-backward at
+# PTB shapes (700 x 100 @ 100 x 10000): 34 ms with one Numba thread, 38-40 ms with two (the
+# softmax alone 6.2 vs 3.2 ms), 80 ms when the OpenMP workers spin (OMP_WAIT_POLICY=ACTIVE)
+# and worse with another process busy; a pool would also slow a torch imported later if
+# fastrnn set a passive wait policy for it.
 _JIT = dict(cache=True, error_model="numpy", nogil=True)
 
 # splitmix64 constants, as np.uint64: in Numba, uint64 mixed with a Python int is float64
@@ -19,9 +25,9 @@ _S30, _S27, _S31, _S40 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(
 
 
 # -------------------------------------------------------------------------------- embedding
-@njit(parallel=True, **_JIT)
+@njit(**_JIT)
 def _gather(W, idx, out):
-    for m in prange(idx.shape[0]):
+    for m in range(idx.shape[0]):
         out[m, :] = W[idx[m]]
 
 
@@ -33,21 +39,15 @@ def embedding_forward(W, idx):
     return out
 
 
-@njit(parallel=True, **_JIT)
-def _scatter_add(dout, idx, dW, nchunks):
-    # Threads split the D columns, not the rows: repeated ids then never race, and every thread
-    # walks idx once, zeroing and accumulating its own column slice of dW in one pass.
-    V, D = dW.shape
-    M = idx.shape[0]
-    for c in prange(nchunks):
-        lo = c * D // nchunks
-        hi = (c + 1) * D // nchunks
-        for v in range(V):
-            dW[v, lo:hi] = 0
-        for m in range(M):
-            row, src = dW[idx[m]], dout[m]
-            for j in range(lo, hi):
-                row[j] += src[j]
+@njit(**_JIT)
+def _scatter_add(dout, idx, dW):
+    # One pass: zero dW, then add every row of dout into its id's row (repeats accumulate).
+    dW[:, :] = 0
+    D = dW.shape[1]
+    for m in range(idx.shape[0]):
+        row, src = dW[idx[m]], dout[m]
+        for j in range(D):
+            row[j] += src[j]
 
 
 def embedding_backward(dout, idx, dW):
@@ -55,9 +55,7 @@ def embedding_backward(dout, idx, dW):
     dW is overwritten in place (not accumulated into) and returned."""
     D = dW.shape[1]
     if dW.size:
-        # chunks of at least 16 columns (a 64-byte line of float32) so threads share no lines
-        nchunks = max(1, min(2, D // 16))
-        _scatter_add(dout.reshape(-1, D), idx.reshape(-1), dW, nchunks)
+        _scatter_add(dout.reshape(-1, D), idx.reshape(-1), dW)
     return dW
 
 
@@ -85,37 +83,33 @@ def _row_exp(xr, mx, out):
         out[j] = vexp(xr[j] - mx)
 
 
-@njit(parallel=True, **_JIT)
-def _softmax_ce(x, t, dx, grad, scale, one, nchunks):
-    # Rows split into nchunks contiguous blocks (one per thread). Per row, while the V-row stays
-    # in cache: max, exp(x - max) written straight into dx (or a per-thread scratch row when
-    # grad is False), its sum, then dx scaled in place. Loss partials are float64, summed in
-    # chunk order.
+@njit(**_JIT)
+def _softmax_ce(x, t, dx, grad, scale, one):
+    # Per row, while the V-row stays in cache: max, exp(x - max) written straight into dx (or a
+    # scratch row when grad is False), its sum, then dx scaled in place. The loss is summed in
+    # float64.
     M, V = x.shape
-    partial = np.zeros(nchunks)
-    for c in prange(nchunks):
-        scratch = np.empty(0 if grad else V, x.dtype)
-        acc = 0.0
-        for m in range(c * M // nchunks, (c + 1) * M // nchunks):
-            lab = t[m]
-            if lab < 0:
-                if grad:
-                    dx[m, :] = 0
-            else:
-                xr = x[m]
-                e = dx[m] if grad else scratch
-                mx = _row_max(xr)
-                _row_exp(xr, mx, e)
-                s = _row_sum(e)
-                if grad:
-                    k = scale / s
-                    el = e[lab]
-                    for j in range(V):
-                        e[j] *= k
-                    e[lab] = (el / s - one) * scale
-                acc += np.float64(xr[lab]) - np.float64(mx) - np.log(np.float64(s))
-        partial[c] = acc
-    return partial.sum()
+    scratch = np.empty(0 if grad else V, x.dtype)
+    acc = 0.0
+    for m in range(M):
+        lab = t[m]
+        if lab < 0:
+            if grad:
+                dx[m, :] = 0
+        else:
+            xr = x[m]
+            e = dx[m] if grad else scratch
+            mx = _row_max(xr)
+            _row_exp(xr, mx, e)
+            s = _row_sum(e)
+            if grad:
+                k = scale / s
+                el = e[lab]
+                for j in range(V):
+                    e[j] *= k
+                e[lab] = (el / s - one) * scale
+            acc += np.float64(xr[lab]) - np.float64(mx) - np.log(np.float64(s))
+    return acc
 
 
 def softmax_cross_entropy(x, t, grad=True):
@@ -130,17 +124,16 @@ def softmax_cross_entropy(x, t, grad=True):
     dx = np.empty_like(x) if grad else np.empty((0, V), x.dtype)
     total = 0.0
     if x.size:
-        nchunks = max(1, min(get_num_threads(), M))
-        total = _softmax_ce(x, t, dx, bool(grad), scale, x.dtype.type(1), nchunks)
+        total = _softmax_ce(x, t, dx, bool(grad), scale, x.dtype.type(1))
     loss = np.asarray(-total / count, dtype=x.dtype)
     return loss, (dx if grad else None)
 
 
 # ---------------------------------------------------------------------------------- dropout
-@njit(parallel=True, **_JIT)
+@njit(**_JIT)
 def _dropout(x, seed, thr, keep_value, y, mask):
     zero = keep_value - keep_value
-    for k in prange(x.shape[0]):
+    for k in range(x.shape[0]):
         z = seed + np.uint64(k + 1) * _GOLDEN
         z = (z ^ (z >> _S30)) * _MIX1
         z = (z ^ (z >> _S27)) * _MIX2
