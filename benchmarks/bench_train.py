@@ -10,21 +10,30 @@ One step is what a PTB language-model training loop does per mini-batch, built o
 ``fastrnn.layers``: ``TimeEmbedding`` (V, D) -> ``TimeLSTM`` (D -> H, stateful, truncated BPTT)
 -> ``TimeAffine`` (H -> V) -> ``TimeSoftmaxWithLoss``, forward, backward, then plain SGD
 (``p -= lr * g`` for every parameter). Word ids and targets are random in [0, V). The same
-model (same initial weights, same ids) is timed with the Numba backend and with the NumPy
-reference backend, in the same process, in alternating blocks (see ``benchmarks.bench_cells``
-for the method: warm-up, rounds of blocks, medians). The ratio reported is
-reference time / numba time. Also called by ``bench_cells`` (``--no-train`` to skip).
+model (same initial weights, same ids) is timed with the Numba backend, with the NumPy
+reference backend, and built from ``benchmarks.textbook`` (the classic per-step layer code
+fastrnn replaces), in the same process, in alternating blocks (see ``benchmarks.bench_cells``
+for the method: warm-up, rounds of blocks, medians). Ratios: reference / numba and
+textbook / numba. Also called by ``bench_cells`` (``--no-train`` to skip).
 """
 import argparse
+import contextlib
 import sys
 import time
 
 import numpy as np
 
 from benchmarks import bench_cells as bc
+from benchmarks import textbook
 
 SCHEMA = "fastrnn-bench-train/1"
-BACKENDS = (("reference", "numpy"), ("numba", "numba"))
+# column -> fastrnn backend forced for it (None: the textbook layers, no fastrnn backend)
+BACKENDS = (("reference", "numpy"), ("numba", "numba"), ("textbook", None))
+
+
+def _use(backend, name):
+    """backend.use(name), or no change for the textbook column (name None)."""
+    return backend.use(name) if name else contextlib.nullcontext()
 
 
 def default_configs(quick=False):
@@ -35,8 +44,9 @@ def default_configs(quick=False):
 class LSTMLM:
     """Embedding -> LSTM -> Affine -> SoftmaxWithLoss, from fastrnn.layers, plus an SGD step."""
 
-    def __init__(self, V, D, H, dtype, seed=0):
-        from fastrnn import layers
+    def __init__(self, V, D, H, dtype, seed=0, layers=None):
+        if layers is None:
+            from fastrnn import layers
         rng = np.random.default_rng(seed)
         f = lambda scale, *s: (rng.standard_normal(s) * scale).astype(dtype)  # noqa: E731
         self.embed = layers.TimeEmbedding(f(0.01, V, D))
@@ -76,16 +86,16 @@ def run(configs, dtype="float32", args=None, log=print, lr=1e-3):
         entry.update(times_s={}, samples_s={}, errors={}, first_loss={})
         live = {}
         for col, bname in BACKENDS:
-            err = bc._backend_available(bname)
+            err = bc._backend_available(bname) if bname else None
             if err:
                 entry["errors"][col] = err
                 continue
-            model = LSTMLM(V, D, H, dtype)
+            model = LSTMLM(V, D, H, dtype, layers=None if bname else textbook)
 
             def fn(model=model):
                 return model.step(xs, ts, lr)
             try:
-                with backend.use(bname):
+                with _use(backend, bname):
                     entry["first_loss"][col] = fn()   # warm-up (compiles the Numba kernels)
                     fn()
                 live[col] = (fn, bname)
@@ -97,7 +107,7 @@ def run(configs, dtype="float32", args=None, log=print, lr=1e-3):
                 if col in entry["errors"]:
                     continue
                 try:
-                    with backend.use(bname):
+                    with _use(backend, bname):
                         samples[col] += bc.time_block_cpu(fn, args)
                 except Exception as e:
                     entry["errors"][col] = bc.short_error(e)
@@ -109,9 +119,13 @@ def run(configs, dtype="float32", args=None, log=print, lr=1e-3):
         t = entry["times_s"]
         entry["speedup"] = (t["reference"] / t["numba"]
                             if t.get("reference") and t.get("numba") else None)
+        entry["textbook_speedup"] = (t["textbook"] / t["numba"]
+                                     if t.get("textbook") and t.get("numba") else None)
         fl = entry["first_loss"]
         if "reference" in fl and "numba" in fl:
             entry["first_loss_abs_diff"] = abs(fl["reference"] - fl["numba"])
+        if "textbook" in fl and "numba" in fl:
+            entry["textbook_first_loss_abs_diff"] = abs(fl["textbook"] - fl["numba"])
         log(f"  train V={V} D=H={H}: " + "  ".join(
             f"{c}={bc.fmt_ms(t.get(c))}ms" for c, _ in BACKENDS)
             + f"  speedup {bc.fmt_ratio(entry['speedup'])}")
@@ -124,12 +138,14 @@ def print_table(train, out=print):
     out(f"### Training step (Embedding -> LSTM -> Affine -> SoftmaxWithLoss + SGD), "
         f"{train['dtype']}, median ms")
     out("")
-    out("| V | N x T | D = H | reference ms | numba ms | reference/numba |")
-    out("|---:|---|---:|---:|---:|---:|")
+    out("| V | N x T | D = H | reference ms | numba ms | textbook ms | reference/numba | "
+        "textbook/numba |")
+    out("|---:|---|---:|---:|---:|---:|---:|---:|")
     for c in train["configs"]:
         t = c["times_s"]
         out(f"| {c['V']} | {c['N']}x{c['T']} | {c['H']} | {bc.fmt_ms(t.get('reference'))} | "
-            f"{bc.fmt_ms(t.get('numba'))} | {bc.fmt_ratio(c['speedup'])} |")
+            f"{bc.fmt_ms(t.get('numba'))} | {bc.fmt_ms(t.get('textbook'))} | "
+            f"{bc.fmt_ratio(c['speedup'])} | {bc.fmt_ratio(c.get('textbook_speedup'))} |")
     for c in train["configs"]:
         for col, e in c["errors"].items():
             out(f"- {col} not measured at D=H={c['H']}: {e}")
