@@ -47,13 +47,6 @@ def pytest_configure(config):
 
 
 # -------------------------------------------------------------------------------- backends
-OPS = (
-    "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward",
-    "gru_backward", "gru_ra_forward", "gru_ra_backward", "embedding_forward",
-    "embedding_backward", "softmax_cross_entropy", "dropout_forward",
-)
-
-
 class Backend:
     """One backend under test: its op module and the array module its ops take.
 
