@@ -1,22 +1,69 @@
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
+
+# The compiled CPU engine (fastrnn/engine): Cython binding over C kernels, OpenMP threads.
+# It is optional: without a C compiler (or without Cython at build time) the package installs
+# without it and fastrnn runs its Numba kernels instead, saying so once at run time.
+ENGINE = "fastrnn.engine._engine"
+
+
+class OptionalBuildExt(build_ext):
+    """Build the engine with OpenMP, else without it (one thread), else skip it with a warning."""
+
+    def build_extension(self, ext):
+        openmp = (["/openmp"], []) if self.compiler.compiler_type == "msvc" else (
+            ["-fopenmp"], ["-fopenmp"])
+        base = ["/O2"] if self.compiler.compiler_type == "msvc" else [
+            "-O3", "-ffp-contract=fast", "-fno-trapping-math", "-std=c11"]
+        attempts = [(base + openmp[0], openmp[1]), (base, [])]
+        error = None
+        for compile_args, link_args in attempts:
+            ext.extra_compile_args, ext.extra_link_args = compile_args, link_args
+            try:
+                return super().build_extension(ext)
+            except Exception as e:  # a compiler error, a missing compiler or a missing OpenMP
+                error = e
+        self.warn(f"fastrnn: the compiled CPU engine was not built ({error}); fastrnn will "
+                  f"run its Numba kernels instead")
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as e:  # no compiler at all
+            self.warn(f"fastrnn: the compiled CPU engine was not built ({e}); fastrnn will run "
+                      f"its Numba kernels instead")
+
+
+def extensions():
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        return []
+    ext = Extension(ENGINE, ["fastrnn/engine/_engine.pyx", "fastrnn/engine/src/engine.c"],
+                    depends=["fastrnn/engine/src/engine.h", "fastrnn/engine/src/impl.h"])
+    return cythonize([ext], compiler_directives={"language_level": "3"}, quiet=True)
+
 
 setup(
     name="fastrnn",
     version="0.1.0",
-    description="Fused RNN / LSTM / GRU kernels (Numba CPU, CuPy CUDA) behind the classic NumPy "
-                "time-layer API",
+    description="Fused RNN / LSTM / GRU kernels (compiled C and Numba on the CPU, CuPy CUDA) "
+                "behind the classic NumPy time-layer API",
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.11",
     packages=find_packages(include=["fastrnn", "fastrnn.*", "benchmarks"]),
-    package_data={"fastrnn": ["cuda/*.cu", "data/*.txt"]},
+    package_data={"fastrnn": ["cuda/*.cu", "data/*.txt", "engine/src/*.c", "engine/src/*.h"]},
+    ext_modules=extensions(),
+    cmdclass={"build_ext": OptionalBuildExt},
     # scipy: Numba's np.dot inside jitted code calls BLAS through scipy's cython_blas.
     # tqdm / matplotlib: progress and the perplexity plot of `fastrnn train`.
+    # threadpoolctl: one thread count for the engine and NumPy's BLAS.
     install_requires=["numpy>=1.24", "numba>=0.59", "scipy>=1.10", "tqdm>=4.60",
-                      "matplotlib>=3.7"],
+                      "matplotlib>=3.7", "threadpoolctl>=3.1"],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6.80"],
         "bench": ["torch", "matplotlib>=3.7"],

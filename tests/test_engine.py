@@ -1,0 +1,171 @@
+"""What is specific to the compiled CPU engine ("cpu"): instruction-set dispatch, thread-count
+independence, the thread-count setting. Its equivalence with the reference is covered, like
+every backend's, by the shared backend suite; here each dispatch target the machine can run is
+compared with the reference too, since that suite runs only the default target.
+
+Skipped as a whole when the extension was not built (no C compiler at install time)."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tolerances import assert_close
+
+engine = pytest.importorskip("fastrnn.engine", reason="compiled engine not built")
+from fastrnn import reference, threads  # noqa: E402
+from fastrnn.checks import GATES  # noqa: E402
+
+CELLS = tuple(GATES)
+ISAS = ("avx512", "avx2", "portable")
+
+
+def runnable(isa):
+    best = engine._engine.isa()
+    try:
+        engine.set_isa(isa)
+        return True
+    except ValueError:
+        return False
+    finally:
+        engine.set_isa(best)
+
+
+@pytest.fixture
+def isa(request):
+    if not runnable(request.param):
+        pytest.skip(f"this CPU cannot run the {request.param} kernels")
+    before = engine.isa()
+    engine.set_isa(request.param)
+    yield request.param
+    engine.set_isa(before)
+
+
+def make(cell, T, N, H, dtype, seed):
+    """Inputs of one recurrence: xw (T, N, G*H), Wh (H, G*H), h0, c0 (N, H), b_hn (H,),
+    dhs (T, N, H)."""
+    rng = np.random.default_rng(seed)
+    G = GATES[cell]
+    return dict(xw=rng.standard_normal((T, N, G * H)).astype(dtype),
+                Wh=(rng.standard_normal((H, G * H)) / np.sqrt(H)).astype(dtype),
+                h0=(0.5 * rng.standard_normal((N, H))).astype(dtype),
+                c0=(0.5 * rng.standard_normal((N, H))).astype(dtype),
+                b_hn=rng.standard_normal(H).astype(dtype),
+                dhs=rng.standard_normal((T, N, H)).astype(dtype))
+
+
+def run(module, cell, a):
+    """Forward outputs and backward outputs of ``cell`` through ``module``; the backward pass
+    consumes the reference's forward outputs so that each op is compared on its own."""
+    xw, Wh, h0, c0, b_hn, dhs = (a[k] for k in ("xw", "Wh", "h0", "c0", "b_hn", "dhs"))
+    if cell == "rnn":
+        fwd = (module.rnn_forward(xw, Wh, h0),)
+        ref = reference.rnn_forward(xw, Wh, h0)
+        bwd = module.rnn_backward(dhs, Wh, ref, h0)
+    elif cell == "lstm":
+        fwd = module.lstm_forward(xw, Wh, h0, c0)
+        _, cs, acts = reference.lstm_forward(xw, Wh, h0, c0)
+        bwd = module.lstm_backward(dhs, Wh, cs, acts, c0)
+    elif cell == "gru":
+        fwd = module.gru_forward(xw, Wh, h0)
+        hs, acts, _ = reference.gru_forward(xw, Wh, h0)
+        bwd = module.gru_backward(dhs, Wh, hs, acts, h0)
+    else:
+        fwd = module.gru_ra_forward(xw, Wh, b_hn, h0)
+        hs, acts, hn = reference.gru_ra_forward(xw, Wh, b_hn, h0)
+        bwd = module.gru_ra_backward(dhs, Wh, hs, acts, hn, h0)
+    return tuple(fwd), tuple(bwd)
+
+
+def as64(a):
+    return {k: v.astype(np.float64) for k, v in a.items()}
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+# The isa fixture holds for every generated example on purpose.
+@settings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(T=st.integers(1, 5), N=st.integers(1, 13), H=st.integers(1, 37), seed=st.integers(0, 99))
+def test_every_dispatch_target_matches_reference(isa, cell, dtype, T, N, H, seed):
+    # H up to 37 crosses every vector width (2..16 lanes) with a partial last unit vector.
+    a = make(cell, T, N, H, dtype, seed)
+    got_f, got_b = run(engine, cell, a)
+    ref_f, ref_b = run(reference, cell, as64(a))
+    for i, (g, r) in enumerate(zip(got_f, ref_f)):
+        assert_close(f"{isa} {cell} forward output {i}", g, r, "output", dtype)
+    for i, (g, r) in enumerate(zip(got_b, ref_b)):
+        assert_close(f"{isa} {cell} backward output {i}", g, r, "grad", dtype)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_results_do_not_depend_on_the_thread_count(cell, dtype):
+    # Large enough that the engine really splits the step over several threads; every output
+    # element is summed in the same order whatever the split, so results are bit-identical.
+    a = make(cell, 4, 24, 200, dtype, seed=7)
+    before = threads._num_threads
+    try:
+        outs = []
+        for n in (1, 2, 3, 4):
+            threads._num_threads = n
+            outs.append(run(engine, cell, a))
+    finally:
+        threads._num_threads = before
+    for other in outs[1:]:
+        for x, y in zip(outs[0][0] + outs[0][1], other[0] + other[1]):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_repeated_calls_are_bit_identical():
+    a = make("lstm", 6, 20, 130, np.float32, seed=3)
+    first, again = run(engine, "lstm", a), run(engine, "lstm", a)
+    for x, y in zip(first[0] + first[1], again[0] + again[1]):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_set_isa_rejects_unknown_and_unsupported_names():
+    with pytest.raises(ValueError, match="unknown instruction set"):
+        engine.set_isa("sse9")
+    engine.set_isa(None)
+    assert engine.isa() in ISAS
+    for name in ISAS:
+        if not runnable(name):
+            with pytest.raises(ValueError, match="cannot run"):
+                engine.set_isa(name)
+
+
+def test_nan_in_weights_propagates():
+    a = make("lstm", 3, 4, 20, np.float32, seed=1)
+    a["Wh"][5, 7] = np.nan
+    (hs, cs, acts), _ = run(engine, "lstm", a)
+    ref_hs = reference.lstm_forward(a["xw"], a["Wh"], a["h0"], a["c0"])[0]
+    np.testing.assert_array_equal(np.isnan(hs), np.isnan(ref_hs))
+    assert np.isnan(hs).any()
+
+
+def test_saturated_gates_match_reference_exactly_at_the_limits():
+    # Pre-activations far beyond the saturation points: gates are exactly 0 or 1, as in the
+    # reference, so (1 - f) terms vanish exactly instead of leaving tiny values that a large
+    # gradient would amplify.
+    a = make("lstm", 2, 3, 17, np.float32, seed=2)
+    a["xw"] *= 1e4
+    (hs, cs, acts), _ = run(engine, "lstm", a)
+    ref = reference.lstm_forward(a["xw"], a["Wh"], a["h0"], a["c0"])
+    np.testing.assert_array_equal(acts, ref[2])
+
+
+@pytest.mark.parametrize("n", [0, -1, 1.5, "2", True])
+def test_set_num_threads_rejects_bad_values(n):
+    with pytest.raises(ValueError, match="positive int"):
+        threads.set_num_threads(n)
+
+
+def test_num_threads_default_follows_omp_num_threads(monkeypatch):
+    monkeypatch.setattr(threads, "_num_threads", None)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads.get_num_threads() == 3
+    monkeypatch.setattr(threads, "_num_threads", None)
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")
+    with pytest.raises(ValueError, match="OMP_NUM_THREADS"):
+        threads.get_num_threads()
+    monkeypatch.setattr(threads, "_num_threads", None)
