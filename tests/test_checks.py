@@ -392,4 +392,8 @@ def test_assert_close_names_tensor_worst_index_and_error():
         assert_close("s", np.zeros(3), np.zeros(4))
     with pytest.raises(AssertionError, match="nan"):
         assert_close("n", np.array([np.nan, 1.0]), np.array([0.0, 1.0]))
+    for actual, ref in [(1.0, np.nan), (1.0, np.inf), (np.inf, -np.inf), (np.nan, np.inf)]:
+        with pytest.raises(AssertionError, match="out of tolerance"):
+            assert_close("one side non-finite", np.array([actual]), np.array([ref]))
     assert_close("both nan", np.array([np.nan, 1.0]), np.array([np.nan, 1.0]))
+    assert_close("same inf", np.array([-np.inf, 1.0]), np.array([-np.inf, 1.0]))

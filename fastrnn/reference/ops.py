@@ -20,7 +20,7 @@ def embedding_backward(dout, idx, dW):
     """Scatter-add dout (N, T, D) into dW (V, D) by idx (N, T); repeated ids accumulate.
     dW is overwritten in place (not accumulated into) and returned."""
     dW[...] = 0
-    np.add.at(dW, idx.reshape(-1), dout.reshape(-1, dW.shape[1]))
+    np.add.at(dW, idx.reshape(-1), dout.reshape(idx.size, dW.shape[1]))
     return dW
 
 
