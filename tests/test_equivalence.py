@@ -72,27 +72,30 @@ def check_recurrence(backend, rec, cell, dtype, T, N, H, zero_state=False, scale
     call = caller(backend, kind)
     p = rec.inputs(cell, T, N, H, dtype, seed, scale=scale, wscale=wscale,
                    zero_state=zero_state)
-    saved = {k: v.copy() for k, v in p.items()}
-    out = rec.forward(call, cell, p)
-    ref = rec.forward(ref_call, cell, as64(p))
-    for k in rec.FORWARD_OUT[cell]:
-        label = f"{backend.name} {cell}_forward {k} (T={T} N={N} H={H}, {kind} inputs)"
-        check_dtype(label, out[k], dtype)
-        assert_close(label, out[k], ref[k], "output", dtype=dtype)
-    for k, v in p.items():
-        np.testing.assert_array_equal(v, saved[k], err_msg=f"{cell}_forward modified input {k}")
-
+    where = f"(T={T} N={N} H={H}, {kind} inputs)"
+    ref = compare_and_check_inputs(backend, cell, "forward", where, dtype, p,
+                                   lambda: rec.forward(call, cell, p),
+                                   lambda: rec.forward(ref_call, cell, as64(p)))
     fwd = {k: v.astype(dtype) for k, v in ref.items()}
     dhs = np.random.default_rng(seed + 1).standard_normal((T, N, H)).astype(dtype)
-    saved = {k: v.copy() for k, v in fwd.items()}
-    gout = rec.backward(call, cell, p, fwd, dhs)
-    gref = rec.backward(ref_call, cell, as64(p), as64(fwd), dhs.astype(np.float64))
-    for k in rec.BACKWARD_OUT[cell]:
-        label = f"{backend.name} {cell}_backward {k} (T={T} N={N} H={H}, {kind} inputs)"
-        check_dtype(label, gout[k], dtype)
-        assert_close(label, gout[k], gref[k], "grad", dtype=dtype)
-    for k, v in fwd.items():
-        np.testing.assert_array_equal(v, saved[k], err_msg=f"{cell}_backward modified input {k}")
+    compare_and_check_inputs(backend, cell, "backward", where, dtype, fwd,
+                             lambda: rec.backward(call, cell, p, fwd, dhs),
+                             lambda: rec.backward(ref_call, cell, as64(p), as64(fwd),
+                                                  dhs.astype(np.float64)))
+
+
+def compare_and_check_inputs(backend, cell, direction, where, dtype, inputs, run, run_ref):
+    """Every output of ``run()`` has ``dtype`` and matches ``run_ref()``; ``inputs`` are left
+    unchanged. Returns the reference's outputs."""
+    saved = {k: v.copy() for k, v in inputs.items()}
+    out, ref = run(), run_ref()
+    for k in ref:
+        label = f"{backend.name} {cell}_{direction} {k} {where}"
+        check_dtype(label, out[k], dtype)
+        assert_close(label, out[k], ref[k], kind_of(direction), dtype=dtype)
+    for k, v in inputs.items():
+        np.testing.assert_array_equal(v, saved[k], err_msg=f"{cell}_{direction} modified {k}")
+    return ref
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
