@@ -1,31 +1,42 @@
-"""Picks the op table for an array: NumPy arrays -> Numba kernels, CuPy arrays -> CUDA kernels.
+"""Picks the op module for an array: NumPy arrays -> the compiled CPU engine ("cpu") when it is
+built, else the Numba kernels ("numba"); CuPy arrays -> the CUDA kernels ("cuda").
 
-``FASTRNN_BACKEND=numpy|numba|cuda`` (read when the first op is looked up) or
-``set_backend(name)`` overrides the choice; ``set_backend(None)`` restores the automatic rule.
-"numpy" is the reference backend and takes NumPy or CuPy arrays; "numba" takes NumPy arrays
-only and "cuda" CuPy arrays only. An unknown name, a missing package, or an array the chosen
-backend cannot take is a ``ValueError`` that says so.
+Every backend exports the ops of ``fastrnn.contract`` (``OPS`` here) with the same names and
+arguments. "numpy" is the reference backend and takes NumPy or CuPy arrays; "numba" and "cpu"
+take NumPy arrays only and "cuda" CuPy arrays only. An unknown name, a backend that cannot be
+imported, or an array the chosen backend cannot take is a ``ValueError`` that says so.
+
+Choosing a backend, strongest first:
+
+- ``with use(name):`` forces ``name`` for the block, in the current thread (or asyncio task)
+  only: it is a ``contextvars`` variable, so other threads keep their own choice;
+- ``set_backend(name)`` sets the process-wide default (``None``: the automatic rule);
+- the environment variable ``FASTRNN_BACKEND=numpy|numba|cpu|cuda``, read when the default is
+  first needed.
+
+When the automatic rule falls back from "cpu" to "numba" because the engine is not built, it
+warns once per process.
 """
 import contextlib
+import contextvars
 import importlib
 import os
+import threading
+import warnings
 
 from .checks import array_module
+from .contract import NAMES as OPS
 
-BACKENDS = {"numpy": "fastrnn.reference", "numba": "fastrnn.kernels", "cuda": "fastrnn.cuda"}
-
-# The ops every backend module provides, with the same names and signatures.
-OPS = (
-    "rnn_forward", "rnn_backward",
-    "lstm_forward", "lstm_backward",
-    "gru_forward", "gru_backward",
-    "gru_ra_forward", "gru_ra_backward",
-    "embedding_forward", "embedding_backward",
-    "softmax_cross_entropy", "dropout_forward",
-)
+BACKENDS = {"numpy": "fastrnn.reference", "numba": "fastrnn.kernels", "cpu": "fastrnn.engine",
+            "cuda": "fastrnn.cuda"}
+# Which array type each backend takes; "numpy" takes both.
+_TAKES = {"numba": "numpy", "cpu": "numpy", "cuda": "cupy"}
 
 _UNSET = object()
-_override = _UNSET  # _UNSET: not decided yet (read FASTRNN_BACKEND); None: automatic
+_default = _UNSET  # process default; _UNSET: not decided yet (read FASTRNN_BACKEND)
+_override = contextvars.ContextVar("fastrnn_backend_override", default=_UNSET)
+_auto_cpu = None   # the automatic NumPy backend, decided once
+_auto_lock = threading.Lock()
 
 
 def _validate_name(name):
@@ -50,36 +61,60 @@ def load(name):
 
 
 def set_backend(name):
-    """Force backend ``name`` ("numpy", "numba", "cuda") for every op, or None for automatic."""
-    global _override
+    """Set the process-wide backend ("numpy", "numba", "cpu", "cuda"), or None for automatic.
+    A ``use`` block in force in the calling thread still wins inside that block."""
+    global _default
     if name is not None:
         load(name)
-    _override = name
+    _default = name
 
 
-def get_backend():
-    """The forced backend name, or None when the array type decides."""
-    global _override
-    if _override is _UNSET:
+def _process_default():
+    global _default
+    if _default is _UNSET:
         env = os.environ.get("FASTRNN_BACKEND", "").strip().lower() or None
         if env is not None:
             try:
                 _validate_name(env)
             except ValueError as e:
                 raise ValueError(f"FASTRNN_BACKEND: {e}") from None
-        _override = env
-    return _override
+        _default = env
+    return _default
+
+
+def get_backend():
+    """The forced backend name in this thread (``use``, else the process default), or None
+    when the array type decides."""
+    name = _override.get()
+    return _process_default() if name is _UNSET else name
 
 
 @contextlib.contextmanager
 def use(name):
-    """Run a block with backend ``name`` forced, then restore the previous choice."""
-    previous = get_backend()
-    set_backend(name)
+    """Run a block with backend ``name`` forced (None: automatic) in this thread only, then
+    restore the previous choice."""
+    if name is not None:
+        load(name)
+    token = _override.set(name)
     try:
         yield
     finally:
-        set_backend(previous)
+        _override.reset(token)
+
+
+def _automatic_numpy_backend():
+    global _auto_cpu
+    with _auto_lock:
+        if _auto_cpu is None:
+            try:
+                load("cpu")
+                _auto_cpu = "cpu"
+            except ValueError as e:
+                _auto_cpu = "numba"
+                warnings.warn(f"fastrnn: the compiled CPU engine is not available ({e}); using "
+                              f"the Numba kernels. Build it with `pip install .` (needs a C "
+                              f"compiler).", RuntimeWarning, stacklevel=4)
+    return _auto_cpu
 
 
 def name_for(array):
@@ -87,13 +122,14 @@ def name_for(array):
     on_gpu = array_module(array).__name__ == "cupy"
     name = get_backend()
     if name is None:
-        return "cuda" if on_gpu else "numba"
-    if name == "numba" and on_gpu:
-        raise ValueError("backend 'numba' takes NumPy arrays, got a CuPy array; use 'cuda' or "
-                         "'numpy', or set_backend(None)")
-    if name == "cuda" and not on_gpu:
-        raise ValueError("backend 'cuda' takes CuPy arrays, got a NumPy array; use 'numba' or "
-                         "'numpy', or set_backend(None)")
+        return "cuda" if on_gpu else _automatic_numpy_backend()
+    takes = _TAKES.get(name)
+    if takes == "numpy" and on_gpu:
+        raise ValueError(f"backend {name!r} takes NumPy arrays, got a CuPy array; use 'cuda' or "
+                         f"'numpy', or set_backend(None)")
+    if takes == "cupy" and not on_gpu:
+        raise ValueError(f"backend {name!r} takes CuPy arrays, got a NumPy array; use 'cpu', "
+                         f"'numba' or 'numpy', or set_backend(None)")
     return name
 
 

@@ -1,40 +1,21 @@
-"""Input validation shared by every backend.
+"""Input validation shared by every backend: the checks that ``fastrnn.contract`` declares.
 
-Numba and CUDA kernels do not bounds-check, so every public op of every backend is wrapped by
-``checked``: it validates ranks, shapes, dtypes and index ranges (raising ``ValueError`` or
-``TypeError`` that states the expected and the actual shape or dtype) and hands the kernel
-C-contiguous arrays, so slices and transposes give correct results. Non-finite values are not
-checked here (the layers do that, see ``fastrnn.layers``).
+``check(op, values)`` runs them for one op (the order and the rules are in the contract's module
+doc); the ``require_*`` helpers are also used by the layers. Messages start with the op or layer
+name and state the expected and the actual shape or dtype.
 """
-import functools
-import inspect
+import numbers
 import sys
 
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
-# Gates per recurrence: the op name prefix -> G.
-GATES = {"rnn": 1, "lstm": 4, "gru": 3, "gru_ra": 3}
-
-# Expected shape of every recurrence argument, from T time, N batch, H hidden, G gates.
-_RECURRENCE_SHAPES = {
-    "xw": lambda T, N, H, G: (T, N, G * H),
-    "dhs": lambda T, N, H, G: (T, N, H),
-    "hs": lambda T, N, H, G: (T, N, H),
-    "cs": lambda T, N, H, G: (T, N, H),
-    "hn": lambda T, N, H, G: (T, N, H),
-    "acts": lambda T, N, H, G: (T, N, G * H),
-    "Wh": lambda T, N, H, G: (H, G * H),
-    "h0": lambda T, N, H, G: (N, H),
-    "c0": lambda T, N, H, G: (N, H),
-    "b_hn": lambda T, N, H, G: (H,),
-}
-_SYMBOLIC = {
-    "xw": "(T, N, G*H)", "dhs": "(T, N, H)", "hs": "(T, N, H)", "cs": "(T, N, H)",
-    "hn": "(T, N, H)", "acts": "(T, N, G*H)", "Wh": "(H, G*H)", "h0": "(N, H)", "c0": "(N, H)",
-    "b_hn": "(H,)",
-}
+# Argument kinds of the contract: FLOAT arrays share the op's float dtype; INT arrays hold ids or
+# labels of any integer dtype; OUT is a FLOAT array the op overwrites and returns; RATIO, SEED
+# and FLAG are scalars.
+FLOAT, INT, OUT, RATIO, SEED, FLAG = "float", "int", "out", "ratio", "seed", "flag"
+ARRAY_KINDS = (FLOAT, INT, OUT)
 
 
 def array_module(a):
@@ -48,6 +29,25 @@ def is_array(a):
     return isinstance(a, np.ndarray) or type(a).__module__.split(".")[0] == "cupy"
 
 
+def c_strides(shape, itemsize):
+    """The strides of a freshly allocated C-order array of this shape."""
+    strides, step = [], itemsize
+    for n in reversed(shape):
+        strides.append(step)
+        step *= max(int(n), 1)
+    return tuple(reversed(strides))
+
+
+def has_c_strides(a):
+    return a.size == 0 or tuple(a.strides) == c_strides(a.shape, a.itemsize)
+
+
+def c_layout(a):
+    """``a`` itself when its strides are exactly the C strides of its shape, else a C copy."""
+    return a if has_c_strides(a) else a.copy(order="C")
+
+
+# -------------------------------------------------------------------------------- checks
 def require_array(op, name, a):
     if not is_array(a):
         raise TypeError(f"{op}: {name} must be a NumPy or CuPy array, got {type(a).__name__}")
@@ -89,101 +89,90 @@ def require_range(op, name, a, lo, hi):
         raise ValueError(f"{op}: {name} must lie in [{lo}, {hi}), found {bad}")
 
 
-def contiguous(a):
-    return array_module(a).ascontiguousarray(a)
+def _scalar(op, arg, value):
+    if arg.kind == FLAG:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{op.name}: {arg.name} must be True or False, got {value!r}")
+        return bool(value)
+    if arg.kind == RATIO:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{op.name}: {arg.name} must be a real number in [0, 1), got "
+                            f"{value!r}")
+        if not 0.0 <= float(value) < 1.0:
+            raise ValueError(f"{op.name}: {arg.name} must lie in [0, 1), got {value}")
+        return float(value)
+    # SEED
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{op.name}: {arg.name} must be an integer in [0, 2**64), got {value!r}")
+    if not 0 <= int(value) < 2 ** 64:
+        raise ValueError(f"{op.name}: {arg.name} must lie in [0, 2**64), got {value}")
+    return int(value)
 
 
-def _check_recurrence(op, names, args):
-    G = GATES[op.rsplit("_", 1)[0]]
-    first, Wh = args[0], args[names.index("Wh")]
-    for name, a in zip(names, args):
-        require_float(op, name, a, first.dtype if is_array(first) else None)
-    require_rank(op, names[0], first, 3, _SYMBOLIC[names[0]])
-    require_rank(op, "Wh", Wh, 2, "(H, G*H)")
-    T, N = first.shape[:2]
-    H = Wh.shape[0]
-    for name, a in zip(names, args):
-        require_shape(op, name, a, _RECURRENCE_SHAPES[name](T, N, H, G),
-                      _SYMBOLIC[name].replace("G*H", f"{G}*H"))
-    return tuple(contiguous(a) for a in args)
+def _expected_shape(op, arg, sizes):
+    out = []
+    for s in arg.dims:
+        if s == "...":
+            out.extend(sizes["..."])
+        elif s == "G*H":
+            out.append(op.gates * sizes["H"])
+        else:
+            out.append(sizes[s])
+    return tuple(out)
 
 
-def _check_embedding_forward(op, names, args):
-    W, idx = args
-    require_float(op, "W", W)
-    require_rank(op, "W", W, 2, "(V, D)")
-    require_int(op, "idx", idx)
-    require_range(op, "idx", idx, 0, W.shape[0])
-    return contiguous(W), contiguous(idx)
+def check(op, values):
+    """Validate ``values`` (one per argument of ``op``, in order) and return what the
+    implementation gets: arrays with exact C strides, scalars converted (see module doc)."""
+    dtype = None
+    for arg, v in zip(op.args, values):
+        if arg.kind in (FLOAT, OUT):
+            require_float(op.name, arg.name, v, dtype)
+            dtype = v.dtype
+        elif arg.kind == INT:
+            require_int(op.name, arg.name, v)
+    by_name = dict(zip((a.name for a in op.args), values))
+    args = {a.name: a for a in op.args}
+    sizes = {}
+    for sym, name in op.sizes.items():
+        a, v = args[name], by_name[name]
+        if sym == "...":  # the whole shape of an argument declared "(...)"
+            sizes[sym] = tuple(v.shape)
+            continue
+        require_rank(op.name, name, v, len(a.dims), op.symbolic(a.shape))
+        sizes[sym] = v.shape[a.dims.index(sym)]
+    for a, v in zip(op.args, values):
+        if a.kind in ARRAY_KINDS:
+            require_shape(op.name, a.name, v, _expected_shape(op, a, sizes),
+                          op.symbolic(a.shape))
+    for sym in op.nonempty:
+        if sizes[sym] < 1:
+            name = op.sizes[sym]
+            raise ValueError(f"{op.name}: {name} must have shape {op.symbolic(args[name].shape)}"
+                             f" with {sym} >= 1, got {tuple(by_name[name].shape)}")
+    for name, (lo, hi) in op.ranges.items():
+        require_range(op.name, name, by_name[name], sizes.get(lo, lo), sizes.get(hi, hi))
+    out = []
+    for a, v in zip(op.args, values):
+        if a.kind == OUT:
+            if not getattr(v.flags, "writeable", True):  # CuPy arrays are always writeable
+                raise ValueError(f"{op.name}: {a.name} is written in place and must be writeable")
+            if not has_c_strides(v):
+                raise ValueError(f"{op.name}: {a.name} is written in place and must be "
+                                 f"C-contiguous (strides {v.strides} for shape {v.shape})")
+            out.append(v)
+        elif a.kind == INT and not v.dtype.isnative:  # compiled kernels take native order only
+            out.append(v.astype(v.dtype.newbyteorder("=")))
+        elif a.kind in ARRAY_KINDS:
+            out.append(c_layout(v))
+        else:
+            out.append(_scalar(op, a, v))
+    return out
 
 
-def _check_embedding_backward(op, names, args):
-    dout, idx, dW = args
-    require_float(op, "dW", dW)
-    require_rank(op, "dW", dW, 2, "(V, D)")
-    require_float(op, "dout", dout, dW.dtype)
-    require_int(op, "idx", idx)
-    require_shape(op, "dout", dout, tuple(idx.shape) + (dW.shape[1],), "idx.shape + (D,)")
-    require_range(op, "idx", idx, 0, dW.shape[0])
-    if not dW.flags.c_contiguous:
-        raise ValueError(f"{op}: dW is written in place and must be C-contiguous")
-    return contiguous(dout), contiguous(idx), dW
-
-
-def _check_softmax_cross_entropy(op, names, args):
-    x, t = args[:2]
-    require_float(op, "x", x)
-    require_rank(op, "x", x, 2, "(M, V)")
-    if x.shape[1] == 0:
-        raise ValueError(f"{op}: x must have shape (M, V) with V >= 1 classes, got "
-                         f"{tuple(x.shape)}")
-    require_int(op, "t", t)
-    require_shape(op, "t", t, (x.shape[0],), "(M,)")
-    require_range(op, "t", t, -1, x.shape[1])
-    return (contiguous(x), contiguous(t)) + tuple(args[2:])
-
-
-def _check_dropout_forward(op, names, args):
-    x, ratio, seed = args
-    require_float(op, "x", x)
-    if not 0.0 <= float(ratio) < 1.0:
-        raise ValueError(f"{op}: ratio must lie in [0, 1), got {ratio}")
-    if not 0 <= int(seed) < 2 ** 64:
-        raise ValueError(f"{op}: seed must lie in [0, 2**64), got {seed}")
-    return contiguous(x), float(ratio), int(seed)
-
-
-_CHECKS = {
-    "embedding_forward": _check_embedding_forward,
-    "embedding_backward": _check_embedding_backward,
-    "softmax_cross_entropy": _check_softmax_cross_entropy,
-    "dropout_forward": _check_dropout_forward,
-}
-
-
-def checked(fn):
-    """Wrap a backend op so that its arguments are validated (and made contiguous) first.
-
-    The check is chosen by the op's name; recurrences are checked from their parameter names
-    (xw, Wh, h0, ... see _RECURRENCE_SHAPES). Empty inputs (N=0 or T=0) pass through: every
-    backend returns correctly shaped empty outputs for them."""
-    op = fn.__name__
-    signature = inspect.signature(fn)
-    params = list(signature.parameters)
-    check = _CHECKS.get(op)
-    if check is None:
-        names = [p for p in params if p in _RECURRENCE_SHAPES]
-        if op.rsplit("_", 1)[0] not in GATES or not names:
-            raise LookupError(f"no input check defined for op {op!r}")
-
-        def check(op, _names, args):
-            n = len(names)
-            return _check_recurrence(op, names, args[:n]) + tuple(args[n:])
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        return fn(*check(op, params, tuple(bound.arguments.values())))
-
-    return wrapper
+def __getattr__(name):
+    # GATES lives in fastrnn.contract; kept reachable here for older imports.
+    if name == "GATES":
+        from .contract import GATES
+        return GATES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

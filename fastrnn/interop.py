@@ -23,7 +23,7 @@ from .checks import array_module
 
 # fastrnn gate block k comes from PyTorch gate block _ORDER[kind][k]
 _ORDER = {"rnn": [0], "lstm": [1, 2, 0, 3], "gru": [1, 0, 2]}
-_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+from .contract import GATES as _GATES
 _KINDS = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
 
 

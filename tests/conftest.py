@@ -1,4 +1,4 @@
-"""Shared test set-up: markers, hypothesis profiles, the backend fixture, recurrence helpers.
+"""Shared test set-up: markers, hypothesis profiles, backend fixtures, input generators.
 
 Markers
     slow  long-running tests; deselect with ``pytest -m "not slow"``.
@@ -6,16 +6,25 @@ Markers
 
 Hypothesis profiles (``HYPOTHESIS_PROFILE=name``; ``ci`` is the default when ``CI`` is set)
     dev       20 examples per test, no deadline (the first call of a Numba op compiles it).
-    ci        30 examples, derandomized (the same examples on every run), no example database.
+    ci        30 examples, no example database.
     thorough  300 examples, for a long local run before a release.
+    All three are derandomized: the same examples on every run (a failure reproduces).
 
 Backends
-    The ``backend`` fixture runs a test once per backend: "numpy" (the reference), "numba"
-    (``fastrnn.kernels``, skipped while it cannot be imported) and "cuda" (``fastrnn.cuda``,
-    marked ``gpu``; skipped without CuPy, without a device, or while it cannot be imported).
-    cupy is imported only inside that fixture, never at collection.
+    Taken from ``fastrnn.backend.BACKENDS``, so a newly registered backend is tested at once.
+    ``backend`` runs a test once per backend, the reference ("numpy") included; ``candidate``
+    once per backend except the reference (the equivalence suite, tests/test_backends.py).
+    Unavailable backends are skipped with the reason (``fastrnn.backend.load``'s message);
+    "cuda" is marked ``gpu`` and also needs CuPy and a device (cupy is imported only inside
+    the fixture, never at collection). The compiled "cpu" engine honours
+    ``FASTRNN_ENGINE_ISA`` (e.g. ``portable``) to force its portable SIMD path: run the suite
+    once with it set to cover that path; its dispatch tests live in tests/test_engine.py.
+
+Inputs
+    ``recurrence_inputs`` is the one generator of recurrence inputs; ``layout`` turns an array
+    into a view with the same values and another memory layout (Fortran order, strided,
+    reversed, zero strides), on the backend's device.
 """
-import importlib
 import os
 import sys
 import types
@@ -28,15 +37,16 @@ from hypothesis import HealthCheck, settings
 # Make ``from tolerances import ...`` work whatever pytest's import mode.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import fastrnn.backend  # noqa: E402
+from fastrnn import contract  # noqa: E402
 from tolerances import to_numpy  # noqa: E402
 
 # ------------------------------------------------------------------------------ hypothesis
 _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large]
-settings.register_profile("dev", max_examples=20, deadline=None, suppress_health_check=_HEALTH)
-settings.register_profile("ci", max_examples=30, deadline=None, suppress_health_check=_HEALTH,
-                          derandomize=True, database=None, print_blob=True)
-settings.register_profile("thorough", max_examples=300, deadline=None,
-                          suppress_health_check=_HEALTH)
+_COMMON = dict(deadline=None, suppress_health_check=_HEALTH, derandomize=True, database=None)
+settings.register_profile("dev", max_examples=20, **_COMMON)
+settings.register_profile("ci", max_examples=30, print_blob=True, **_COMMON)
+settings.register_profile("thorough", max_examples=300, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
@@ -83,48 +93,49 @@ class Backend:
         return self.asnumpy(out)
 
 
-def _import_backend(modname, what):
+def _cupy_or_skip():
     try:
-        module = importlib.import_module(modname)
+        import cupy
     except ImportError as e:
-        pytest.skip(f"{what}: `import {modname}` fails ({type(e).__name__}: {e})")
-    if getattr(module, "__file__", None) is None:
-        pytest.skip(f"{what}: {modname} is an empty namespace package (no __init__.py yet)")
-    return module
+        pytest.skip(f"CUDA backend: cupy is not installed ({e})")
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # no driver, no device
+        pytest.skip(f"CUDA backend: no usable CUDA device ({type(e).__name__}: {e})")
+    if count < 1:
+        pytest.skip("CUDA backend: no CUDA device")
+    return cupy
 
 
 def load_backend(name):
-    """The Backend for ``name``, or a pytest skip that says why it is unavailable here."""
-    if name == "numpy":
-        import fastrnn.reference
-        return Backend("numpy", fastrnn.reference, np)
-    if name == "numba":
-        return Backend("numba", _import_backend("fastrnn.kernels", "Numba backend"), np)
-    if name == "cuda":
-        try:
-            import cupy
-        except ImportError as e:
-            pytest.skip(f"CUDA backend: cupy is not installed ({e})")
-        try:
-            count = cupy.cuda.runtime.getDeviceCount()
-        except Exception as e:  # no driver, no device
-            pytest.skip(f"CUDA backend: no usable CUDA device ({type(e).__name__}: {e})")
-        if count < 1:
-            pytest.skip("CUDA backend: no CUDA device")
-        return Backend("cuda", _import_backend("fastrnn.cuda", "CUDA backend"), cupy)
-    raise ValueError(name)
+    """The Backend for ``name`` (a key of ``fastrnn.backend.BACKENDS``), or a pytest skip that
+    says why it is unavailable here."""
+    xp = _cupy_or_skip() if name == "cuda" else np
+    try:
+        module = fastrnn.backend.load(name)
+    except ValueError as e:
+        pytest.skip(str(e))
+    return Backend(name, module, xp)
 
 
-BACKEND_PARAMS = [
-    pytest.param("numpy", id="numpy"),
-    pytest.param("numba", id="numba"),
-    pytest.param("cuda", id="cuda", marks=pytest.mark.gpu),
-]
+# Every registered backend, so a new one is tested as soon as it is registered; the "cpu"
+# engine's own dispatch (its SIMD paths; FASTRNN_ENGINE_ISA forces the portable one) is tested
+# in tests/test_engine.py, next to the engine.
+BACKEND_PARAMS = [pytest.param(name, id=name, marks=[pytest.mark.gpu] if name == "cuda" else [])
+                  for name in fastrnn.backend.BACKENDS]
+CANDIDATE_PARAMS = [p for p in BACKEND_PARAMS if p.values[0] != "numpy"]
 
 
 @pytest.fixture(scope="session", params=BACKEND_PARAMS)
 def backend(request):
-    """Each available backend in turn (session-scoped, so hypothesis tests can use it)."""
+    """Each available backend in turn, the reference included (for checks every backend
+    shares). Session-scoped, so hypothesis tests can use it."""
+    return load_backend(request.param)
+
+
+@pytest.fixture(scope="session", params=CANDIDATE_PARAMS)
+def candidate(request):
+    """Each available backend except the reference: what the equivalence suites compare."""
     return load_backend(request.param)
 
 
@@ -141,19 +152,13 @@ def rng(request):
 
 
 # ---------------------------------------------------------------------- recurrence helpers
-CELLS = ("rnn", "lstm", "gru", "gru_ra")
-GATES = {"rnn": 1, "lstm": 4, "gru": 3, "gru_ra": 3}
-STATE = {"rnn": ("h0",), "lstm": ("h0", "c0"), "gru": ("h0",), "gru_ra": ("h0",)}
-FORWARD_OUT = {"rnn": ("hs",), "lstm": ("hs", "cs", "acts"), "gru": ("hs", "acts", "rh"),
-               "gru_ra": ("hs", "acts", "hn")}
-BACKWARD_OUT = {"rnn": ("dA", "dh0"), "lstm": ("dA", "dh0", "dc0"), "gru": ("dA", "dh0"),
-                "gru_ra": ("dA", "dhn", "dh0")}
-# Argument names of each op, in order (the signatures every backend shares).
-FORWARD_ARGS = {"rnn": ("xw", "Wh", "h0"), "lstm": ("xw", "Wh", "h0", "c0"),
-                "gru": ("xw", "Wh", "h0"), "gru_ra": ("xw", "Wh", "b_hn", "h0")}
-BACKWARD_ARGS = {"rnn": ("dhs", "Wh", "hs", "h0"), "lstm": ("dhs", "Wh", "cs", "acts", "c0"),
-                 "gru": ("dhs", "Wh", "hs", "acts", "h0"),
-                 "gru_ra": ("dhs", "Wh", "hs", "acts", "hn", "h0")}
+CELLS = contract.CELLS
+GATES = contract.GATES
+FORWARD_ARGS = {c: tuple(a.name for a in contract.forward_op(c).args) for c in CELLS}
+BACKWARD_ARGS = {c: tuple(a.name for a in contract.backward_op(c).args) for c in CELLS}
+FORWARD_OUT = {c: tuple(n for n, _ in contract.forward_op(c).returns) for c in CELLS}
+BACKWARD_OUT = {c: tuple(n for n, _ in contract.backward_op(c).returns) for c in CELLS}
+STATE = {c: tuple(n for n in FORWARD_ARGS[c] if n in ("h0", "c0")) for c in CELLS}
 
 
 def recurrence_inputs(cell, T, N, H, dtype=np.float64, seed=0, *, scale=1.0, wscale=1.0,
@@ -165,13 +170,45 @@ def recurrence_inputs(cell, T, N, H, dtype=np.float64, seed=0, *, scale=1.0, wsc
     rng = np.random.default_rng(seed)
     G = GATES[cell]
     p = {"xw": rng.standard_normal((T, N, G * H)) * scale,
-         "Wh": rng.standard_normal((H, G * H)) * (wscale / np.sqrt(H))}
+         "Wh": rng.standard_normal((H, G * H)) * (wscale / np.sqrt(max(H, 1)))}
     p["h0"] = np.zeros((N, H)) if zero_state else np.tanh(2 * rng.standard_normal((N, H)))
     if cell == "lstm":
         p["c0"] = np.zeros((N, H)) if zero_state else 1.5 * rng.standard_normal((N, H))
     if cell == "gru_ra":
         p["b_hn"] = 0.5 * rng.standard_normal(H)
     return {k: v.astype(dtype) for k, v in p.items()}
+
+
+def op_inputs(name, dtype=np.float64, seed=0, *, T=3, N=2, H=5, D=4, V=6, scale=1.0,
+              wscale=1.0, zero_state=False):
+    """Valid arguments of op ``name`` in the contract's order (a list): the one generator of
+    op inputs. Recurrences take ``recurrence_inputs``; a backward op gets the float64
+    reference's forward results rounded to ``dtype`` and a random dhs. Ids and labels are
+    int64 (labels include -1); embedding_backward's dW is a fresh C-ordered array."""
+    rng = np.random.default_rng(seed)
+    if name in contract.OPS_BY_NAME and name.rsplit("_", 1)[0] in GATES:
+        cell, direction = name.rsplit("_", 1)
+        p = recurrence_inputs(cell, T, N, H, dtype, seed, scale=scale, wscale=wscale,
+                              zero_state=zero_state)
+        if direction == "forward":
+            return [p[k] for k in FORWARD_ARGS[cell]]
+        import fastrnn.reference as R
+        fwd = run_forward(lambda op, *a: getattr(R, op)(*a), cell,
+                          {k: v.astype(np.float64) for k, v in p.items()})
+        env = dict(p, **{k: v.astype(dtype) for k, v in fwd.items()},
+                   dhs=rng.standard_normal((T, N, H)).astype(dtype))
+        return [env[k] for k in BACKWARD_ARGS[cell]]
+    if name == "embedding_forward":
+        return [rng.standard_normal((V, D)).astype(dtype), rng.integers(0, max(V, 1), (N, T))]
+    if name == "embedding_backward":
+        return [rng.standard_normal((N, T, D)).astype(dtype), rng.integers(0, max(V, 1), (N, T)),
+                np.empty((V, D), dtype)]
+    if name == "softmax_cross_entropy":
+        M = N * T
+        return [(scale * rng.standard_normal((M, V))).astype(dtype), rng.integers(-1, V, M), True]
+    if name == "dropout_forward":
+        return [rng.standard_normal((N, T, D)).astype(dtype), 0.5, int(rng.integers(0, 2 ** 63))]
+    raise ValueError(f"no input generator for op {name!r}")
 
 
 def run_forward(call, cell, p):
@@ -206,5 +243,32 @@ def rec():
     return types.SimpleNamespace(
         CELLS=CELLS, GATES=GATES, STATE=STATE, FORWARD_OUT=FORWARD_OUT,
         BACKWARD_OUT=BACKWARD_OUT, FORWARD_ARGS=FORWARD_ARGS, BACKWARD_ARGS=BACKWARD_ARGS,
-        inputs=recurrence_inputs, forward=run_forward, backward=run_backward,
+        inputs=recurrence_inputs, op_inputs=op_inputs, forward=run_forward, backward=run_backward,
         final_state=final_state)
+
+
+# --------------------------------------------------------------------------------- layouts
+LAYOUTS = ("c", "fortran", "strided", "reversed", "zero_stride")
+
+
+def layout(xp, a, kind):
+    """A view on the device of ``xp`` with the values of the NumPy array ``a`` and memory
+    layout ``kind``: "c" (contiguous), "fortran" (reversed axis order), "strided" (every other
+    element of the last axis), "reversed" (negative strides on every axis) or "zero_stride"
+    (stride 0 on every axis of size 1; NumPy still calls a one-row view C-contiguous)."""
+    if kind == "c" or a.ndim == 0:
+        return xp.asarray(a)
+    if kind == "fortran":
+        return xp.asarray(np.ascontiguousarray(a.transpose())).transpose()
+    if kind == "strided":
+        wide = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+        wide[..., ::2] = a
+        return xp.asarray(wide)[..., ::2]
+    flip = (slice(None, None, -1),) * a.ndim
+    if kind == "reversed":
+        return xp.asarray(np.ascontiguousarray(a[flip]))[flip]
+    if kind == "zero_stride":
+        base = xp.asarray(np.ascontiguousarray(a))
+        strides = tuple(0 if n == 1 else s for n, s in zip(a.shape, base.strides))
+        return xp.lib.stride_tricks.as_strided(base, a.shape, strides)
+    raise ValueError(kind)

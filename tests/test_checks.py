@@ -255,7 +255,7 @@ def test_other_ops_non_contiguous_equal_contiguous(backend, kind, rng):
 @pytest.fixture
 def fresh_backend_state(monkeypatch):
     """Undecided backend choice (as at import), restored after the test."""
-    monkeypatch.setattr(fb, "_override", fb._UNSET)
+    monkeypatch.setattr(fb, "_default", fb._UNSET)
     monkeypatch.delenv("FASTRNN_BACKEND", raising=False)
     return monkeypatch
 
@@ -298,7 +298,7 @@ def test_set_backend_cuda_without_cupy_is_an_error(fresh_backend_state):
 
 
 def test_forced_backend_rejects_the_wrong_array_type(fresh_backend_state):
-    fresh_backend_state.setattr(fb, "_override", "cuda")
+    fresh_backend_state.setattr(fb, "_default", "cuda")
     with pytest.raises(ValueError, match="NumPy"):
         fb.name_for(np.zeros(2))
 
@@ -309,7 +309,7 @@ def test_numba_backend_with_cupy_array_is_an_error(fresh_backend_state):
         a = cupy.zeros(3)
     except Exception as e:
         pytest.skip(f"no usable CUDA device: {e}")
-    fresh_backend_state.setattr(fb, "_override", "numba")
+    fresh_backend_state.setattr(fb, "_default", "numba")
     with pytest.raises(ValueError, match="CuPy"):
         fb.name_for(a)
 
@@ -392,4 +392,8 @@ def test_assert_close_names_tensor_worst_index_and_error():
         assert_close("s", np.zeros(3), np.zeros(4))
     with pytest.raises(AssertionError, match="nan"):
         assert_close("n", np.array([np.nan, 1.0]), np.array([0.0, 1.0]))
+    for actual, ref in [(1.0, np.nan), (1.0, np.inf), (np.inf, -np.inf), (np.nan, np.inf)]:
+        with pytest.raises(AssertionError, match="out of tolerance"):
+            assert_close("one side non-finite", np.array([actual]), np.array([ref]))
     assert_close("both nan", np.array([np.nan, 1.0]), np.array([np.nan, 1.0]))
+    assert_close("same inf", np.array([-np.inf, 1.0]), np.array([-np.inf, 1.0]))

@@ -6,8 +6,9 @@ Three layers, so that most of it runs without a GPU:
    with the options the runtime uses (skipped when nvcc is not on PATH);
 2. the pure planning / marshalling logic (fastrnn/cuda/planning.py, compile.py), loaded by path
    so that CuPy is never imported;
-3. ``gpu``-marked equivalence tests of every op against ``fastrnn.reference`` under both
-   strategies (skipped with a reason when CuPy or a device is absent).
+3. ``gpu``-marked tests of what only CUDA has: both launch strategies against the reference and
+   the graph cache (skipped with a reason when CuPy or a device is absent). Every op's
+   equivalence with the reference is the shared suite, tests/test_equivalence.py.
 """
 import concurrent.futures
 import importlib.util
@@ -22,21 +23,13 @@ import tempfile
 import numpy as np
 import pytest
 
+from tolerances import assert_close
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CUDA_DIR = ROOT / "fastrnn" / "cuda"
 CU_FILES = sorted(CUDA_DIR.glob("*.cu"))
 ARCHS = ("sm_90", "sm_80")
 DTYPES = (np.float32, np.float64)
-
-# |actual - ref| <= atol + rtol * |ref|, per dtype, separate for outputs and gradients.
-# (Used when tests/tolerances.py is absent.) Gradients accumulate over T steps and over the
-# G*H-long products, and the GPU sums in a different order than NumPy.
-TOLERANCES = {
-    ("float32", "output"): dict(rtol=1e-4, atol=2e-5),
-    ("float32", "grad"): dict(rtol=1e-3, atol=1e-4),
-    ("float64", "output"): dict(rtol=1e-10, atol=1e-12),
-    ("float64", "grad"): dict(rtol=1e-9, atol=1e-11),
-}
 
 
 def _load(name):
@@ -300,6 +293,9 @@ if given is not None:
 
 
 # ------------------------------------------------------------------------------- 3. GPU tests
+# Op-by-op equivalence with the reference (every op, dtype, shape and layout) is the shared
+# suite in tests/test_equivalence.py, which runs the "cuda" backend like any other. Here: what
+# only CUDA has, the two launch strategies and the graph cache.
 @pytest.fixture(scope="module")
 def cp():
     cupy = pytest.importorskip("cupy", reason="CuPy is not installed: GPU tests skipped")
@@ -318,31 +314,18 @@ def fc(cp):
     return fc
 
 
+@pytest.fixture(scope="module")
+def cuda_backend(cp):
+    from conftest import load_backend
+    return load_backend("cuda")
+
+
 @pytest.fixture(params=planning.STRATEGIES)
 def strategy(request, fc):
     previous = fc.get_strategy()
     fc.set_strategy(request.param)
     yield request.param
     fc.set_strategy(previous)
-
-
-def _assert_close(name, actual, ref, kind):
-    try:
-        from tolerances import assert_close  # the shared table, when it exists
-    except ImportError:
-        assert_close = None
-    if assert_close is not None:
-        return assert_close(name, actual, ref, kind=kind)
-    actual, ref = np.asarray(actual), np.asarray(ref)
-    assert actual.shape == ref.shape, f"{name}: shape {actual.shape} != {ref.shape}"
-    assert actual.dtype == ref.dtype, f"{name}: dtype {actual.dtype} != {ref.dtype}"
-    tol = TOLERANCES[(ref.dtype.name, kind)]
-    err = np.abs(actual.astype(np.float64) - ref) - tol["rtol"] * np.abs(ref)
-    bad = ~(err <= tol["atol"])
-    if bad.any():
-        i = np.unravel_index(np.argmax(np.where(np.isnan(err), np.inf, err)), err.shape)
-        raise AssertionError(f"{name} ({kind}): {int(bad.sum())} of {bad.size} elements out of "
-                             f"tolerance {tol}; worst at {i}: {actual[i]} vs {ref[i]}")
 
 
 def _poison(cp, dtype):
@@ -352,99 +335,35 @@ def _poison(cp, dtype):
 
 
 REC_SHAPES = [(1, 1, 1), (1, 3, 5), (5, 1, 33), (7, 4, 37), (3, 70, 20), (4, 2, 130)]
-GATE_COUNT = {"rnn": 1, "lstm": 4, "gru": 3, "gru_ra": 3}
-
-
-def _rec_inputs(kind, T, N, H, dtype, rng):
-    G = GATE_COUNT[kind]
-    d = dict(xw=rng.standard_normal((T, N, G * H)),
-             Wh=rng.standard_normal((H, G * H)) / np.sqrt(H),
-             h0=rng.standard_normal((N, H)), c0=rng.standard_normal((N, H)),
-             b_hn=rng.standard_normal(H), dhs=rng.standard_normal((T, N, H)))
-    return {k: v.astype(dtype) for k, v in d.items()}
-
-
-def _run_recurrence(ops, kind, a, to):
-    """Forward then backward through backend ``ops``; every result as NumPy."""
-    x = {k: to(v) for k, v in a.items()}
-    if kind == "rnn":
-        hs = ops.rnn_forward(x["xw"], x["Wh"], x["h0"])
-        fwd = dict(hs=hs)
-        bwd = dict(zip(("dA", "dh0"), ops.rnn_backward(x["dhs"], x["Wh"], hs, x["h0"])))
-    elif kind == "lstm":
-        hs, cs, acts = ops.lstm_forward(x["xw"], x["Wh"], x["h0"], x["c0"])
-        fwd = dict(hs=hs, cs=cs, acts=acts)
-        bwd = dict(zip(("dA", "dh0", "dc0"),
-                       ops.lstm_backward(x["dhs"], x["Wh"], cs, acts, x["c0"])))
-    elif kind == "gru":
-        hs, acts, rh = ops.gru_forward(x["xw"], x["Wh"], x["h0"])
-        fwd = dict(hs=hs, acts=acts, rh=rh)
-        bwd = dict(zip(("dA", "dh0"), ops.gru_backward(x["dhs"], x["Wh"], hs, acts, x["h0"])))
-    else:
-        hs, acts, hn = ops.gru_ra_forward(x["xw"], x["Wh"], x["b_hn"], x["h0"])
-        fwd = dict(hs=hs, acts=acts, hn=hn)
-        bwd = dict(zip(("dA", "dhn", "dh0"),
-                       ops.gru_ra_backward(x["dhs"], x["Wh"], hs, acts, hn, x["h0"])))
-    host = lambda v: v.get() if hasattr(v, "get") else np.asarray(v)  # noqa: E731
-    return {k: host(v) for k, v in fwd.items()}, {k: host(v) for k, v in bwd.items()}
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("kind", list(GATE_COUNT))
-def test_recurrence_matches_reference(cp, fc, strategy, kind, dtype):
-    import fastrnn.reference as ref
-    rng = np.random.default_rng(1234)
+@pytest.mark.parametrize("kind", planning.KINDS)
+def test_recurrence_matches_reference_under_each_strategy(cp, fc, cuda_backend, rec, strategy,
+                                                          kind, dtype):
+    from test_equivalence import check_recurrence
     for T, N, H in REC_SHAPES:
         p = fc.plan(kind, T, N, H, dtype, "forward")
         assert p.strategy == strategy, p
-        a = _rec_inputs(kind, T, N, H, dtype, rng)
         _poison(cp, dtype)
-        got_f, got_b = _run_recurrence(fc, kind, a, cp.asarray)
-        ref_f, ref_b = _run_recurrence(ref, kind, a, np.asarray)
-        for k in ref_f:
-            _assert_close(f"{kind} {strategy} T={T} N={N} H={H} {k}", got_f[k], ref_f[k], "output")
-        for k in ref_b:
-            _assert_close(f"{kind} {strategy} T={T} N={N} H={H} {k}", got_b[k], ref_b[k],
-                          "grad")
+        check_recurrence(cuda_backend, rec, kind, dtype, T, N, H, seed=T * N * H)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("kind", list(GATE_COUNT))
-def test_recurrence_stateful_carry(cp, fc, strategy, kind):
-    """Two calls carrying (h, c) == one call on the concatenated sequence."""
-    rng = np.random.default_rng(7)
-    T, N, H = 6, 3, 45
-    a = _rec_inputs(kind, T, N, H, np.float64, rng)
-    g = {k: cp.asarray(v) for k, v in a.items()}
-    if kind == "lstm":
-        whole, c_whole, _ = fc.lstm_forward(g["xw"], g["Wh"], g["h0"], g["c0"])
-        first, c_first, _ = fc.lstm_forward(g["xw"][:2], g["Wh"], g["h0"], g["c0"])
-        second, _, _ = fc.lstm_forward(g["xw"][2:], g["Wh"], first[-1], c_first[-1])
-    else:
-        call = {"rnn": lambda xw, h: fc.rnn_forward(xw, g["Wh"], h),
-                "gru": lambda xw, h: fc.gru_forward(xw, g["Wh"], h)[0],
-                "gru_ra": lambda xw, h: fc.gru_ra_forward(xw, g["Wh"], g["b_hn"], h)[0]}[kind]
-        whole = call(g["xw"], g["h0"])
-        first = call(g["xw"][:2], g["h0"])
-        second = call(g["xw"][2:], first[-1])
-    _assert_close(f"{kind} carry", cp.concatenate([first, second]).get(), whole.get(), "output")
-
-
-@pytest.mark.gpu
-def test_graph_replays_on_new_arrays(cp, fc):
+def test_graph_replays_on_new_arrays(cp, fc, cuda_backend, rec):
     """The captured graph is reused for a second call of the same shape with other arrays."""
     import fastrnn.reference as ref
     previous = fc.get_strategy()
     fc.set_strategy("graph")
     try:
         fc.clear_graph_cache()
-        rng = np.random.default_rng(3)
-        for _ in range(3):
-            a = _rec_inputs("lstm", 4, 5, 19, np.float32, rng)
-            got, _ = _run_recurrence(fc, "lstm", a, cp.asarray)
-            want, _ = _run_recurrence(ref, "lstm", a, np.asarray)
-            _assert_close("lstm graph replay hs", got["hs"], want["hs"], "output")
+        for seed in range(3):
+            p = rec.inputs("lstm", 4, 5, 19, np.float32, seed)
+            got = rec.forward(cuda_backend.call, "lstm", p)
+            want = rec.forward(lambda name, *a: getattr(ref, name)(*a), "lstm", p)
+            assert_close("lstm graph replay hs", got["hs"], want["hs"], "output")
+            rec.backward(cuda_backend.call, "lstm", p, got, np.ones_like(got["hs"]))
         assert len(fc._graphs) == 2  # one forward, one backward graph
     finally:
         fc.set_strategy(previous)
@@ -466,68 +385,3 @@ def test_plan_is_visible_and_overridable(cp, fc, monkeypatch):
         fc.set_strategy(previous)
     with pytest.raises(ValueError):
         fc.set_strategy("fastest")
-
-
-@pytest.mark.gpu
-def test_empty_shapes(cp, fc):
-    import fastrnn.reference as ref
-    for T, N, H in [(0, 2, 3), (2, 0, 3)]:
-        a = _rec_inputs("lstm", T, N, H, np.float32, np.random.default_rng(0))
-        got_f, got_b = _run_recurrence(fc, "lstm", a, cp.asarray)
-        ref_f, ref_b = _run_recurrence(ref, "lstm", a, np.asarray)
-        for k in ref_f:
-            assert got_f[k].shape == ref_f[k].shape
-        for k in ref_b:
-            assert got_b[k].shape == ref_b[k].shape
-            if ref_b[k].size:
-                np.testing.assert_array_equal(got_b[k], ref_b[k])
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-def test_embedding(cp, fc, dtype):
-    import fastrnn.reference as ref
-    rng = np.random.default_rng(5)
-    V, D, N, T = 11, 7, 4, 9
-    W = rng.standard_normal((V, D)).astype(dtype)
-    idx = rng.integers(0, V, size=(N, T)).astype(np.int32)
-    idx[0, :3] = 2  # repeated ids must accumulate
-    out = fc.embedding_forward(cp.asarray(W), cp.asarray(idx))
-    np.testing.assert_array_equal(out.get(), ref.embedding_forward(W, idx))
-    dout = rng.standard_normal((N, T, D)).astype(dtype)
-    dW = cp.full((V, D), np.nan, dtype=dtype)
-    ret = fc.embedding_backward(cp.asarray(dout), cp.asarray(idx), dW)
-    assert ret is dW
-    want = ref.embedding_backward(dout, idx, np.empty((V, D), dtype))
-    _assert_close("embedding dW", dW.get(), want, "grad")
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-def test_softmax_cross_entropy(cp, fc, dtype):
-    import fastrnn.reference as ref
-    rng = np.random.default_rng(6)
-    for M, V in [(1, 1), (5, 3), (37, 1000), (3, 10001)]:
-        x = (3 * rng.standard_normal((M, V))).astype(dtype)
-        t = rng.integers(-1, V, size=M)
-        for labels in (t, np.full(M, -1)):
-            loss, dx = fc.softmax_cross_entropy(cp.asarray(x), cp.asarray(labels))
-            rl, rdx = ref.softmax_cross_entropy(x, labels)
-            assert loss.shape == () and loss.dtype == dtype
-            _assert_close(f"xent loss M={M} V={V}", loss.get(), rl, "output")
-            _assert_close(f"xent dx M={M} V={V}", dx.get(), rdx, "grad")
-        loss, dx = fc.softmax_cross_entropy(cp.asarray(x), cp.asarray(t), False)
-        assert dx is None
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-def test_dropout_bit_identical(cp, fc, dtype):
-    import fastrnn.reference as ref
-    rng = np.random.default_rng(8)
-    x = rng.standard_normal((3, 50, 17)).astype(dtype)
-    for ratio, seed in [(0.0, 0), (0.5, 1), (0.3, 2 ** 64 - 1), (0.999, 12345)]:
-        y, mask = fc.dropout_forward(cp.asarray(x), ratio, seed)
-        ry, rmask = ref.dropout_forward(x, ratio, seed)
-        np.testing.assert_array_equal(mask.get(), rmask)
-        np.testing.assert_array_equal(y.get(), ry)

@@ -67,14 +67,12 @@ def assert_close(name, actual, ref, kind="output", dtype=None):
     r64 = r.astype(np.float64)
     nan_a, nan_r = np.isnan(a64), np.isnan(r64)
     with np.errstate(invalid="ignore", over="ignore"):
-        err = np.abs(a64 - r64)
-        bound = atol + rtol * np.abs(r64)
-        # A NaN on one side only is an infinite error; NaN on both sides matches.
-        err = np.where(nan_a | nan_r, np.where(nan_a & nan_r, 0.0, np.inf), err)
-        err = np.where(np.isnan(err), np.inf, err)  # inf - inf
-        same_inf = np.isinf(a64) & np.isinf(r64) & (np.sign(a64) == np.sign(r64))
-        err = np.where(same_inf, 0.0, err)
-        bound = np.where(np.isfinite(bound), bound, np.inf)
+        # A non-finite value on either side matches only the same value on the other side
+        # (NaN and NaN, or inf of the same sign); anything else is an infinite error.
+        finite = np.isfinite(a64) & np.isfinite(r64)
+        same = (nan_a & nan_r) | (np.isinf(a64) & (a64 == r64))
+        err = np.where(finite, np.abs(a64 - r64), np.where(same, 0.0, np.inf))
+        bound = atol + rtol * np.where(np.isfinite(r64), np.abs(r64), 0.0)
         ratio = err / bound
     bad = ~(err <= bound)
     if not bad.any():

@@ -21,16 +21,14 @@ import threading
 import cupy
 import numpy as np
 
-from ..checks import checked
+from .. import contract
 from ..reference.ops import dropout_threshold
 from . import compile as _compile
 from . import planning
 from .planning import DeviceInfo, Plan
 
+# The ops of fastrnn.contract are added by contract.export at the end of this module.
 __all__ = [
-    "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward",
-    "gru_backward", "gru_ra_forward", "gru_ra_backward", "embedding_forward",
-    "embedding_backward", "softmax_cross_entropy", "dropout_forward",
     "plan", "set_strategy", "get_strategy", "device_info", "clear_graph_cache", "Plan",
     "DeviceInfo",
 ]
@@ -201,7 +199,6 @@ def _empty_state(T, N, H):
 
 
 # ----------------------------------------------------------------------------------------- RNN
-@checked
 def rnn_forward(xw, Wh, h0):
     """h' = tanh(xw[t] + h @ Wh). Returns hs (T, N, H)."""
     T, N, _ = xw.shape
@@ -212,7 +209,6 @@ def rnn_forward(xw, Wh, h0):
     return hs
 
 
-@checked
 def rnn_backward(dhs, Wh, hs, h0):
     """Returns (dA (T, N, H), dh0 (N, H))."""
     T, N, H = dhs.shape
@@ -226,7 +222,6 @@ def rnn_backward(dhs, Wh, hs, h0):
 
 
 # ---------------------------------------------------------------------------------------- LSTM
-@checked
 def lstm_forward(xw, Wh, h0, c0):
     """Gates [f | g | i | o]. Returns hs, cs (T, N, H) and acts (T, N, 4H)."""
     T, N, _ = xw.shape
@@ -240,7 +235,6 @@ def lstm_forward(xw, Wh, h0, c0):
     return hs, cs, acts
 
 
-@checked
 def lstm_backward(dhs, Wh, cs, acts, c0):
     """Returns (dA (T, N, 4H), dh0 (N, H), dc0 (N, H))."""
     T, N, H = dhs.shape
@@ -255,7 +249,6 @@ def lstm_backward(dhs, Wh, cs, acts, c0):
 
 
 # ------------------------------------------------------------------------ GRU, reset before
-@checked
 def gru_forward(xw, Wh, h0):
     """Gates [z | r | h~]. Returns hs (T, N, H), acts (T, N, 3H) and rh (T, N, H) = r * h_prev."""
     T, N, _ = xw.shape
@@ -269,7 +262,6 @@ def gru_forward(xw, Wh, h0):
     return hs, acts, rh
 
 
-@checked
 def gru_backward(dhs, Wh, hs, acts, h0):
     """Returns (dA (T, N, 3H), dh0 (N, H))."""
     T, N, H = dhs.shape
@@ -283,7 +275,6 @@ def gru_backward(dhs, Wh, hs, acts, h0):
 
 
 # ------------------------------------------------------------------------- GRU, reset after
-@checked
 def gru_ra_forward(xw, Wh, b_hn, h0):
     """Gates [z | r | n]. Returns hs (T, N, H), acts (T, N, 3H), hn (T, N, H) = h@Wh_n + b_hn."""
     T, N, _ = xw.shape
@@ -297,7 +288,6 @@ def gru_ra_forward(xw, Wh, b_hn, h0):
     return hs, acts, hn
 
 
-@checked
 def gru_ra_backward(dhs, Wh, hs, acts, hn, h0):
     """Returns (dA (T, N, 3H), dhn (T, N, H), dh0 (N, H))."""
     T, N, H = dhs.shape
@@ -316,7 +306,6 @@ def _grid(n):
     return (planning.elementwise_grid(n, device_info(cupy.cuda.Device().id).sm_count),)
 
 
-@checked
 def embedding_forward(W, idx):
     """W (V, D), idx (N, T) int -> (N, T, D) rows of W."""
     _require_cupy("embedding_forward", dict(W=W, idx=idx))
@@ -329,7 +318,6 @@ def embedding_forward(W, idx):
     return out
 
 
-@checked
 def embedding_backward(dout, idx, dW):
     """Scatter-add dout (N, T, D) into dW (V, D) by idx (N, T); dW is overwritten and returned."""
     _require_cupy("embedding_backward", dict(dout=dout, idx=idx, dW=dW))
@@ -341,7 +329,6 @@ def embedding_backward(dout, idx, dW):
     return dW
 
 
-@checked
 def softmax_cross_entropy(x, t, grad=True):
     """Mean cross-entropy over rows whose label is not -1. Returns (loss 0-d, dx (M, V) or None)."""
     _require_cupy("softmax_cross_entropy", dict(x=x, t=t))
@@ -365,7 +352,6 @@ def softmax_cross_entropy(x, t, grad=True):
     return loss, dx
 
 
-@checked
 def dropout_forward(x, ratio, seed):
     """Inverted dropout with the reference's counter hash. Returns (y, mask), both x.dtype."""
     _require_cupy("dropout_forward", dict(x=x))
@@ -377,3 +363,6 @@ def dropout_forward(x, ratio, seed):
                                        np.uint64(dropout_threshold(ratio)),
                                        np.float64(1.0 / (1.0 - ratio))))
     return y, mask
+
+
+contract.export(globals())

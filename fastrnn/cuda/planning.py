@@ -33,6 +33,9 @@ import dataclasses
 import math
 import os
 
+# Absolute import: the tests load this file by path, without the package (which imports CuPy).
+from fastrnn.contract import GATES
+
 NTHREADS = 256          # threads per block of every recurrence kernel
 TILE_ELEMS = 16         # 4x4 register tile per thread
 MAX_TILE_OUTPUTS = NTHREADS * TILE_ELEMS  # NB * J bound
@@ -43,7 +46,6 @@ MIN_ROWS_PER_GROUP = 16     # split batch rows across blocks only down to this m
 PERSISTENT_MAX_N = 128      # see rule 3; to be tuned on the device
 GRAPH_CACHE_SIZE = 32       # captured graphs kept per process (LRU)
 
-GATES = {"rnn": 1, "lstm": 4, "gru": 3, "gru_ra": 3}
 # Phases per step: reset-before GRU needs r*h of all units before its candidate product.
 PHASES = {"rnn": 1, "lstm": 1, "gru": 2, "gru_ra": 1}
 KINDS = tuple(GATES)

@@ -9,8 +9,12 @@ whole loop (float32 exp 0.28 ns/element, float64 0.9 ns/element).
 
 Accuracy (max over randn*10 inputs, against float64 NumPy): float32 exp rel 8e-8, sigmoid abs
 9e-8, tanh abs 1.8e-7; float64 exp rel 3.2e-16, tanh abs 3.4e-16. Inputs are clamped to the
-finite exponent range, so exp never returns inf/0 and sigmoid/tanh saturate cleanly (to within
-1e-38 / 1e-308 of the limit). NaN inputs propagate as garbage, not as NaN (callers check finiteness).
+polynomial's range (float32 [-87, 88], float64 [-708, 709]); outside it exp returns 0 or inf,
+so sigmoid and tanh reach their limits exactly (sigmoid(-100) is 0, not a denormal: a backward
+pass multiplies these by recurrent weights that may be huge). NaN propagates: every function
+returns NaN for a NaN input (IEEE policy of ``fastrnn.contract``). The clamps are written as
+``x if x > lo else lo`` on a stand-in value and the NaN is restored by the last select, because
+a comparison-and-select drops NaN silently and a NaN float -> int conversion is undefined.
 
 Callers must compile with ``error_model='numpy'``: under Numba's default 'python' error model
 every float division carries a zero check, which blocks vectorization (sigmoid 4.0 -> 0.32 ns).
@@ -43,25 +47,32 @@ def _bits_to_f64(typingctx, x):
 
 # ---- float32: Cephes expf minimax polynomial (about 1 ulp on |r| <= ln2/2)
 _F = np.float32
-_LO32, _HI32 = _F(-87.0), _F(88.0)        # keeps k in [-126, 127]: 2**k stays a normal float
+_LO32, _HI32 = _F(-87.0), _F(88.0)        # keeps k in [-126, 127]: 2**k stays a normal float;
+                                          # below: 0, above: inf (true exp overflows at 88.72)
 _LOG2E32 = _F(1.4426950408889634)
 _ROUND32 = _F(12582912.0)                 # 1.5 * 2**23: x + R - R rounds to an integer
 _LN2HI32, _LN2LO32 = _F(0.693359375), _F(-2.12194440e-4)
 _P0, _P1, _P2 = _F(1.9875691500e-4), _F(1.3981999507e-3), _F(8.3334519073e-3)
 _P3, _P4, _P5 = _F(4.1665795894e-2), _F(1.6666665459e-1), _F(5.0000001201e-1)
 _ONE32, _TWO32 = _F(1.0), _F(2.0)
+_ZERO32, _INF32 = _F(0.0), _F(np.inf)
 
 
 @njit(error_model="numpy")
 def exp32(x):
-    x = x if x > _LO32 else _LO32
-    x = x if x < _HI32 else _HI32
-    kf = (x * _LOG2E32 + _ROUND32) - _ROUND32
-    r = x - kf * _LN2HI32
+    # The polynomial runs on a clamped stand-in (a NaN becomes _LO32, so no NaN reaches the
+    # float -> int conversion); the selects at the end give the IEEE results outside the range.
+    xc = x if x > _LO32 else _LO32
+    xc = xc if xc < _HI32 else _HI32
+    kf = (xc * _LOG2E32 + _ROUND32) - _ROUND32
+    r = xc - kf * _LN2HI32
     r = r - kf * _LN2LO32
     p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
     p = p * (r * r) + r + _ONE32
-    return p * _bits_to_f32((np.int32(kf) + np.int32(127)) << np.int32(23))
+    e = p * _bits_to_f32((np.int32(kf) + np.int32(127)) << np.int32(23))
+    e = _ZERO32 if x < _LO32 else e
+    e = _INF32 if x > _HI32 else e
+    return x if x != x else e
 
 
 # ---- float64: Taylor to degree 12 on |r| <= ln2/2 (truncation error < 2e-16)
@@ -75,15 +86,18 @@ _LN2HI64, _LN2LO64 = 6.93147180369123816490e-01, 1.90821492927058770002e-10
 
 @njit(error_model="numpy")
 def exp64(x):
-    x = x if x > _LO64 else _LO64
-    x = x if x < _HI64 else _HI64
-    kf = (x * _LOG2E64 + _ROUND64) - _ROUND64
-    r = x - kf * _LN2HI64
+    xc = x if x > _LO64 else _LO64  # as exp32
+    xc = xc if xc < _HI64 else _HI64
+    kf = (xc * _LOG2E64 + _ROUND64) - _ROUND64
+    r = xc - kf * _LN2HI64
     r = r - kf * _LN2LO64
     p = ((((((((((_Q12 * r + _Q11) * r + _Q10) * r + _Q9) * r + _Q8) * r + _Q7) * r + _Q6)
               * r + _Q5) * r + _Q4) * r + _Q3) * r + _Q2)
     p = p * (r * r) + r + 1.0
-    return p * _bits_to_f64((np.int64(kf) + np.int64(1023)) << np.int64(52))
+    e = p * _bits_to_f64((np.int64(kf) + np.int64(1023)) << np.int64(52))
+    e = 0.0 if x < _LO64 else e
+    e = np.inf if x > _HI64 else e
+    return x if x != x else e
 
 
 @njit(error_model="numpy")

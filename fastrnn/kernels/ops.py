@@ -60,16 +60,22 @@ def embedding_backward(dout, idx, dW):
 
 
 # ---------------------------------------------------------------------- softmax cross-entropy
-@njit(fastmath=True, **_JIT)
+# Reassociation only (no "nnan"/"ninf"): lets LLVM vectorize the reductions while a NaN or inf
+# in the row still reaches the result (IEEE policy of fastrnn.contract).
+_REASSOC = {"reassoc", "nsz", "contract"}
+
+
+@njit(fastmath=_REASSOC, **_JIT)
 def _row_max(a):
-    # fastmath only here (no exp inside): lets LLVM vectorize the max reduction
+    # A NaN may or may not win the max; either way exp(x - max) below is NaN somewhere in the
+    # row, so the row's sum, loss and gradient are NaN.
     m = a[0]
     for j in range(1, a.shape[0]):
         m = max(m, a[j])
     return m
 
 
-@njit(fastmath=True, **_JIT)
+@njit(fastmath=_REASSOC, **_JIT)
 def _row_sum(a):
     s = a[0] - a[0]
     for j in range(a.shape[0]):
@@ -86,28 +92,30 @@ def _row_exp(xr, mx, out):
 @njit(**_JIT)
 def _softmax_ce(x, t, dx, grad, scale, one):
     # Per row, while the V-row stays in cache: max, exp(x - max) written straight into dx (or a
-    # scratch row when grad is False), its sum, then dx scaled in place. The loss is summed in
-    # float64.
+    # scratch row when grad is False), its sum, then dx scaled in place. Rows labelled -1 add
+    # nothing to the loss; their dx row is softmax * 0, as in the reference (NaN where the row
+    # holds NaN or +inf). The loss is summed in float64.
     M, V = x.shape
     scratch = np.empty(0 if grad else V, x.dtype)
+    zero = one - one
     acc = 0.0
     for m in range(M):
         lab = t[m]
-        if lab < 0:
-            if grad:
-                dx[m, :] = 0
-        else:
-            xr = x[m]
-            e = dx[m] if grad else scratch
-            mx = _row_max(xr)
-            _row_exp(xr, mx, e)
-            s = _row_sum(e)
-            if grad:
-                k = scale / s
-                el = e[lab]
-                for j in range(V):
-                    e[j] *= k
+        if lab < 0 and not grad:
+            continue
+        xr = x[m]
+        e = dx[m] if grad else scratch
+        mx = _row_max(xr)
+        _row_exp(xr, mx, e)
+        s = _row_sum(e)
+        if grad:
+            k = (scale if lab >= 0 else zero) / s
+            el = e[lab] if lab >= 0 else zero
+            for j in range(V):
+                e[j] *= k
+            if lab >= 0:
                 e[lab] = (el / s - one) * scale
+        if lab >= 0:
             acc += np.float64(xr[lab]) - np.float64(mx) - np.log(np.float64(s))
     return acc
 
@@ -115,9 +123,8 @@ def _softmax_ce(x, t, dx, grad, scale, one):
 def softmax_cross_entropy(x, t, grad=True):
     """Mean cross-entropy of softmax(x) over the rows whose label is not -1.
 
-    x (M, V) scores, t (M,) int labels in [-1, V). Returns (loss, dx): loss a 0-d array of
-    x.dtype, dx (M, V) the gradient of that mean loss (None when grad is False). Rows with
-    label -1 contribute nothing; if every label is -1 the loss is 0 and dx is all zeros."""
+    Returns (loss, dx): loss a 0-d array of x.dtype, dx (M, V) or None when grad is False.
+    Rows labelled -1 are left out of the loss and get dx = softmax * 0."""
     M, V = x.shape
     count = max(int(np.count_nonzero(t != -1)), 1)
     scale = x.dtype.type(1.0 / count)

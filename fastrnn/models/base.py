@@ -9,7 +9,7 @@ from ..checks import array_module
 from ..optim import tie_groups
 
 CELLS = ("rnn", "lstm", "gru")
-_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+from ..contract import GATES as _GATES
 
 
 def get_xp(xp):

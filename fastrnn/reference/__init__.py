@@ -1,21 +1,9 @@
 """The NumPy reference backend ("numpy"): the oracle for every other backend, and usable as one.
 
-Every op here exists with the same name and signature in ``fastrnn.kernels`` (Numba) and
-``fastrnn.cuda`` (CuPy); see ``fastrnn.backend.OPS`` for the list.
+It takes NumPy or CuPy arrays. Its ops, like every backend's, are the implementations of
+``cells`` and ``ops`` bound to ``fastrnn.contract`` (names, arguments, checks).
 """
-from ..checks import checked
-from . import cells as _cells
-from . import ops as _ops
+from .. import contract
+from . import cells, ops
 
-rnn_forward = checked(_cells.rnn_forward)
-rnn_backward = checked(_cells.rnn_backward)
-lstm_forward = checked(_cells.lstm_forward)
-lstm_backward = checked(_cells.lstm_backward)
-gru_forward = checked(_cells.gru_forward)
-gru_backward = checked(_cells.gru_backward)
-gru_ra_forward = checked(_cells.gru_ra_forward)
-gru_ra_backward = checked(_cells.gru_ra_backward)
-embedding_forward = checked(_ops.embedding_forward)
-embedding_backward = checked(_ops.embedding_backward)
-softmax_cross_entropy = checked(_ops.softmax_cross_entropy)
-dropout_forward = checked(_ops.dropout_forward)
+contract.export(globals(), cells, ops)

@@ -20,7 +20,7 @@ def embedding_backward(dout, idx, dW):
     """Scatter-add dout (N, T, D) into dW (V, D) by idx (N, T); repeated ids accumulate.
     dW is overwritten in place (not accumulated into) and returned."""
     dW[...] = 0
-    np.add.at(dW, idx.reshape(-1), dout.reshape(-1, dW.shape[1]))
+    np.add.at(dW, idx.reshape(-1), dout.reshape(idx.size, dW.shape[1]))
     return dW
 
 
@@ -29,7 +29,8 @@ def softmax_cross_entropy(x, t, grad=True):
 
     x (M, V) scores, t (M,) int labels in [-1, V). Returns (loss, dx): loss a 0-d array of
     x.dtype, dx (M, V) the gradient of that mean loss (None when grad is False). Rows with
-    label -1 contribute nothing; if every label is -1 the loss is 0 and dx is all zeros."""
+    label -1 are left out of the loss and get dx = softmax * 0 (zeros for finite scores, NaN
+    where the row holds NaN or +inf); if every label is -1 the loss is 0."""
     valid = t != -1
     count = max(int(valid.sum()), 1)
     rows = np.arange(x.shape[0])
@@ -38,7 +39,7 @@ def softmax_cross_entropy(x, t, grad=True):
     e = np.exp(x - m)
     s = e.sum(axis=1, keepdims=True)
     logp = x[rows, tt] - m[:, 0] - np.log(s[:, 0])
-    loss = np.asarray(-(logp * valid).sum() / count, dtype=x.dtype)
+    loss = np.asarray(-logp[valid].sum() / count, dtype=x.dtype)
     if not grad:
         return loss, None
     dx = e / s

@@ -1,0 +1,217 @@
+"""The op contract: what every backend op takes, returns and checks, declared once.
+
+A backend ("numpy" = ``fastrnn.reference``, "numba" = ``fastrnn.kernels``, "cpu" =
+``fastrnn.engine``, "cuda" = ``fastrnn.cuda``) is a module exporting one function per entry of
+``OPS`` with the same name and parameters. It writes plain implementations and exports them with
+``export(globals(), impl_module, ...)`` (or one at a time with ``bind(name, impl)``): the exported
+op binds its arguments, runs the checks declared here, and calls the implementation with
+validated arrays that have exact C strides. An implementation whose parameters differ from the
+contract fails at import, so a renamed parameter cannot silently change what is checked.
+
+Shapes use N batch, T time, D input or embedding width, H hidden, V vocabulary (classes),
+M rows, G gates per cell (``GATES``) and ``...`` for any leading shape. Recurrences are
+time-major: one step is one contiguous (N, .) block.
+
+Checks, in order (the first failure is raised, its message starts with the op name):
+1. every array argument is a NumPy or CuPy array; float arguments are float32 or float64 and
+   all of one dtype (``TypeError``); id and label arguments have an integer dtype (``TypeError``);
+2. the arguments that define a size (``Op.sizes``) have the declared rank, then every array has
+   exactly its declared shape (``ValueError`` naming the symbolic and the actual shape);
+3. ids lie in [0, V), labels in [-1, V); a dropout ratio in [0, 1); a seed is an integer in
+   [0, 2**64); a flag is a bool (``ValueError`` / ``TypeError``);
+4. an argument written in place (``dW``) is writeable and exactly C-strided (``ValueError``:
+   a copy would not be seen by the caller); every other array is copied unless its strides are
+   exactly the C strides of its shape. NumPy calls a one-row view with stride 0 or a negative
+   stride (``w[None, :]``, ``np.broadcast_to``, ``Wh[::-1]`` with H = 1) C-contiguous; kernels
+   hand strides to BLAS as leading dimensions, so only the exact layout is passed through.
+
+Empty sizes: N = 0, T = 0, H = 0, D = 0 and V = 0 (with no ids) give correctly shaped empty
+outputs and zero state gradients on every backend. ``softmax_cross_entropy`` needs V >= 1 (a
+distribution over no classes has no loss).
+
+Non-finite values (one policy for every backend): IEEE propagation. Ops do not scan for NaN or
+inf; a NaN or inf in any element an op reads gives NaN or inf in every output element that the
+NumPy reference computes from it, never a finite made-up value. Rows of
+``softmax_cross_entropy`` whose label is -1 do not enter the loss, but their ``dx`` rows are
+``softmax * 0`` (NaN where the row holds NaN or +inf). The layers additionally reject non-finite
+inputs and states before a recurrence carries them on (see ``fastrnn.layers``).
+
+Adding a cell: one entry in ``GATES``, a forward and a backward ``Op`` below, and the two
+implementations in every backend (reference first: it is the oracle of the test suite).
+"""
+import dataclasses
+import functools
+import inspect
+
+from .checks import ARRAY_KINDS, FLAG, FLOAT, INT, OUT, RATIO, SEED, check
+
+# Gates per cell: the only place this fact is written.
+GATES = {"rnn": 1, "lstm": 4, "gru": 3, "gru_ra": 3}
+CELLS = tuple(GATES)
+
+
+@dataclasses.dataclass(frozen=True)
+class Arg:
+    """One parameter: name, kind (see fastrnn.checks), symbolic shape (arrays), default."""
+    name: str
+    kind: str
+    shape: str = ""
+    default: object = inspect.Parameter.empty
+
+    @property
+    def dims(self):
+        """The shape as a tuple of symbols, e.g. ("T", "N", "G*H")."""
+        inner = self.shape.strip("()").replace(" ", "")
+        return tuple(s for s in inner.split(",") if s)
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+    """One op: its arguments in order, what it returns, and how sizes are read and checked.
+
+    ``sizes`` maps each size symbol to the argument whose shape defines it (its axis is where
+    the symbol stands in that argument's shape). ``ranges`` maps an INT argument to the
+    half-open interval its values must lie in, bounds given as ints or size symbols.
+    ``nonempty`` lists sizes that must be at least 1."""
+    name: str
+    args: tuple
+    returns: tuple
+    sizes: dict
+    summary: str
+    gates: int = 1
+    ranges: dict = dataclasses.field(default_factory=dict)
+    nonempty: tuple = ()
+
+    @property
+    def signature(self):
+        return inspect.Signature([
+            inspect.Parameter(a.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=a.default)
+            for a in self.args])
+
+    def describe(self):
+        """The contract of this op as text (used as the exported op's docstring)."""
+        def fmt(a):
+            return (f"{a.name} {self.symbolic(a.shape)} {a.kind}" if a.kind in ARRAY_KINDS
+                    else f"{a.name} ({a.kind})")
+        lines = [f"{self.name}{self.signature}: {self.summary}", "",
+                 "Arguments: " + "; ".join(fmt(a) for a in self.args) + ".",
+                 "Returns: " + ", ".join(f"{n} {self.symbolic(s)}" for n, s in self.returns)
+                 + " (float outputs in the inputs' float dtype)."]
+        return "\n".join(lines)
+
+    def symbolic(self, shape):
+        return shape.replace("G*H", f"{self.gates}*H") if self.gates != 1 else \
+            shape.replace("G*H", "H")
+
+
+# --------------------------------------------------------------------------- the op table
+def _recurrence(cell, direction, args, returns, summary):
+    first = args[0]
+    specs = {"xw": "(T, N, G*H)", "Wh": "(H, G*H)", "h0": "(N, H)", "c0": "(N, H)",
+             "b_hn": "(H,)", "dhs": "(T, N, H)", "hs": "(T, N, H)", "cs": "(T, N, H)",
+             "acts": "(T, N, G*H)", "hn": "(T, N, H)"}
+    return Op(f"{cell}_{direction}", tuple(Arg(n, FLOAT, specs[n]) for n in args),
+              tuple((n, specs.get(n, s)) for n, s in returns),
+              sizes={"T": first, "N": first, "H": "Wh"}, summary=summary, gates=GATES[cell])
+
+
+_DA = ("dA", "(T, N, G*H)")
+_DH0 = ("dh0", "(N, H)")
+
+OPS = (
+    _recurrence("rnn", "forward", ("xw", "Wh", "h0"), (("hs", ""),),
+                "h' = tanh(xw[t] + h @ Wh)."),
+    _recurrence("rnn", "backward", ("dhs", "Wh", "hs", "h0"), (_DA, _DH0),
+                "gradients of the pre-activations and of h0."),
+    _recurrence("lstm", "forward", ("xw", "Wh", "h0", "c0"), (("hs", ""), ("cs", ""),
+                                                              ("acts", "")),
+                "gates [f | g | i | o]; c' = f*c + g*i, h' = o*tanh(c')."),
+    _recurrence("lstm", "backward", ("dhs", "Wh", "cs", "acts", "c0"),
+                (_DA, _DH0, ("dc0", "(N, H)")), "gradients of the pre-activations, h0, c0."),
+    _recurrence("gru", "forward", ("xw", "Wh", "h0"), (("hs", ""), ("acts", ""),
+                                                       ("rh", "(T, N, H)")),
+                "reset before, gates [z | r | h~]; rh = r * h_prev feeds the candidate."),
+    _recurrence("gru", "backward", ("dhs", "Wh", "hs", "acts", "h0"), (_DA, _DH0),
+                "gradients of the pre-activations and of h0."),
+    _recurrence("gru_ra", "forward", ("xw", "Wh", "b_hn", "h0"), (("hs", ""), ("acts", ""),
+                                                                  ("hn", "")),
+                "reset after (cuDNN form), gates [z | r | n]; hn = h @ Wh_n + b_hn."),
+    _recurrence("gru_ra", "backward", ("dhs", "Wh", "hs", "acts", "hn", "h0"),
+                (_DA, ("dhn", "(T, N, H)"), _DH0),
+                "gradients of the input-side pre-activations, of hn, and of h0."),
+    Op("embedding_forward", (Arg("W", FLOAT, "(V, D)"), Arg("idx", INT, "(...)")),
+       (("out", "(..., D)"),), sizes={"V": "W", "D": "W", "...": "idx"},
+       ranges={"idx": (0, "V")}, summary="rows of W picked by idx (usually idx (N, T))."),
+    Op("embedding_backward", (Arg("dout", FLOAT, "(..., D)"), Arg("idx", INT, "(...)"),
+                              Arg("dW", OUT, "(V, D)")),
+       (("dW", "(V, D)"),), sizes={"V": "dW", "D": "dW", "...": "idx"},
+       ranges={"idx": (0, "V")},
+       summary="dW is overwritten with the scatter-add of dout by idx and returned."),
+    Op("softmax_cross_entropy", (Arg("x", FLOAT, "(M, V)"), Arg("t", INT, "(M,)"),
+                                 Arg("grad", FLAG, default=True)),
+       (("loss", "()"), ("dx", "(M, V)")), sizes={"M": "x", "V": "x"},
+       ranges={"t": (-1, "V")}, nonempty=("V",),
+       summary="mean cross-entropy of softmax(x) over the rows whose label is not -1 (0 when "
+               "there are none); dx its gradient, None when grad is False."),
+    Op("dropout_forward", (Arg("x", FLOAT, "(...)"), Arg("ratio", RATIO), Arg("seed", SEED)),
+       (("y", "(...)"), ("mask", "(...)")), sizes={"...": "x"},
+       summary="inverted dropout; mask = keep / (1 - ratio), keep a pure function of (seed, "
+               "flat index), identical on every backend."),
+)
+OPS_BY_NAME = {op.name: op for op in OPS}
+NAMES = tuple(OPS_BY_NAME)
+
+
+def forward_op(cell):
+    return OPS_BY_NAME[f"{cell}_forward"]
+
+
+def backward_op(cell):
+    return OPS_BY_NAME[f"{cell}_backward"]
+
+
+# ------------------------------------------------------------------------------- binding
+def bind(name, impl):
+    """The exported op ``name``: binds arguments by the contract's signature, checks them,
+    then calls ``impl`` positionally. ``impl`` must have exactly the contract's parameters."""
+    op = OPS_BY_NAME[name]
+    if getattr(impl, "__fastrnn_op__", None) == name:  # already bound (re-exported)
+        return impl
+    params = [(p.name, p.default) for p in inspect.signature(impl).parameters.values()]
+    expected = [(a.name, a.default) for a in op.args]
+    if params != expected:
+        raise TypeError(f"{getattr(impl, '__module__', '?')}.{name}"
+                        f"{inspect.signature(impl)} does not match the contract {name}"
+                        f"{op.signature}")
+    signature = op.signature
+
+    @functools.wraps(impl)
+    def checked_op(*args, **kwargs):
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{name}: {e}; expected {name}{signature}") from None
+        bound.apply_defaults()
+        return impl(*check(op, bound.args))
+
+    checked_op.__doc__ = op.describe() + ("\n\n" + inspect.cleandoc(impl.__doc__)
+                                          if impl.__doc__ else "")
+    checked_op.__fastrnn_op__ = name
+    return checked_op
+
+
+def export(namespace, *modules):
+    """Bind every op of the contract into ``namespace`` (a backend module's ``globals()``),
+    taking each implementation from the first of ``modules`` that has it, or from the namespace
+    itself; sets ``__all__``. A missing op is an ImportError naming it."""
+    sources = modules or (namespace,)
+    for name in NAMES:
+        for src in sources:
+            impl = src.get(name) if isinstance(src, dict) else getattr(src, name, None)
+            if impl is not None:
+                break
+        else:
+            raise ImportError(f"{namespace.get('__name__', '?')}: no implementation of {name}")
+        namespace[name] = bind(name, impl)
+    namespace["__all__"] = list(NAMES) + [n for n in namespace.get("__all__", ())
+                                          if n not in NAMES]
