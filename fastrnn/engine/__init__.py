@@ -17,14 +17,8 @@ at install time); ``fastrnn.backend`` then falls back to the Numba backend.
 import importlib
 import os
 
-import numpy as np
-
-from .. import threads as _threads
-from ..checks import checked
-from . import _engine
-
-__all__ = ["set_isa", "isa"]
-
+from .. import contract
+from . import _engine, cells
 
 def set_isa(name=None):
     """Force instruction set ``name`` ("avx512", "avx2", "portable"), or None for the best."""
@@ -43,81 +37,15 @@ if os.environ.get("FASTRNN_ENGINE_ISA", "").strip():
         raise ValueError(f"FASTRNN_ENGINE_ISA: {e}") from None
 
 
-def _run(kernel, inputs, outputs):
-    """Run ``kernel`` unless the problem is empty (T, N or H = 0); return ``outputs``."""
-    if all(a.size for a in outputs):
-        kernel(*inputs, *outputs, _threads.get_num_threads())
-    return outputs
+def _numba_op(name):
+    """The Numba backend's implementation of ``name``, imported on its first call."""
+    def impl(*args):
+        return getattr(importlib.import_module("fastrnn.kernels.ops"), name)(*args)
+    impl.__name__ = impl.__qualname__ = name
+    impl.__signature__ = contract.OPS_BY_NAME[name].signature
+    return impl
 
 
-def _like(a, H):
-    """An empty (T, N, H) buffer from a (T, N, *) array."""
-    return np.empty(a.shape[:2] + (H,), dtype=a.dtype)
-
-
-def rnn_forward(xw, Wh, h0):
-    """h' = tanh(xw[t] + h @ Wh). Returns hs (T, N, H)."""
-    return _run(_engine.rnn_forward, (xw, Wh, h0), (np.empty_like(xw),))[0]
-
-
-def rnn_backward(dhs, Wh, hs, h0):
-    """Returns (dA (T, N, H), dh0 (N, H))."""
-    return _run(_engine.rnn_backward, (dhs, Wh, hs), (np.empty_like(dhs), np.zeros_like(h0)))
-
-
-def lstm_forward(xw, Wh, h0, c0):
-    """Returns hs, cs (T, N, H), acts (T, N, 4H) = [f|g|i|o]."""
-    H = h0.shape[1]
-    return _run(_engine.lstm_forward, (xw, Wh, h0, c0),
-                (_like(xw, H), _like(xw, H), np.empty_like(xw)))
-
-
-def lstm_backward(dhs, Wh, cs, acts, c0):
-    """Returns (dA (T, N, 4H), dh0 (N, H), dc0 (N, H))."""
-    return _run(_engine.lstm_backward, (dhs, Wh, cs, acts, c0),
-                (np.empty_like(acts), np.zeros_like(c0), np.zeros_like(c0)))
-
-
-def gru_forward(xw, Wh, h0):
-    """GRU, reset before. Returns hs (T, N, H), acts (T, N, 3H) = [z|r|h~], rh (T, N, H)."""
-    H = h0.shape[1]
-    return _run(_engine.gru_forward, (xw, Wh, h0),
-                (_like(xw, H), np.empty_like(xw), _like(xw, H)))
-
-
-def gru_backward(dhs, Wh, hs, acts, h0):
-    """Returns (dA (T, N, 3H), dh0 (N, H))."""
-    return _run(_engine.gru_backward, (dhs, Wh, hs, acts, h0),
-                (np.empty_like(acts), np.zeros_like(h0)))
-
-
-def gru_ra_forward(xw, Wh, b_hn, h0):
-    """GRU, reset after. Returns hs (T, N, H), acts (T, N, 3H) = [z|r|n], hn (T, N, H)."""
-    H = h0.shape[1]
-    return _run(_engine.gru_ra_forward, (xw, Wh, b_hn, h0),
-                (_like(xw, H), np.empty_like(xw), _like(xw, H)))
-
-
-def gru_ra_backward(dhs, Wh, hs, acts, hn, h0):
-    """Returns (dA (T, N, 3H), dhn (T, N, H), dh0 (N, H))."""
-    return _run(_engine.gru_ra_backward, (dhs, Wh, hs, acts, hn, h0),
-                (np.empty_like(acts), np.empty_like(hn), np.zeros_like(h0)))
-
-
-_RECURRENCES = ("rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward",
-                "gru_backward", "gru_ra_forward", "gru_ra_backward")
-for _name in _RECURRENCES:
-    globals()[_name] = checked(globals()[_name])
-
-
-def _from_numba(name):
-    def op(*args, **kwargs):
-        return getattr(importlib.import_module("fastrnn.kernels"), name)(*args, **kwargs)
-    op.__name__ = op.__qualname__ = name
-    op.__doc__ = f"The Numba backend's {name} (imported on first use)."
-    return op
-
-
-for _name in ("embedding_forward", "embedding_backward", "softmax_cross_entropy",
-              "dropout_forward"):
-    globals()[_name] = _from_numba(_name)
+contract.export(globals(), cells, {name: _numba_op(name) for name in contract.NAMES
+                                   if not hasattr(cells, name)})
+__all__ += ["set_isa", "isa"]
