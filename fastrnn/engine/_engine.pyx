@@ -6,6 +6,8 @@ shapes were validated by the caller (fastrnn.engine). Typed memoryviews check dt
 C-contiguity again on entry, and the GIL is released for the whole time loop.
 """
 
+from libc.stdint cimport int64_t, uint64_t
+
 cdef extern from "src/engine.h" nogil:
     int fr_rnn_forward_f32(int T, int N, int H, const float *xw, const float *Wh, const float *h0, float *hs, int nthreads)
     int fr_rnn_forward_f64(int T, int N, int H, const double *xw, const double *Wh, const double *h0, double *hs, int nthreads)
@@ -23,6 +25,14 @@ cdef extern from "src/engine.h" nogil:
     int fr_gru_ra_forward_f64(int T, int N, int H, const double *xw, const double *Wh, const double *b_hn, const double *h0, double *hs, double *acts, double *hn, int nthreads)
     int fr_gru_ra_backward_f32(int T, int N, int H, const float *dhs, const float *Wh, const float *hs, const float *acts, const float *hn, const float *h0, float *dA, float *dhn, float *dh, int nthreads)
     int fr_gru_ra_backward_f64(int T, int N, int H, const double *dhs, const double *Wh, const double *hs, const double *acts, const double *hn, const double *h0, double *dA, double *dhn, double *dh, int nthreads)
+    int fr_softmax_cross_entropy_f32(long M, long V, const float *x, const int64_t *t, float *dx, double *loss, int nthreads)
+    void fr_embedding_forward_f32(long M, long D, const float *W, const int64_t *idx, float *out)
+    void fr_embedding_backward_f32(long M, long D, long V, const float *dout, const int64_t *idx, float *dW)
+    void fr_dropout_f32(long n, const float *x, uint64_t seed, uint64_t thr, float keep_value, float *y, float *mask)
+    int fr_softmax_cross_entropy_f64(long M, long V, const double *x, const int64_t *t, double *dx, double *loss, int nthreads)
+    void fr_embedding_forward_f64(long M, long D, const double *W, const int64_t *idx, double *out)
+    void fr_embedding_backward_f64(long M, long D, long V, const double *dout, const int64_t *idx, double *dW)
+    void fr_dropout_f64(long n, const double *x, uint64_t seed, uint64_t thr, double keep_value, double *y, double *mask)
     int fr_set_isa(const char *name)
     const char *fr_isa()
     int fr_max_threads()
@@ -136,3 +146,46 @@ def gru_ra_backward(const real[:, :, ::1] dhs, const real[:, ::1] Wh, const real
         else:
             rc = fr_gru_ra_backward_f64(T, N, H, &dhs[0, 0, 0], &Wh[0, 0], &hs[0, 0, 0], &acts[0, 0, 0], &hn[0, 0, 0], &h0[0, 0], &dA[0, 0, 0], &dhn[0, 0, 0], &dh[0, 0], nthreads)
     _done(rc)
+
+
+def softmax_cross_entropy(const real[:, ::1] x, const int64_t[::1] t, real[:, ::1] dx,
+                          bint grad, int nthreads):
+    """Mean cross-entropy over labelled rows; dx (M, V) written when grad. Returns the loss."""
+    cdef long M = x.shape[0], V = x.shape[1]
+    cdef double loss = 0
+    with nogil:
+        if real is float:
+            fr_softmax_cross_entropy_f32(M, V, &x[0, 0], &t[0], &dx[0, 0] if grad else NULL,
+                                         &loss, nthreads)
+        else:
+            fr_softmax_cross_entropy_f64(M, V, &x[0, 0], &t[0], &dx[0, 0] if grad else NULL,
+                                         &loss, nthreads)
+    return loss
+
+
+def embedding_forward(const real[:, ::1] W, const int64_t[::1] idx, real[:, ::1] out):
+    cdef long M = idx.shape[0], D = W.shape[1]
+    with nogil:
+        if real is float:
+            fr_embedding_forward_f32(M, D, &W[0, 0], &idx[0], &out[0, 0])
+        else:
+            fr_embedding_forward_f64(M, D, &W[0, 0], &idx[0], &out[0, 0])
+
+
+def embedding_backward(const real[:, ::1] dout, const int64_t[::1] idx, real[:, ::1] dW):
+    cdef long M = idx.shape[0], D = dW.shape[1], V = dW.shape[0]
+    with nogil:
+        if real is float:
+            fr_embedding_backward_f32(M, D, V, &dout[0, 0], &idx[0], &dW[0, 0])
+        else:
+            fr_embedding_backward_f64(M, D, V, &dout[0, 0], &idx[0], &dW[0, 0])
+
+
+def dropout(const real[::1] x, uint64_t seed, uint64_t thr, real keep_value, real[::1] y,
+            real[::1] mask):
+    cdef long n = x.shape[0]
+    with nogil:
+        if real is float:
+            fr_dropout_f32(n, &x[0], seed, thr, keep_value, &y[0], &mask[0])
+        else:
+            fr_dropout_f64(n, &x[0], seed, thr, keep_value, &y[0], &mask[0])

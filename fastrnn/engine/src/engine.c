@@ -3,6 +3,7 @@
 #define _POSIX_C_SOURCE 200809L /* posix_memalign under -std=c11 */
 #include "engine.h"
 
+#include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,3 +238,37 @@ int fr_gru_ra_backward_##P(int T, int N, int H, const REAL *dhs, const REAL *Wh,
 
 FR_DEFINE(float, f32)
 FR_DEFINE(double, f64)
+
+/* ---------------------------------------------------------------------------- other ops */
+#define FR_OPS(REAL, P)                                                                        \
+int fr_softmax_cross_entropy_##P(long M, long V, const REAL *x, const int64_t *t, REAL *dx,  \
+                                 double *loss, int nt) {                                       \
+    DISPATCH(softmax_cross_entropy, P, M, V, x, t, dx, loss, nt);                              \
+}                                                                                              \
+void fr_embedding_forward_##P(long M, long D, const REAL *W, const int64_t *idx, REAL *out) { \
+    for (long m = 0; m < M; m++) memcpy(out + m * D, W + idx[m] * D, D * sizeof(REAL));        \
+}                                                                                              \
+void fr_embedding_backward_##P(long M, long D, long V, const REAL *dout,                       \
+                               const int64_t *idx, REAL *dW) {                               \
+    memset(dW, 0, (size_t)V * D * sizeof(REAL));                                               \
+    for (long m = 0; m < M; m++) {                                                             \
+        REAL *row = dW + idx[m] * D;                                                           \
+        const REAL *src = dout + m * D;                                                        \
+        for (long j = 0; j < D; j++) row[j] += src[j];                                         \
+    }                                                                                          \
+}                                                                                              \
+void fr_dropout_##P(long n, const REAL *x, unsigned long long seed, unsigned long long thr,    \
+                    REAL keep_value, REAL *y, REAL *mask) {                                    \
+    for (long k = 0; k < n; k++) {                                                             \
+        unsigned long long z = seed + (unsigned long long)(k + 1) * 0x9E3779B97F4A7C15ULL;     \
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;                                           \
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;                                           \
+        z ^= z >> 31;                                                                          \
+        REAL mk = (z >> 40) >= thr ? keep_value : (REAL)0;                                     \
+        mask[k] = mk;                                                                          \
+        y[k] = x[k] * mk;                                                                      \
+    }                                                                                          \
+}
+
+FR_OPS(float, f32)
+FR_OPS(double, f64)

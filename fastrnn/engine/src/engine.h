@@ -16,6 +16,8 @@
 #ifndef FASTRNN_ENGINE_H
 #define FASTRNN_ENGINE_H
 
+#include <stdint.h>
+
 #define FR_ENOMEM (-1)
 
 #define FR_DECLARE(REAL, SFX)                                                                   \
@@ -40,8 +42,24 @@ int fr_gru_ra_backward_##SFX(int T, int N, int H, const REAL *dhs, const REAL *W
                              const REAL *hs, const REAL *acts, const REAL *hn, const REAL *h0,  \
                              REAL *dA, REAL *dhn, REAL *dh, int nthreads);
 
+/* The other ops. M rows (ids, labels, scores), D embedding width, V vocabulary. Ids and labels
+ * are int64; labels -1 are ignored. softmax_cross_entropy writes the mean loss over labelled
+ * rows to *loss and, when dx is not NULL, its gradient (M, V). dropout keeps element k when the
+ * 24-bit draw splitmix64(seed + (k+1) * golden) >> 40 is at least thr. */
+#define FR_DECLARE_OPS(REAL, SFX)                                                               \
+int fr_softmax_cross_entropy_##SFX(long M, long V, const REAL *x, const int64_t *t, REAL *dx, \
+                                   double *loss, int nthreads);                                 \
+void fr_embedding_forward_##SFX(long M, long D, const REAL *W, const int64_t *idx,            \
+                                REAL *out);                                                     \
+void fr_embedding_backward_##SFX(long M, long D, long V, const REAL *dout,                      \
+                                 const int64_t *idx, REAL *dW);                               \
+void fr_dropout_##SFX(long n, const REAL *x, unsigned long long seed, unsigned long long thr,   \
+                      REAL keep_value, REAL *y, REAL *mask);
+
 FR_DECLARE(float, f32)
 FR_DECLARE(double, f64)
+FR_DECLARE_OPS(float, f32)
+FR_DECLARE_OPS(double, f64)
 
 /* Instruction set the kernels run with: "avx512", "avx2" or "portable". fr_set_isa picks one
  * by name (NULL or "" = the best this CPU supports) and returns 0, or -1 for an unknown name,

@@ -650,31 +650,84 @@ static ATTR void FN(gru_ra_bwd)(FN(ctx) *c, int tid, int nt) {
     }
 }
 
-#undef R
-#undef CR
-#undef ONE
-#undef ROW_LOOP
-#undef SLD
-#undef SST
-#undef SPLAT
-#undef EXP_RND
-#undef EXP_LN2HI
-#undef EXP_LN2LO
-#undef EXP_BIAS
-#undef EXP_MANT
-#undef EXP_POLY
-#undef STORE_STEP
-#undef ADD_STEP
-#undef RNN_FWD_STEP
-#undef RNN_BWD_STEP
-#undef LSTM_FWD_STEP
-#undef LSTM_BWD_STEP
-#undef GRU_FWD_ZR_STEP
-#undef GRU_FWD_H_STEP
-#undef GRU_BWD_H_STEP
-#undef GRU_BWD_ZR_STEP
-#undef GRU_RA_FWD_STEP
-#undef GRU_RA_BWD_STEP
+/* ---------------------------------------------------------------------------- ops */
+/* Softmax cross-entropy of rows [r0, r1) of x (M, V): adds -log p[t] of the rows whose label
+ * is not -1 to *loss; with dx, writes (softmax - onehot(t)) * w, w = scale for labelled rows and
+ * 0 for the others (so a NaN or +inf score still gives NaN there, as in the reference). */
+static ATTR void FN(softmax_rows)(long r0, long r1, long Vn, const REAL *x, const int64_t *t,
+                                 REAL *dx, REAL scale, double *loss) {
+    double acc = 0;
+    for (long r = r0; r < r1; r++) {
+        const REAL *xr = x + r * Vn;
+        REAL m = xr[0];
+        long j = 1;
+        V mv = SPLAT(V, m);
+        for (; j + VL <= Vn; j += VL) {
+            V v = FN(vld)(xr + j);
+            mv = FN(v_sel)(v > mv, v, mv);
+        }
+        for (int l = 0; l < VL; l++) m = mv[l] > m ? mv[l] : m;
+        for (; j < Vn; j++) m = xr[j] > m ? xr[j] : m;
+        /* exp(x - m), stored in dx when a gradient is wanted, summed either way */
+        V sv = SPLAT(V, 0);
+        REAL ss = 0;
+        REAL *er = dx ? dx + r * Vn : NULL;
+        for (j = 0; j + VL <= Vn; j += VL) {
+            V e = FN(vexp)(FN(vld)(xr + j) - m);
+            if (er) FN(vst)(er + j, e);
+            sv += e;
+        }
+        for (; j < Vn; j++) {
+            REAL e = FN(sexp)(xr[j] - m);
+            if (er) er[j] = e;
+            ss += e;
+        }
+        double s = ss;
+        for (int l = 0; l < VL; l++) s += sv[l];
+        int64_t lbl = t[r];
+        long tt = lbl < 0 ? 0 : (long)lbl;
+        double logp = (double)xr[tt] - (double)m - log(s);
+        if (lbl >= 0) acc -= logp;
+        if (er) {
+            REAL w = lbl >= 0 ? scale : (REAL)0;
+            REAL k = (REAL)(1.0 / s) * w;
+            for (j = 0; j + VL <= Vn; j += VL) FN(vst)(er + j, FN(vld)(er + j) * k);
+            for (; j < Vn; j++) er[j] *= k;
+            er[tt] -= w;
+        }
+    }
+    *loss += acc;
+}
+
+static int FN(softmax_cross_entropy)(long M, long Vn, const REAL *x, const int64_t *t,
+                                     REAL *dx, double *loss, int nthreads) {
+    long count = 0;
+    for (long r = 0; r < M; r++) count += t[r] >= 0;
+    REAL scale = (REAL)(1.0 / (double)(count > 0 ? count : 1));
+    /* one thread per ~2e5 scores: below that the region start costs more than it saves */
+    long by_work = M * Vn / 200000;
+    int nt = nthreads < by_work ? nthreads : (int)by_work;
+    nt = nt < 1 ? 1 : nt;
+    if (nt > M) nt = (int)M;
+    double total = 0;
+    if (nt <= 1) {
+        FN(softmax_rows)(0, M, Vn, x, t, dx, scale, &total);
+    } else {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) reduction(+ : total)
+        {
+            int tid = omp_get_thread_num(), n = omp_get_num_threads();
+            double part = 0;
+            FN(softmax_rows)(M * tid / n, M * (tid + 1) / n, Vn, x, t, dx, scale, &part);
+            total += part;
+        }
+#else
+        FN(softmax_rows)(0, M, Vn, x, t, dx, scale, &total);
+#endif
+    }
+    *loss = count > 0 ? total / (double)count : 0.0;
+    return 0;
+}
 
 /* ---------------------------------------------------------------------------- driver */
 /* Threads: at most the unit vectors, and few enough that each keeps about 2e5 flops of the
@@ -787,3 +840,28 @@ static int FN(gru_ra_backward)(int T, int N, int H, const REAL *dhs, const REAL 
 #undef EXP_LO
 #undef EXP_HI
 #undef MK
+#undef R
+#undef CR
+#undef ONE
+#undef ROW_LOOP
+#undef SLD
+#undef SST
+#undef SPLAT
+#undef EXP_RND
+#undef EXP_LN2HI
+#undef EXP_LN2LO
+#undef EXP_BIAS
+#undef EXP_MANT
+#undef EXP_POLY
+#undef STORE_STEP
+#undef ADD_STEP
+#undef RNN_FWD_STEP
+#undef RNN_BWD_STEP
+#undef LSTM_FWD_STEP
+#undef LSTM_BWD_STEP
+#undef GRU_FWD_ZR_STEP
+#undef GRU_FWD_H_STEP
+#undef GRU_BWD_H_STEP
+#undef GRU_BWD_ZR_STEP
+#undef GRU_RA_FWD_STEP
+#undef GRU_RA_BWD_STEP

@@ -1,0 +1,58 @@
+"""Non-recurrent ops of the compiled CPU engine: embedding, softmax cross-entropy, dropout.
+
+Same names, parameters and results as ``fastrnn.reference.ops``; ``fastrnn.engine`` binds them
+to the op contract, which validates every input first (ids in [0, V), labels in [-1, V), ...).
+Shapes: N batch, T time, D embedding width, V vocabulary, M = N*T rows.
+"""
+import numpy as np
+
+from .. import threads as _threads
+from ..reference.ops import dropout_threshold
+from . import _engine
+
+
+def _ids(idx):
+    """Ids / labels as the int64 vector the kernels index with."""
+    return np.ascontiguousarray(idx, dtype=np.int64).reshape(-1)
+
+
+def embedding_forward(W, idx):
+    """W (V, D), idx (N, T) int -> (N, T, D) rows of W."""
+    out = np.empty(idx.shape + (W.shape[1],), dtype=W.dtype)
+    if out.size:
+        _engine.embedding_forward(W, _ids(idx), out.reshape(-1, W.shape[1]))
+    return out
+
+
+def embedding_backward(dout, idx, dW):
+    """Scatter-add dout (N, T, D) into dW (V, D) by idx (N, T); repeated ids accumulate.
+    dW is overwritten in place (not accumulated into) and returned."""
+    if dW.size == 0:
+        return dW
+    if idx.size == 0:
+        dW[...] = 0
+        return dW
+    _engine.embedding_backward(dout.reshape(idx.size, dW.shape[1]), _ids(idx), dW)
+    return dW
+
+
+def softmax_cross_entropy(x, t, grad=True):
+    """Mean cross-entropy of softmax(x) over the rows whose label is not -1: (loss, dx)."""
+    M, V = x.shape
+    dx = np.empty_like(x) if grad else None
+    if M == 0:
+        return np.asarray(0, dtype=x.dtype), dx
+    loss = _engine.softmax_cross_entropy(x, _ids(t), dx if grad else x, grad,
+                                         _threads.get_num_threads())
+    return np.asarray(loss, dtype=x.dtype), dx
+
+
+def dropout_forward(x, ratio, seed):
+    """Inverted dropout: (y, mask), mask = keep / (1 - ratio) in x.dtype."""
+    y = np.empty_like(x)
+    mask = np.empty_like(x)
+    if x.size:
+        keep_value = x.dtype.type(1.0 / (1.0 - ratio))
+        _engine.dropout(x.reshape(-1), seed, dropout_threshold(ratio), keep_value,
+                        y.reshape(-1), mask.reshape(-1))
+    return y, mask
