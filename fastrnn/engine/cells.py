@@ -11,10 +11,10 @@ from .. import threads as _threads
 from . import _engine
 
 
-def _run(kernel, inputs, outputs):
+def _run(kernel, inputs, outputs, lengths=None):
     """Run ``kernel`` unless the problem is empty (T, N or H = 0); return ``outputs``."""
     if all(a.size for a in outputs):
-        kernel(*inputs, *outputs, _threads.get_num_threads())
+        kernel(*inputs, *outputs, lengths, _threads.get_num_threads())
     return outputs
 
 

@@ -199,41 +199,43 @@ int fr_max_threads(void) {
 #define DISPATCH(op, prec, ...) return op##_##prec##_portable(__VA_ARGS__)
 #endif
 
-#define FR_DEFINE(REAL, P)                                                                      \
-int fr_rnn_forward_##P(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,     \
-                       REAL *hs, int nt) {                                                      \
-    DISPATCH(rnn_forward, P, T, N, H, xw, Wh, h0, hs, nt);                                      \
-}                                                                                               \
-int fr_rnn_backward_##P(int T, int N, int H, const REAL *dhs, const REAL *Wh, const REAL *hs,   \
-                        REAL *dA, REAL *dh, int nt) {                                           \
-    DISPATCH(rnn_backward, P, T, N, H, dhs, Wh, hs, dA, dh, nt);                                \
-}                                                                                               \
-int fr_lstm_forward_##P(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,    \
-                        const REAL *c0, REAL *hs, REAL *cs, REAL *acts, int nt) {               \
-    DISPATCH(lstm_forward, P, T, N, H, xw, Wh, h0, c0, hs, cs, acts, nt);                       \
-}                                                                                               \
-int fr_lstm_backward_##P(int T, int N, int H, const REAL *dhs, const REAL *Wh, const REAL *cs,  \
-                         const REAL *acts, const REAL *c0, REAL *dA, REAL *dh, REAL *dc,        \
-                         int nt) {                                                              \
-    DISPATCH(lstm_backward, P, T, N, H, dhs, Wh, cs, acts, c0, dA, dh, dc, nt);                 \
-}                                                                                               \
-int fr_gru_forward_##P(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,     \
-                       REAL *hs, REAL *acts, REAL *rh, int nt) {                                \
-    DISPATCH(gru_forward, P, T, N, H, xw, Wh, h0, hs, acts, rh, nt);                            \
-}                                                                                               \
-int fr_gru_backward_##P(int T, int N, int H, const REAL *dhs, const REAL *Wh, const REAL *hs,   \
-                        const REAL *acts, const REAL *h0, REAL *dA, REAL *dh, int nt) {         \
-    DISPATCH(gru_backward, P, T, N, H, dhs, Wh, hs, acts, h0, dA, dh, nt);                      \
-}                                                                                               \
-int fr_gru_ra_forward_##P(int T, int N, int H, const REAL *xw, const REAL *Wh,                  \
-                          const REAL *b_hn, const REAL *h0, REAL *hs, REAL *acts, REAL *hn,     \
-                          int nt) {                                                             \
-    DISPATCH(gru_ra_forward, P, T, N, H, xw, Wh, b_hn, h0, hs, acts, hn, nt);                   \
-}                                                                                               \
-int fr_gru_ra_backward_##P(int T, int N, int H, const REAL *dhs, const REAL *Wh,                \
-                           const REAL *hs, const REAL *acts, const REAL *hn, const REAL *h0,    \
-                           REAL *dA, REAL *dhn, REAL *dh, int nt) {                             \
-    DISPATCH(gru_ra_backward, P, T, N, H, dhs, Wh, hs, acts, hn, h0, dA, dhn, dh, nt);          \
+#define FR_DEFINE(REAL, P)                                                                         \
+int fr_rnn_forward_##P(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,        \
+                       REAL *hs, const int64_t *len, int nt) {                                     \
+    DISPATCH(rnn_forward, P, T, N, H, xw, Wh, h0, hs, len, nt);                                    \
+}                                                                                                  \
+int fr_rnn_backward_##P(int T, int N, int H, const REAL *dhs, const REAL *Wh, const REAL *hs,      \
+                        REAL *dA, REAL *dh, const int64_t *len, int nt) {                          \
+    DISPATCH(rnn_backward, P, T, N, H, dhs, Wh, hs, dA, dh, len, nt);                              \
+}                                                                                                  \
+int fr_lstm_forward_##P(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,       \
+                        const REAL *c0, REAL *hs, REAL *cs, REAL *acts, const int64_t *len,        \
+                        int nt) {                                                                  \
+    DISPATCH(lstm_forward, P, T, N, H, xw, Wh, h0, c0, hs, cs, acts, len, nt);                     \
+}                                                                                                  \
+int fr_lstm_backward_##P(int T, int N, int H, const REAL *dhs, const REAL *Wh, const REAL *cs,     \
+                         const REAL *acts, const REAL *c0, REAL *dA, REAL *dh, REAL *dc,           \
+                         const int64_t *len, int nt) {                                             \
+    DISPATCH(lstm_backward, P, T, N, H, dhs, Wh, cs, acts, c0, dA, dh, dc, len, nt);               \
+}                                                                                                  \
+int fr_gru_forward_##P(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,        \
+                       REAL *hs, REAL *acts, REAL *rh, const int64_t *len, int nt) {               \
+    DISPATCH(gru_forward, P, T, N, H, xw, Wh, h0, hs, acts, rh, len, nt);                          \
+}                                                                                                  \
+int fr_gru_backward_##P(int T, int N, int H, const REAL *dhs, const REAL *Wh, const REAL *hs,      \
+                        const REAL *acts, const REAL *h0, REAL *dA, REAL *dh,                      \
+                        const int64_t *len, int nt) {                                              \
+    DISPATCH(gru_backward, P, T, N, H, dhs, Wh, hs, acts, h0, dA, dh, len, nt);                    \
+}                                                                                                  \
+int fr_gru_ra_forward_##P(int T, int N, int H, const REAL *xw, const REAL *Wh,                     \
+                          const REAL *b_hn, const REAL *h0, REAL *hs, REAL *acts, REAL *hn,        \
+                          const int64_t *len, int nt) {                                            \
+    DISPATCH(gru_ra_forward, P, T, N, H, xw, Wh, b_hn, h0, hs, acts, hn, len, nt);                 \
+}                                                                                                  \
+int fr_gru_ra_backward_##P(int T, int N, int H, const REAL *dhs, const REAL *Wh,                   \
+                           const REAL *hs, const REAL *acts, const REAL *hn, const REAL *h0,       \
+                           REAL *dA, REAL *dhn, REAL *dh, const int64_t *len, int nt) {            \
+    DISPATCH(gru_ra_backward, P, T, N, H, dhs, Wh, hs, acts, hn, h0, dA, dhn, dh, len, nt);        \
 }
 
 FR_DEFINE(float, f32)

@@ -10,6 +10,8 @@
  * dh / dc (the initial-state gradients, also used as the running gradient) before the call.
  * T, N, H >= 1.
  *
+ * lengths: (N,) steps of each row (0..T), or NULL for T everywhere; step t of row n is padding
+ * when t >= lengths[n]: zero outputs, activations and gradients there.
  * nthreads: threads of the one parallel region the whole loop runs in (clamped to the work).
  * Returns 0, or a negative code: FR_ENOMEM when the packed-weight buffer cannot be allocated.
  */
@@ -20,27 +22,29 @@
 
 #define FR_ENOMEM (-1)
 
-#define FR_DECLARE(REAL, SFX)                                                                   \
-int fr_rnn_forward_##SFX(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,   \
-                         REAL *hs, int nthreads);                                               \
-int fr_rnn_backward_##SFX(int T, int N, int H, const REAL *dhs, const REAL *Wh,                 \
-                          const REAL *hs, REAL *dA, REAL *dh, int nthreads);                    \
-int fr_lstm_forward_##SFX(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,  \
-                          const REAL *c0, REAL *hs, REAL *cs, REAL *acts, int nthreads);        \
-int fr_lstm_backward_##SFX(int T, int N, int H, const REAL *dhs, const REAL *Wh,                \
-                           const REAL *cs, const REAL *acts, const REAL *c0, REAL *dA,          \
-                           REAL *dh, REAL *dc, int nthreads);                                   \
-int fr_gru_forward_##SFX(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,   \
-                         REAL *hs, REAL *acts, REAL *rh, int nthreads);                         \
-int fr_gru_backward_##SFX(int T, int N, int H, const REAL *dhs, const REAL *Wh,                 \
-                          const REAL *hs, const REAL *acts, const REAL *h0, REAL *dA,           \
-                          REAL *dh, int nthreads);                                              \
-int fr_gru_ra_forward_##SFX(int T, int N, int H, const REAL *xw, const REAL *Wh,                \
-                            const REAL *b_hn, const REAL *h0, REAL *hs, REAL *acts, REAL *hn,   \
-                            int nthreads);                                                      \
-int fr_gru_ra_backward_##SFX(int T, int N, int H, const REAL *dhs, const REAL *Wh,              \
-                             const REAL *hs, const REAL *acts, const REAL *hn, const REAL *h0,  \
-                             REAL *dA, REAL *dhn, REAL *dh, int nthreads);
+#define FR_DECLARE(REAL, SFX)                                                                      \
+int fr_rnn_forward_##SFX(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,      \
+                         REAL *hs, const int64_t *lengths, int nthreads);                          \
+int fr_rnn_backward_##SFX(int T, int N, int H, const REAL *dhs, const REAL *Wh, const REAL *hs,    \
+                          REAL *dA, REAL *dh, const int64_t *lengths, int nthreads);               \
+int fr_lstm_forward_##SFX(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,     \
+                          const REAL *c0, REAL *hs, REAL *cs, REAL *acts,                          \
+                          const int64_t *lengths, int nthreads);                                   \
+int fr_lstm_backward_##SFX(int T, int N, int H, const REAL *dhs, const REAL *Wh,                   \
+                           const REAL *cs, const REAL *acts, const REAL *c0, REAL *dA,             \
+                           REAL *dh, REAL *dc, const int64_t *lengths, int nthreads);              \
+int fr_gru_forward_##SFX(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,      \
+                         REAL *hs, REAL *acts, REAL *rh, const int64_t *lengths, int nthreads);    \
+int fr_gru_backward_##SFX(int T, int N, int H, const REAL *dhs, const REAL *Wh, const REAL *hs,    \
+                          const REAL *acts, const REAL *h0, REAL *dA, REAL *dh,                    \
+                          const int64_t *lengths, int nthreads);                                   \
+int fr_gru_ra_forward_##SFX(int T, int N, int H, const REAL *xw, const REAL *Wh,                   \
+                            const REAL *b_hn, const REAL *h0, REAL *hs, REAL *acts, REAL *hn,      \
+                            const int64_t *lengths, int nthreads);                                 \
+int fr_gru_ra_backward_##SFX(int T, int N, int H, const REAL *dhs, const REAL *Wh,                 \
+                             const REAL *hs, const REAL *acts, const REAL *hn, const REAL *h0,     \
+                             REAL *dA, REAL *dhn, REAL *dh, const int64_t *lengths,                \
+                             int nthreads);
 
 /* The other ops. M rows (ids, labels, scores), D embedding width, V vocabulary. Ids and labels
  * are int64; labels -1 are ignored. softmax_cross_entropy writes the mean loss over labelled

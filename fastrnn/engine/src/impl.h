@@ -265,6 +265,7 @@ static ATTR void FN(pack)(const REAL *W, long sk, long sg, long sj, int K, int G
 typedef struct {
     int T, N, H;
     const REAL *xw, *Wh, *h0, *c0, *b_hn, *dhs, *hs_in, *cs_in, *acts_in, *hn_in;
+    const int64_t *len; /* (N,) steps of each row, or NULL: all T */
     REAL *hs, *cs, *acts, *rh, *hn, *dA, *dh, *dc, *dhn;
     REAL *pk1, *pk2, *scratch, *shared; /* panels, per-thread product blocks, cell scratch */
     long scratch_stride;
@@ -290,6 +291,21 @@ static inline ATTR void FN(own)(int H, int tid, int nt, int *u0, int *u1, int *j
             for (int nv = (G) * Uc_, w = Uc_ * VL, j0 = a * VL,                             \
                      nu = (H - j0 < w ? H - j0 : w), once2_ = 1; once2_; once2_ = 0)        \
                 for (const REAL *p = (PK) + (long)a * VL * (G) * (K); once2_; once2_ = 0)
+
+/* Variable lengths: step t of row n is padding when t >= len[n]. Padding rows get zero outputs,
+ * activations and gradients (so no gradient flows from them and the zero h_prev / c_prev they
+ * leave makes the next padded step's product vanish); a row's final state is the caller's to
+ * gather at its own last step. */
+#define PAD(c, t, n) ((c)->len && (t) >= (c)->len[n])
+
+static inline ATTR void FN(zero)(REAL *p, int cnt) {
+    for (int u = 0; u < cnt; u++) p[u] = 0;
+}
+
+/* Zero `cnt` units of G gate blocks (stride H) from p. */
+static inline ATTR void FN(zero_gates)(REAL *p, int G, int H, int cnt) {
+    for (int g = 0; g < G; g++) FN(zero)(p + (long)g * H, cnt);
+}
 
 /* Gate epilogues, one row (one batch element) each. Forward rows see the product block row
  * `cr` (gate g at cr + g*w) and the rows of xw / acts at this tile's first unit (gate g at
@@ -331,7 +347,10 @@ static ATTR void FN(rnn_fwd)(FN(ctx) *c, int tid, int nt) {
             FN(tile_product)(N, H, hp, H, p, nv, C);
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0;
-                FN(rnn_fwd_row)(nu, C + (long)n * w, x + s, ho + s);
+                if (PAD(c, t, n))
+                    FN(zero)(ho + s, nu);
+                else
+                    FN(rnn_fwd_row)(nu, C + (long)n * w, x + s, ho + s);
             }
         }
         fr_barrier_wait(&c->bar, nt);
@@ -348,7 +367,11 @@ static ATTR void FN(rnn_bwd)(FN(ctx) *c, int tid, int nt) {
         const long o = (long)t * N * H;
         for (int n = 0; n < N; n++) {
             const long s = (long)n * H + q0;
-            FN(rnn_bwd_row)(q1 - q0, c->dhs + o + s, c->dh + s, c->hs_in + o + s, c->dA + o + s);
+            if (PAD(c, t, n))
+                FN(zero)(c->dA + o + s, q1 - q0);
+            else
+                FN(rnn_bwd_row)(q1 - q0, c->dhs + o + s, c->dh + s, c->hs_in + o + s,
+                                c->dA + o + s);
         }
         fr_barrier_wait(&c->bar, nt);
         FOR_TILES(u0, u1, 4, 1, H, c->pk1) {
@@ -412,6 +435,12 @@ static ATTR void FN(lstm_fwd)(FN(ctx) *c, int tid, int nt) {
             FN(tile_product)(N, H, hp, H, p, nv, C);
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G4 + j0;
+                if (PAD(c, t, n)) {
+                    FN(zero_gates)(ac + sg, 4, H, nu);
+                    FN(zero)(co + s, nu);
+                    FN(zero)(ho + s, nu);
+                    continue;
+                }
                 FN(lstm_fwd_row)(nu, H, w, C + (long)n * 4 * w, x + sg, cp + s, ac + sg, co + s,
                                  ho + s);
             }
@@ -433,6 +462,11 @@ static ATTR void FN(lstm_bwd)(FN(ctx) *c, int tid, int nt) {
         REAL *d = c->dA + t * N * G4;
         for (int n = 0; n < N; n++) {
             const long s = (long)n * H + q0, sg = t * N * G4 + n * G4 + q0;
+            if (PAD(c, t, n)) {
+                FN(zero_gates)(c->dA + sg, 4, H, q1 - q0);
+                FN(zero)(c->dc + s, q1 - q0);
+                continue;
+            }
             FN(lstm_bwd_row)(q1 - q0, H, c->acts_in + sg, c->cs_in + o + s, cp + s, c->dhs + o + s,
                              c->dh + s, c->dc + s, c->dA + sg);
         }
@@ -510,6 +544,12 @@ static ATTR void FN(gru_fwd)(FN(ctx) *c, int tid, int nt) {
             FN(tile_product)(N, H, hp, H, p, nv, C);
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G3 + j0;
+                if (PAD(c, t, n)) {
+                    FN(zero_gates)(ac + sg, 3, H, nu);
+                    FN(zero)(rh + s, nu);
+                    FN(zero)(ho + s, nu);
+                    continue;
+                }
                 FN(gru_fwd_row_zr)(nu, H, w, C + (long)n * 2 * w, x + sg, hp + s, ac + sg, rh + s);
             }
         }
@@ -518,6 +558,7 @@ static ATTR void FN(gru_fwd)(FN(ctx) *c, int tid, int nt) {
             FN(tile_product)(N, H, rh, H, p, nv, C);
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G3 + j0;
+                if (PAD(c, t, n)) continue; /* zeroed in the first phase */
                 FN(gru_fwd_row_h)(nu, H, C + (long)n * w, x + sg, hp + s, ac + sg, ho + s);
             }
         }
@@ -541,6 +582,10 @@ static ATTR void FN(gru_bwd)(FN(ctx) *c, int tid, int nt) {
         REAL *d = c->dA + t * N * G3;
         for (int n = 0; n < N; n++) {
             const long s = (long)n * H + q0, sg = n * G3 + q0;
+            if (PAD(c, t, n)) {
+                FN(zero_gates)(d + sg, 3, H, q1 - q0);
+                continue;
+            }
             FN(gru_bwd_row_h)(q1 - q0, H, ac + sg, c->dhs + o + s, c->dh + s, dhv + s, d + sg);
         }
         fr_barrier_wait(&c->bar, nt);
@@ -548,6 +593,10 @@ static ATTR void FN(gru_bwd)(FN(ctx) *c, int tid, int nt) {
             FN(tile_product)(N, H, d + 2 * H, G3, p, nv, C); /* drh = dA_h @ Wh_h^T */
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G3 + j0;
+                if (PAD(c, t, n)) {
+                    FN(zero)(c->dh + s, nu); /* the product adds zero rows of dA to it */
+                    continue;
+                }
                 FN(gru_bwd_row_zr)(nu, H, ac + sg, hp + s, dhv + s, C + (long)n * w, d + sg,
                                    c->dh + s);
             }
@@ -616,6 +665,12 @@ static ATTR void FN(gru_ra_fwd)(FN(ctx) *c, int tid, int nt) {
             FN(tile_product)(N, H, hp, H, p, nv, C);
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G3 + j0;
+                if (PAD(c, t, n)) {
+                    FN(zero_gates)(ac + sg, 3, H, nu);
+                    FN(zero)(hn + s, nu);
+                    FN(zero)(ho + s, nu);
+                    continue;
+                }
                 FN(gru_ra_fwd_row)(nu, H, w, C + (long)n * 3 * w, x + sg, c->b_hn + j0, hp + s,
                                    ac + sg, hn + s, ho + s);
             }
@@ -639,6 +694,13 @@ static ATTR void FN(gru_ra_bwd)(FN(ctx) *c, int tid, int nt) {
         REAL *rec = c->shared + (long)(t & 1) * N * G3;
         for (int n = 0; n < N; n++) {
             const long s = (long)n * H + q0, sg = n * G3 + q0, tg = t * N * G3 + sg;
+            if (PAD(c, t, n)) {
+                FN(zero_gates)(c->dA + tg, 3, H, q1 - q0);
+                FN(zero_gates)(rec + sg, 3, H, q1 - q0);
+                FN(zero)(c->dhn + o + s, q1 - q0);
+                FN(zero)(c->dh + s, q1 - q0);
+                continue;
+            }
             FN(gru_ra_bwd_row)(q1 - q0, H, c->acts_in + tg, c->dhs + o + s, hp + s,
                                c->hn_in + o + s, c->dh + s, c->dA + tg, c->dhn + o + s, rec + sg);
         }
@@ -774,35 +836,40 @@ static int FN(run)(FN(worker) worker, FN(ctx) *c, int nt, long pk1_len, long pk2
 #define NUV(H) ((long)((H) + VL - 1) / VL * VL)
 
 static int FN(rnn_forward)(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,
-                           REAL *hs, int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .xw = xw, .Wh = Wh, .h0 = h0, .hs = hs};
+                           REAL *hs, const int64_t *lengths,
+        int nthreads) {
+    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .xw = xw, .Wh = Wh, .h0 = h0, .hs = hs};
     return FN(run)(FN(rnn_fwd), &c, FN(threads)(nthreads, N, H, 1), NUV(H) * H, 0, 0);
 }
 
 static int FN(rnn_backward)(int T, int N, int H, const REAL *dhs, const REAL *Wh,
-                            const REAL *hs, REAL *dA, REAL *dh, int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .dhs = dhs, .Wh = Wh, .hs_in = hs, .dA = dA, .dh = dh};
+                            const REAL *hs, REAL *dA, REAL *dh, const int64_t *lengths,
+        int nthreads) {
+    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .dhs = dhs, .Wh = Wh, .hs_in = hs, .dA = dA, .dh = dh};
     return FN(run)(FN(rnn_bwd), &c, FN(threads)(nthreads, N, H, 1), NUV(H) * H, 0, 0);
 }
 
 static int FN(lstm_forward)(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,
-                            const REAL *c0, REAL *hs, REAL *cs, REAL *acts, int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .xw = xw, .Wh = Wh, .h0 = h0, .c0 = c0, .hs = hs,
+                            const REAL *c0, REAL *hs, REAL *cs, REAL *acts, const int64_t *lengths,
+        int nthreads) {
+    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .xw = xw, .Wh = Wh, .h0 = h0, .c0 = c0, .hs = hs,
                  .cs = cs, .acts = acts};
     return FN(run)(FN(lstm_fwd), &c, FN(threads)(nthreads, N, H, 4), NUV(H) * 4 * H, 0, 0);
 }
 
 static int FN(lstm_backward)(int T, int N, int H, const REAL *dhs, const REAL *Wh,
                              const REAL *cs, const REAL *acts, const REAL *c0, REAL *dA,
-                             REAL *dh, REAL *dc, int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .dhs = dhs, .Wh = Wh, .cs_in = cs, .acts_in = acts,
+                             REAL *dh, REAL *dc, const int64_t *lengths,
+        int nthreads) {
+    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .dhs = dhs, .Wh = Wh, .cs_in = cs, .acts_in = acts,
                  .c0 = c0, .dA = dA, .dh = dh, .dc = dc};
     return FN(run)(FN(lstm_bwd), &c, FN(threads)(nthreads, N, H, 4), NUV(H) * 4 * H, 0, 0);
 }
 
 static int FN(gru_forward)(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,
-                           REAL *hs, REAL *acts, REAL *rh, int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .xw = xw, .Wh = Wh, .h0 = h0, .hs = hs, .acts = acts,
+                           REAL *hs, REAL *acts, REAL *rh, const int64_t *lengths,
+        int nthreads) {
+    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .xw = xw, .Wh = Wh, .h0 = h0, .hs = hs, .acts = acts,
                  .rh = rh};
     return FN(run)(FN(gru_fwd), &c, FN(threads)(nthreads, N, H, 3), NUV(H) * 2 * H,
                    NUV(H) * H, 0);
@@ -810,8 +877,9 @@ static int FN(gru_forward)(int T, int N, int H, const REAL *xw, const REAL *Wh, 
 
 static int FN(gru_backward)(int T, int N, int H, const REAL *dhs, const REAL *Wh,
                             const REAL *hs, const REAL *acts, const REAL *h0, REAL *dA,
-                            REAL *dh, int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .dhs = dhs, .Wh = Wh, .hs_in = hs, .acts_in = acts,
+                            REAL *dh, const int64_t *lengths,
+        int nthreads) {
+    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .dhs = dhs, .Wh = Wh, .hs_in = hs, .acts_in = acts,
                  .h0 = h0, .dA = dA, .dh = dh};
     return FN(run)(FN(gru_bwd), &c, FN(threads)(nthreads, N, H, 3), NUV(H) * H,
                    NUV(H) * 2 * H, (long)N * H);
@@ -819,16 +887,18 @@ static int FN(gru_backward)(int T, int N, int H, const REAL *dhs, const REAL *Wh
 
 static int FN(gru_ra_forward)(int T, int N, int H, const REAL *xw, const REAL *Wh,
                               const REAL *b_hn, const REAL *h0, REAL *hs, REAL *acts, REAL *hn,
-                              int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .xw = xw, .Wh = Wh, .b_hn = b_hn, .h0 = h0, .hs = hs,
+                              const int64_t *lengths,
+        int nthreads) {
+    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .xw = xw, .Wh = Wh, .b_hn = b_hn, .h0 = h0, .hs = hs,
                  .acts = acts, .hn = hn};
     return FN(run)(FN(gru_ra_fwd), &c, FN(threads)(nthreads, N, H, 3), NUV(H) * 3 * H, 0, 0);
 }
 
 static int FN(gru_ra_backward)(int T, int N, int H, const REAL *dhs, const REAL *Wh,
                                const REAL *hs, const REAL *acts, const REAL *hn,
-                               const REAL *h0, REAL *dA, REAL *dhn, REAL *dh, int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .dhs = dhs, .Wh = Wh, .hs_in = hs, .acts_in = acts,
+                               const REAL *h0, REAL *dA, REAL *dhn, REAL *dh, const int64_t *lengths,
+        int nthreads) {
+    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .dhs = dhs, .Wh = Wh, .hs_in = hs, .acts_in = acts,
                  .hn_in = hn, .h0 = h0, .dA = dA, .dhn = dhn, .dh = dh};
     return FN(run)(FN(gru_ra_bwd), &c, FN(threads)(nthreads, N, H, 3), NUV(H) * 3 * H, 0,
                    2L * N * 3 * H);
@@ -840,6 +910,7 @@ static int FN(gru_ra_backward)(int T, int N, int H, const REAL *dhs, const REAL 
 #undef EXP_LO
 #undef EXP_HI
 #undef MK
+#undef PAD
 #undef R
 #undef CR
 #undef ONE
