@@ -58,7 +58,7 @@ def report():
     if path:
         with open(path, "w") as f:
             json.dump({"examples_requested": TOTAL, "per_test": PER_TEST,
-                   "examples_run": sum(OUTCOMES.values()),
+                       "examples_run": sum(OUTCOMES.values()),
                        "outcomes": dict(sorted(OUTCOMES.items()))}, f, indent=1)
 
 
