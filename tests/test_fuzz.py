@@ -113,10 +113,16 @@ def _mutate(data, name, args):
     elif kind == "dtype":
         i = data.draw(st.sampled_from(arrays), label="argument")
         new = data.draw(st.sampled_from([np.float32, np.float64, np.float16, np.int32, np.bool_,
-                                         np.complex64, ">f8", object, "list", "scalar"]),
-                        label="new type")
+                                         np.complex64, ">f8", object, "list", "scalar", "masked",
+                                         "matrix"]), label="new type")
         a = args[i]
-        args[i] = a.tolist() if new == "list" else 1.0 if new == "scalar" else a.astype(new)
+        if new == "matrix" and a.ndim == 2:
+            args[i] = np.asmatrix(a)
+        elif new in ("list", "scalar", "masked", "matrix"):
+            args[i] = {"list": a.tolist(), "scalar": 1.0, "masked": np.ma.array(a),
+                       "matrix": a}[new]
+        else:
+            args[i] = a.astype(new)
     elif kind == "scalar":
         if not scalars:
             return "none"
@@ -160,6 +166,7 @@ def _run(fn, args):
         return None, e
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 @pytest.mark.parametrize("name", contract.NAMES)
 @settings(max_examples=PER_TEST)
 @given(data=st.data())
