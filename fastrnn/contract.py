@@ -6,7 +6,9 @@ A backend ("numpy" = ``fastrnn.reference``, "numba" = ``fastrnn.kernels``, "cpu"
 ``export(globals(), impl_module, ...)`` (or one at a time with ``bind(name, impl)``): the exported
 op binds its arguments, runs the checks declared here, and calls the implementation with
 validated arrays that have exact C strides. An implementation whose parameters differ from the
-contract fails at import, so a renamed parameter cannot silently change what is checked.
+contract fails at import, so a renamed parameter cannot silently change what is checked. A
+backend may also re-export ops another backend already bound (``export(globals(), own_impls,
+fastrnn.kernels)`` takes what ``own_impls`` lacks from the Numba backend, unchanged).
 
 Shapes use N batch, T time, D input or embedding width, H hidden, V vocabulary (classes),
 M rows, G gates per cell (``GATES``) and ``...`` for any leading shape. Recurrences are

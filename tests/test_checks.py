@@ -17,10 +17,11 @@ import pytest
 import fastrnn
 import fastrnn.backend as fb
 import fastrnn.reference as R
+from fastrnn import contract
 from conftest import layout
 from tolerances import assert_close
 
-CELLS = ("rnn", "lstm", "gru", "gru_ra")
+CELLS = contract.CELLS
 T, N, H = 2, 3, 4  # distinct, so every shape in a message is unambiguous
 
 
@@ -481,3 +482,37 @@ def test_assert_close_names_tensor_worst_index_and_error():
             assert_close("one side non-finite", np.array([actual]), np.array([ref]))
     assert_close("both nan", np.array([np.nan, 1.0]), np.array([np.nan, 1.0]))
     assert_close("same inf", np.array([-np.inf, 1.0]), np.array([-np.inf, 1.0]))
+
+
+# ------------------------------------------------------------------------- the op contract
+def test_bind_refuses_an_implementation_with_other_parameters():
+    def rnn_forward(xw, W, h0):  # "W" instead of the contract's "Wh"
+        return xw
+    with pytest.raises(TypeError, match=r"does not match the contract rnn_forward\(xw, Wh, h0\)"):
+        contract.bind("rnn_forward", rnn_forward)
+
+
+def test_export_binds_own_ops_and_reexports_bound_ones():
+    """How a backend that implements only some ops (the compiled engine) builds its table."""
+    calls = []
+
+    def rnn_forward(xw, Wh, h0):
+        calls.append((xw.flags.c_contiguous, xw.strides))
+        return R.rnn_forward(xw, Wh, h0)
+
+    namespace = {"__name__": "fake_backend"}
+    contract.export(namespace, {"rnn_forward": rnn_forward}, R)
+    assert set(contract.NAMES) <= set(namespace["__all__"])
+    assert namespace["lstm_forward"] is R.lstm_forward  # re-exported unchanged
+    xw = np.zeros((2, 3, 8))[:, :, ::2]  # strided: the implementation gets a C copy
+    namespace["rnn_forward"](xw, np.zeros((4, 4)), np.zeros((3, 4)))
+    assert calls == [(True, (96, 32, 8))]
+    with pytest.raises(ValueError, match="rnn_forward: Wh"):
+        namespace["rnn_forward"](xw, np.zeros((4, 5)), np.zeros((3, 4)))
+    with pytest.raises(ImportError, match="no implementation of rnn_forward"):
+        contract.export({"__name__": "empty"}, {})
+
+
+def test_checks_gates_is_the_contract_table():
+    import fastrnn.checks
+    assert fastrnn.checks.GATES is contract.GATES

@@ -15,9 +15,10 @@ import pytest
 from scipy.special import expit, logsumexp
 
 import fastrnn.reference as R
+from fastrnn import contract
 from tolerances import FD_EPS, assert_close
 
-CELLS = ("rnn", "lstm", "gru", "gru_ra")
+CELLS = contract.CELLS
 
 
 def call(name, *args):
