@@ -109,6 +109,17 @@ def _scalar(op, arg, value):
     return int(value)
 
 
+def _plain(op, arg, v):
+    """A NumPy subclass (matrix, memmap, ...) as a plain ndarray view: subclasses change what
+    indexing and reductions return. A masked array is refused: its mask would be ignored."""
+    if isinstance(v, np.ma.MaskedArray):
+        raise TypeError(f"{op.name}: {arg.name} is a masked array; pass a plain array (e.g. "
+                        f".filled(...))")
+    if type(v) is not np.ndarray and isinstance(v, np.ndarray) and arg.kind != OUT:
+        return np.asarray(v)
+    return v
+
+
 def _expected_shape(op, arg, sizes):
     out = []
     for s in arg.dims:
@@ -124,6 +135,7 @@ def _expected_shape(op, arg, sizes):
 def check(op, values):
     """Validate ``values`` (one per argument of ``op``, in order) and return what the
     implementation gets: arrays with exact C strides, scalars converted (see module doc)."""
+    values = [_plain(op, arg, v) for arg, v in zip(op.args, values)]
     dtype = None
     for arg, v in zip(op.args, values):
         if arg.kind in (FLOAT, OUT):

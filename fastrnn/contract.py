@@ -6,7 +6,9 @@ A backend ("numpy" = ``fastrnn.reference``, "numba" = ``fastrnn.kernels``, "cpu"
 ``export(globals(), impl_module, ...)`` (or one at a time with ``bind(name, impl)``): the exported
 op binds its arguments, runs the checks declared here, and calls the implementation with
 validated arrays that have exact C strides. An implementation whose parameters differ from the
-contract fails at import, so a renamed parameter cannot silently change what is checked.
+contract fails at import, so a renamed parameter cannot silently change what is checked. A
+backend may also re-export ops another backend already bound (``export(globals(), own_impls,
+fastrnn.kernels)`` takes what ``own_impls`` lacks from the Numba backend, unchanged).
 
 Shapes use N batch, T time, D input or embedding width, H hidden, V vocabulary (classes),
 M rows, G gates per cell (``GATES``) and ``...`` for any leading shape. Recurrences are
@@ -105,39 +107,39 @@ class Op:
 
 
 # --------------------------------------------------------------------------- the op table
+# Every argument and result of the recurrences, by name.
+_RECURRENCE_SHAPES = {
+    "xw": "(T, N, G*H)", "Wh": "(H, G*H)", "h0": "(N, H)", "c0": "(N, H)", "b_hn": "(H,)",
+    "dhs": "(T, N, H)", "hs": "(T, N, H)", "cs": "(T, N, H)", "acts": "(T, N, G*H)",
+    "rh": "(T, N, H)", "hn": "(T, N, H)", "dA": "(T, N, G*H)", "dhn": "(T, N, H)",
+    "dh0": "(N, H)", "dc0": "(N, H)",
+}
+
+
 def _recurrence(cell, direction, args, returns, summary):
-    first = args[0]
-    specs = {"xw": "(T, N, G*H)", "Wh": "(H, G*H)", "h0": "(N, H)", "c0": "(N, H)",
-             "b_hn": "(H,)", "dhs": "(T, N, H)", "hs": "(T, N, H)", "cs": "(T, N, H)",
-             "acts": "(T, N, G*H)", "hn": "(T, N, H)"}
-    return Op(f"{cell}_{direction}", tuple(Arg(n, FLOAT, specs[n]) for n in args),
-              tuple((n, specs.get(n, s)) for n, s in returns),
-              sizes={"T": first, "N": first, "H": "Wh"}, summary=summary, gates=GATES[cell])
+    """A recurrence op: T and N are read from its first argument, H from Wh."""
+    return Op(f"{cell}_{direction}", tuple(Arg(n, FLOAT, _RECURRENCE_SHAPES[n]) for n in args),
+              tuple((n, _RECURRENCE_SHAPES[n]) for n in returns),
+              sizes={"T": args[0], "N": args[0], "H": "Wh"}, summary=summary,
+              gates=GATES[cell])
 
-
-_DA = ("dA", "(T, N, G*H)")
-_DH0 = ("dh0", "(N, H)")
 
 OPS = (
-    _recurrence("rnn", "forward", ("xw", "Wh", "h0"), (("hs", ""),),
-                "h' = tanh(xw[t] + h @ Wh)."),
-    _recurrence("rnn", "backward", ("dhs", "Wh", "hs", "h0"), (_DA, _DH0),
+    _recurrence("rnn", "forward", ("xw", "Wh", "h0"), ("hs",), "h' = tanh(xw[t] + h @ Wh)."),
+    _recurrence("rnn", "backward", ("dhs", "Wh", "hs", "h0"), ("dA", "dh0"),
                 "gradients of the pre-activations and of h0."),
-    _recurrence("lstm", "forward", ("xw", "Wh", "h0", "c0"), (("hs", ""), ("cs", ""),
-                                                              ("acts", "")),
+    _recurrence("lstm", "forward", ("xw", "Wh", "h0", "c0"), ("hs", "cs", "acts"),
                 "gates [f | g | i | o]; c' = f*c + g*i, h' = o*tanh(c')."),
-    _recurrence("lstm", "backward", ("dhs", "Wh", "cs", "acts", "c0"),
-                (_DA, _DH0, ("dc0", "(N, H)")), "gradients of the pre-activations, h0, c0."),
-    _recurrence("gru", "forward", ("xw", "Wh", "h0"), (("hs", ""), ("acts", ""),
-                                                       ("rh", "(T, N, H)")),
+    _recurrence("lstm", "backward", ("dhs", "Wh", "cs", "acts", "c0"), ("dA", "dh0", "dc0"),
+                "gradients of the pre-activations, h0, c0."),
+    _recurrence("gru", "forward", ("xw", "Wh", "h0"), ("hs", "acts", "rh"),
                 "reset before, gates [z | r | h~]; rh = r * h_prev feeds the candidate."),
-    _recurrence("gru", "backward", ("dhs", "Wh", "hs", "acts", "h0"), (_DA, _DH0),
+    _recurrence("gru", "backward", ("dhs", "Wh", "hs", "acts", "h0"), ("dA", "dh0"),
                 "gradients of the pre-activations and of h0."),
-    _recurrence("gru_ra", "forward", ("xw", "Wh", "b_hn", "h0"), (("hs", ""), ("acts", ""),
-                                                                  ("hn", "")),
+    _recurrence("gru_ra", "forward", ("xw", "Wh", "b_hn", "h0"), ("hs", "acts", "hn"),
                 "reset after (cuDNN form), gates [z | r | n]; hn = h @ Wh_n + b_hn."),
     _recurrence("gru_ra", "backward", ("dhs", "Wh", "hs", "acts", "hn", "h0"),
-                (_DA, ("dhn", "(T, N, H)"), _DH0),
+                ("dA", "dhn", "dh0"),
                 "gradients of the input-side pre-activations, of hn, and of h0."),
     Op("embedding_forward", (Arg("W", FLOAT, "(V, D)"), Arg("idx", INT, "(...)")),
        (("out", "(..., D)"),), sizes={"V": "W", "D": "W", "...": "idx"},

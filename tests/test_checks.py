@@ -1,6 +1,6 @@
 """Bad input to every op of every backend, non-contiguous input, and backend selection.
 
-Input errors (fastrnn.checks, DESIGN.md section 4 and issue 2 item 6): wrong rank or shape is a
+Input errors (the checks declared in fastrnn.contract): wrong rank or shape is a
 ValueError naming the expected and the actual shape; mismatched or integer dtypes a TypeError
 naming the dtypes; ids outside [0, V), labels outside [-1, V), dropout ratios outside [0, 1) a
 ValueError. Slices and transposes give the same result as the contiguous call.
@@ -17,9 +17,11 @@ import pytest
 import fastrnn
 import fastrnn.backend as fb
 import fastrnn.reference as R
+from fastrnn import contract
+from conftest import layout
 from tolerances import assert_close
 
-CELLS = ("rnn", "lstm", "gru", "gru_ra")
+CELLS = contract.CELLS
 T, N, H = 2, 3, 4  # distinct, so every shape in a message is unambiguous
 
 
@@ -146,6 +148,16 @@ def test_embedding_backward_rejects_non_contiguous_dW(backend):
                                          backend.asarray(idx), base[:, ::2])
 
 
+def test_embedding_backward_rejects_read_only_dW(backend):
+    if backend.xp is not np:
+        pytest.skip("only NumPy arrays can be read-only")
+    dW = np.zeros((4, 3))
+    dW.flags.writeable = False
+    expect_error(backend, ValueError, "embedding_backward", [np.ones((1, 2, 3)),
+                                                             np.array([[0, 3]]), dW],
+                 "embedding_backward", "dW", "writeable")
+
+
 # ------------------------------------------------------------------ softmax cross-entropy
 def test_softmax_labels_out_of_range(backend):
     M, V = 4, 6
@@ -180,21 +192,29 @@ def test_dropout_bad_input(backend):
     expect_error(backend, TypeError, "dropout_forward", [np.ones((2, 3), np.int64), 0.5, 0], "x")
     for seed in (-1, 2 ** 64):
         expect_error(backend, ValueError, "dropout_forward", [np.ones((2, 3)), 0.5, seed], "seed")
+    for seed in (1.5, "7", None, np.array([1, 2]), True):
+        expect_error(backend, TypeError, "dropout_forward", [np.ones((2, 3)), 0.5, seed],
+                     "dropout_forward: seed must be an integer")
+    for ratio in ("0.5", None, np.array([0.1, 0.2])):
+        expect_error(backend, TypeError, "dropout_forward", [np.ones((2, 3)), ratio, 0],
+                     "dropout_forward: ratio must be a real number")
+
+
+def test_softmax_grad_flag_must_be_bool(backend):
+    expect_error(backend, TypeError, "softmax_cross_entropy",
+                 [np.zeros((2, 3)), np.array([0, 1]), "yes"], "grad", "True or False")
+
+
+def test_wrong_argument_count_names_the_op(backend):
+    with pytest.raises(TypeError, match=r"rnn_forward: .*rnn_forward\(xw, Wh, h0\)"):
+        backend.op("rnn_forward")(np.zeros((1, 1, 1)), np.zeros((1, 1)))
 
 
 # ---------------------------------------------------------------- non-contiguous input
 def strided(backend, a, kind):
-    """A non-contiguous device view equal to the NumPy array ``a``."""
-    xp = backend.xp
-    if kind == "transpose":  # a stored in the reverse axis order, viewed back
-        v = xp.asarray(np.ascontiguousarray(a.transpose())).transpose()
-    elif kind == "slice":  # every other element of a twice-as-wide array
-        wide = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
-        wide[..., ::2] = a
-        v = xp.asarray(wide)[..., ::2]
-    else:
-        raise ValueError(kind)
-    if a.ndim > 1 or kind == "slice":
+    """A non-contiguous device view equal to the NumPy array ``a`` (conftest.layout)."""
+    v = layout(backend.xp, a, kind)
+    if a.ndim > 1 or kind == "strided":
         assert not v.flags.c_contiguous
     np.testing.assert_array_equal(backend.asnumpy(v), a)
     return v
@@ -204,7 +224,7 @@ def call_raw(backend, op, args):
     return backend.asnumpy(backend.op(op)(*args))
 
 
-@pytest.mark.parametrize("kind", ["transpose", "slice"])
+@pytest.mark.parametrize("kind", ["fortran", "strided"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cell", CELLS)
 def test_recurrence_non_contiguous_equals_contiguous(backend, rec, cell, dtype, kind):
@@ -219,7 +239,7 @@ def test_recurrence_non_contiguous_equals_contiguous(backend, rec, cell, dtype, 
                          "output" if op.endswith("forward") else "grad")
 
 
-@pytest.mark.parametrize("kind", ["transpose", "slice"])
+@pytest.mark.parametrize("kind", ["fortran", "strided"])
 def test_other_ops_non_contiguous_equal_contiguous(backend, kind, rng):
     V, D, M = 7, 5, 6
     W = rng.standard_normal((V, D))
@@ -343,6 +363,71 @@ def test_use_context_restores_previous_choice(fresh_backend_state):
     assert fastrnn.get_backend() == "numpy"
 
 
+def test_use_is_isolated_per_thread(fresh_backend_state):
+    """A use() block in one thread does not change what another thread computes with."""
+    import threading
+    fb.set_backend(None)
+    entered, release = threading.Event(), threading.Event()
+    seen = {}
+
+    def inside():
+        with fb.use("numpy"):
+            seen["inside"] = fb.get_backend()
+            entered.set()
+            release.wait(10)
+            seen["inside_after"] = fb.get_backend()
+
+    def outside():
+        entered.wait(10)
+        seen["outside"] = fb.get_backend()
+        seen["outside_ops"] = fb.name_for(np.zeros(1))
+        release.set()
+
+    threads = [threading.Thread(target=inside), threading.Thread(target=outside)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert seen["inside"] == seen["inside_after"] == "numpy"
+    assert seen["outside"] is None and seen["outside_ops"] != "numpy", seen
+    assert fb.get_backend() is None
+
+
+def test_set_backend_is_the_process_default_under_use(fresh_backend_state):
+    fb.set_backend("numpy")
+    with fb.use(None):
+        assert fb.get_backend() is None
+    assert fb.get_backend() == "numpy"
+
+
+def test_engine_is_not_available_here_with_a_clear_error(fresh_backend_state):
+    if importlib.util.find_spec("fastrnn.engine") is not None:
+        pytest.skip("the compiled engine is built here")
+    with pytest.raises(ValueError, match="backend 'cpu' is not available"):
+        fb.load("cpu")
+    with pytest.raises(ValueError, match="'cpu' is not available"):
+        fastrnn.set_backend("cpu")
+
+
+def test_automatic_cpu_backend_falls_back_with_one_warning():
+    """NumPy arrays go to the compiled engine when it is built, else to Numba with one
+    warning per process that says how to build it; a forced backend never warns."""
+    code = ("import warnings, numpy as np, fastrnn.backend as b\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    names = {b.name_for(np.zeros(1)) for _ in range(3)}\n"
+            "print(sorted(names), len(w), w[0].message if w else '')\n")
+    r = _python(code)
+    assert r.returncode == 0, r.stderr
+    if importlib.util.find_spec("fastrnn.engine") is not None:
+        assert r.stdout.startswith("['cpu'] 0"), r.stdout
+    else:
+        assert r.stdout.startswith("['numba'] 1 "), r.stdout
+        assert "pip install ." in r.stdout and "Numba" in r.stdout, r.stdout
+    r = _python(code, FASTRNN_BACKEND="numba")
+    assert r.returncode == 0 and r.stdout.startswith("['numba'] 0"), r.stdout + r.stderr
+
+
 # --------------------------------------------------------------------- import side effects
 def _python(code, **env):
     root = os.path.dirname(os.path.dirname(os.path.abspath(fastrnn.__file__)))
@@ -397,3 +482,37 @@ def test_assert_close_names_tensor_worst_index_and_error():
             assert_close("one side non-finite", np.array([actual]), np.array([ref]))
     assert_close("both nan", np.array([np.nan, 1.0]), np.array([np.nan, 1.0]))
     assert_close("same inf", np.array([-np.inf, 1.0]), np.array([-np.inf, 1.0]))
+
+
+# ------------------------------------------------------------------------- the op contract
+def test_bind_refuses_an_implementation_with_other_parameters():
+    def rnn_forward(xw, W, h0):  # "W" instead of the contract's "Wh"
+        return xw
+    with pytest.raises(TypeError, match=r"does not match the contract rnn_forward\(xw, Wh, h0\)"):
+        contract.bind("rnn_forward", rnn_forward)
+
+
+def test_export_binds_own_ops_and_reexports_bound_ones():
+    """How a backend that implements only some ops (the compiled engine) builds its table."""
+    calls = []
+
+    def rnn_forward(xw, Wh, h0):
+        calls.append((xw.flags.c_contiguous, xw.strides))
+        return R.rnn_forward(xw, Wh, h0)
+
+    namespace = {"__name__": "fake_backend"}
+    contract.export(namespace, {"rnn_forward": rnn_forward}, R)
+    assert set(contract.NAMES) <= set(namespace["__all__"])
+    assert namespace["lstm_forward"] is R.lstm_forward  # re-exported unchanged
+    xw = np.zeros((2, 3, 8))[:, :, ::2]  # strided: the implementation gets a C copy
+    namespace["rnn_forward"](xw, np.zeros((4, 4)), np.zeros((3, 4)))
+    assert calls == [(True, (96, 32, 8))]
+    with pytest.raises(ValueError, match="rnn_forward: Wh"):
+        namespace["rnn_forward"](xw, np.zeros((4, 5)), np.zeros((3, 4)))
+    with pytest.raises(ImportError, match="no implementation of rnn_forward"):
+        contract.export({"__name__": "empty"}, {})
+
+
+def test_checks_gates_is_the_contract_table():
+    import fastrnn.checks
+    assert fastrnn.checks.GATES is contract.GATES

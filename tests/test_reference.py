@@ -1,10 +1,10 @@
 """The NumPy reference (the oracle of every backend) checked on its own.
 
-- every recurrence: the documented one-step equations and gate layouts (DESIGN.md section 1),
+- every recurrence: the documented one-step equations and gate layouts (fastrnn.reference.cells),
   T steps == T chained single steps, stateful carry (two calls on the halves == one call on the
   whole), and forward + backward against float64 central finite differences of
   ``L = sum(hs * Wout)`` with respect to xw, Wh, h0 (c0, b_hn). The Wh gradient is assembled with
-  the layer formulas of DESIGN.md section 2 from what the backward op returns;
+  the layer formulas of fastrnn.layers from what the backward op returns;
 - softmax cross-entropy against an independent log-sum-exp and finite differences, ignored
   labels, all labels ignored;
 - embedding gather and scatter-add (repeated ids accumulate, dW overwritten in place);
@@ -15,9 +15,10 @@ import pytest
 from scipy.special import expit, logsumexp
 
 import fastrnn.reference as R
+from fastrnn import contract
 from tolerances import FD_EPS, assert_close
 
-CELLS = ("rnn", "lstm", "gru", "gru_ra")
+CELLS = contract.CELLS
 
 
 def call(name, *args):
@@ -45,7 +46,7 @@ def prev_states(h0, hs):
 
 
 def layer_dWh(cell, p, fwd, bwd):
-    """dWh from the backward op's outputs, with the layer formulas of DESIGN.md section 2."""
+    """dWh from the backward op's outputs, with the layer formulas of fastrnn.layers."""
     H = p["Wh"].shape[0]
     hprev = prev_states(p["h0"], fwd["hs"])
     dA = bwd["dA"]

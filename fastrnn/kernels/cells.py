@@ -14,7 +14,13 @@ Backward passes write the pointwise part of the gradient into h_prev in the fuse
 the BLAS call accumulate its product on top (beta=1), so no extra pass adds them.
 
 Empty inputs (T, N or H equal to 0) never reach BLAS: the wrappers return correctly shaped
-empty outputs and zero initial-state gradients, like the reference.
+empty outputs and zero initial-state gradients, like the reference. Every operand arrives with
+exact C strides (``fastrnn.contract``), so the leading dimensions handed to BLAS are valid.
+
+Non-finite values propagate as in the reference (the contract's IEEE policy): BLAS carries NaN
+and inf through the products and the ``_vmath`` functions return NaN for NaN and exact 0 / +-1
+at saturation, so the gate formulas below, written in the reference's order of operations,
+give NaN and inf where it does.
 """
 import numpy as np
 from numba import njit

@@ -1,9 +1,9 @@
 """Plain NumPy recurrences: the oracle every other backend is tested against.
 
-Each op runs only the sequential part of a recurrent layer (DESIGN.md section 2). The layer has
-already computed the input projection ``xw = x @ Wx + b`` for every step, and after the backward
-pass it turns the per-step pre-activation gradients ``dA`` into ``dWx``, ``dWh``, ``db`` and
-``dx`` with a few large matrix products.
+Each op runs only the sequential part of a recurrent layer (work split: ``fastrnn.layers``). The
+layer has already computed the input projection ``xw = x @ Wx + b`` for every step, and after
+the backward pass it turns the per-step pre-activation gradients ``dA`` into ``dWx``, ``dWh``,
+``db`` and ``dx`` with a few large matrix products.
 
 Shapes (time-major, one step is one contiguous block):
     T time, N batch, H hidden, G gates (RNN 1, LSTM 4, GRU 3)

@@ -1,0 +1,208 @@
+"""Bad and odd input to every op of every CPU backend: the answer is the reference's or a clear
+error from fastrnn, never a crash, a foreign exception or a silently different result.
+
+Each example starts from valid arguments (conftest.op_inputs, sizes from 0, both dtypes), gives
+every array a memory layout (C, Fortran, strided, reversed, zero strides) and maybe makes it
+read-only, then applies one mutation: none, NaN / inf at drawn places, bad ids or labels, a
+wrong shape, a wrong dtype or type, or a bad scalar. The outcome must be one of
+
+- the reference's result: the float64 NumPy reference on the same values, within the table of
+  tests/tolerances.py, with NaN and inf exactly where the reference has them;
+- a ValueError / TypeError / RuntimeError whose message starts with the op's name, raised by
+  the reference too (the checks of fastrnn.contract are shared, so every backend agrees).
+
+Examples: ``FASTRNN_FUZZ_EXAMPLES`` in total over the file (default 2000, about 30 s), spread
+over the (available backend, op) pairs. ``FASTRNN_FUZZ_REPORT=path`` writes the
+outcome counts as JSON when the module finishes (for a long run).
+"""
+import collections
+import json
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastrnn.backend
+import fastrnn.reference as R
+from conftest import LAYOUTS, layout, load_backend, op_inputs
+from fastrnn import contract
+from fastrnn.checks import has_c_strides
+from tolerances import assert_close
+
+CPU_BACKENDS = [name for name in fastrnn.backend.BACKENDS if name != "cuda"]
+
+
+def _available(name):
+    try:
+        fastrnn.backend.load(name)
+        return True
+    except ValueError:
+        return False
+
+
+TOTAL = int(os.environ.get("FASTRNN_FUZZ_EXAMPLES", "2000"))
+PER_TEST = max(1, TOTAL // (max(1, sum(map(_available, CPU_BACKENDS))) * len(contract.NAMES)))
+MUTATIONS = ("none", "non_finite", "ids", "shape", "dtype", "scalar")
+OUTCOMES = collections.Counter()
+SIZES = {"T": st.integers(0, 4), "N": st.integers(0, 3),
+         "H": st.sampled_from([0, 1, 2, 3, 5, 9, 17, 67]), "D": st.integers(0, 5),
+         "V": st.integers(0, 6)}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report():
+    yield
+    path = os.environ.get("FASTRNN_FUZZ_REPORT")
+    if path:
+        with open(path, "w") as f:
+            json.dump({"examples_requested": TOTAL, "per_test": PER_TEST,
+                       "examples_run": sum(OUTCOMES.values()),
+                       "outcomes": dict(sorted(OUTCOMES.items()))}, f, indent=1)
+
+
+@pytest.fixture(scope="module", params=CPU_BACKENDS)
+def cpu_backend(request):
+    return load_backend(request.param)
+
+
+def _mutate(data, name, args):
+    """Apply one drawn mutation to ``args`` (a list, changed in place); returns its label."""
+    op = contract.OPS_BY_NAME[name]
+    arrays = [i for i, a in enumerate(op.args) if a.kind in ("float", "int", "out")]
+    floats = [i for i, a in enumerate(op.args) if a.kind in ("float", "out")]
+    ints = [i for i, a in enumerate(op.args) if a.kind == "int"]
+    scalars = [i for i, a in enumerate(op.args) if a.kind in ("ratio", "seed", "flag")]
+    kind = data.draw(st.sampled_from(MUTATIONS), label="mutation")
+    if kind == "non_finite":
+        i = data.draw(st.sampled_from(floats), label="argument")
+        if args[i].size == 0 or op.args[i].kind == "out":
+            return "none"
+        flat = args[i].reshape(-1)
+        for _ in range(data.draw(st.integers(1, 3), label="how many")):
+            k = data.draw(st.integers(0, flat.size - 1), label="where")
+            flat[k] = data.draw(st.sampled_from([np.nan, np.inf, -np.inf]), label="value")
+    elif kind == "ids":
+        if not ints or args[ints[0]].size == 0:
+            return "none"
+        i = ints[0]
+        bad = data.draw(st.sampled_from([-2, -1, 0, 6, 7, 10 ** 9, 2 ** 40]), label="id")
+        args[i] = args[i].astype(data.draw(st.sampled_from(
+            [np.int8, np.uint8, np.int32, np.uint64, np.int64, ">i8"]), label="id dtype"))
+        try:
+            args[i].reshape(-1)[0] = bad
+        except OverflowError:  # not representable in that dtype: the ids stay valid
+            return "ids in a narrow dtype"
+    elif kind == "shape":
+        i = data.draw(st.sampled_from(arrays), label="argument")
+        a = args[i]
+        how = data.draw(st.sampled_from(["add_axis", "drop_axis", "grow", "shrink"]), label="how")
+        if how == "add_axis":
+            args[i] = a[None]
+        elif how == "drop_axis" and a.ndim:
+            args[i] = np.zeros(a.shape[1:], a.dtype)
+        elif a.ndim:
+            axis = data.draw(st.integers(0, a.ndim - 1), label="axis")
+            n = a.shape[axis] + (1 if how == "grow" else -1)
+            if n < 0:
+                return "none"
+            shape = list(a.shape)
+            shape[axis] = n
+            args[i] = np.zeros(shape, a.dtype)
+    elif kind == "dtype":
+        i = data.draw(st.sampled_from(arrays), label="argument")
+        new = data.draw(st.sampled_from([np.float32, np.float64, np.float16, np.int32, np.bool_,
+                                         np.complex64, ">f8", object, "list", "scalar", "masked",
+                                         "matrix"]), label="new type")
+        a = args[i]
+        if new == "matrix" and a.ndim == 2:
+            args[i] = np.asmatrix(a)
+        elif new in ("list", "scalar", "masked", "matrix"):
+            args[i] = {"list": a.tolist(), "scalar": 1.0, "masked": np.ma.array(a),
+                       "matrix": a}[new]
+        else:
+            args[i] = a.astype(new)
+    elif kind == "scalar":
+        if not scalars:
+            return "none"
+        i = data.draw(st.sampled_from(scalars), label="argument")
+        args[i] = data.draw(st.sampled_from(
+            [-0.1, 1.0, 1.5, np.nan, np.inf, -1, 2 ** 64, 0.5, 3, True, None, "0.5", 1.5j,
+             np.float32(0.25), np.int64(7), np.uint64(2 ** 64 - 1), np.array([1, 2])]),
+            label="value")
+    return kind
+
+
+def _relayout(data, name, args):
+    op = contract.OPS_BY_NAME[name]
+    for i, a in enumerate(op.args):
+        if isinstance(args[i], np.ndarray) and a.kind in ("float", "int", "out"):
+            kind = data.draw(st.sampled_from(LAYOUTS), label=f"{a.name} layout")
+            v = layout(np, args[i], kind)
+            if data.draw(st.booleans(), label=f"{a.name} read-only"):
+                v.flags.writeable = False
+            args[i] = v
+
+
+def _reference_copy(a, upcast, kind):
+    """What the reference gets for argument ``a``: the same values, in float64 when
+    ``upcast``; an output array gets a fresh array with the same failings (not C-strided,
+    read-only) so that the reference accepts or rejects it like the backend."""
+    if kind != "out":
+        return np.array(a, dtype=np.float64) if upcast else a
+    c = np.empty(a.shape, np.float64 if upcast else a.dtype)
+    if not has_c_strides(a):
+        c = layout(np, c, "strided")
+    c.flags.writeable = a.flags.writeable
+    return c
+
+
+def _run(fn, args):
+    try:
+        with np.errstate(all="ignore"):
+            return fn(*args), None
+    except Exception as e:  # noqa: BLE001 - classified by the caller
+        return None, e
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("name", contract.NAMES)
+@settings(max_examples=PER_TEST)
+@given(data=st.data())
+def test_fuzz_op(cpu_backend, name, data):
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
+    sizes = {k: data.draw(s, label=k) for k, s in SIZES.items()}
+    seed = data.draw(st.integers(0, 2 ** 32 - 1), label="seed")
+    args = op_inputs(name, dtype, seed, **sizes)
+    mutation = _mutate(data, name, args)
+    _relayout(data, name, args)
+    ref_args = [_reference_copy(a, a.dtype == dtype and mutation != "dtype", arg.kind)
+                if isinstance(a, np.ndarray) else a
+                for a, arg in zip(args, contract.OPS_BY_NAME[name].args)]
+    got, err = _run(cpu_backend.op(name), args)
+    want, ref_err = _run(getattr(R, name), ref_args)
+    if err is not None:
+        assert isinstance(err, (ValueError, TypeError, RuntimeError)), \
+            f"{cpu_backend.name} {name} ({mutation}) raised {type(err).__name__}: {err}"
+        assert str(err).startswith(f"{name}:"), \
+            f"{cpu_backend.name} {name} ({mutation}): message not from fastrnn: {err}"
+        assert type(ref_err) is type(err), \
+            f"{cpu_backend.name} {name} ({mutation}) raised {err!r}; the reference: {ref_err!r}"
+        OUTCOMES[f"{cpu_backend.name} {mutation}: {type(err).__name__}"] += 1
+        return
+    assert ref_err is None, \
+        f"{cpu_backend.name} {name} ({mutation}) returned, the reference raised {ref_err!r}"
+    got = got if isinstance(got, tuple) else (got,)
+    want = want if isinstance(want, tuple) else (want,)
+    op = contract.OPS_BY_NAME[name]
+    kind = "grad" if name.endswith("backward") else "output"
+    # The op ran, so its float arguments share one dtype (a dtype mutation may have changed it).
+    dtype = next(a.dtype for a, arg in zip(args, op.args) if arg.kind in ("float", "out"))
+    for (out, _), g, w in zip(op.returns, got, want):
+        if w is None:
+            assert g is None, f"{cpu_backend.name} {name}: {out} should be None"
+            continue
+        assert np.asarray(g).dtype == dtype, f"{cpu_backend.name} {name}: {out} dtype"
+        assert_close(f"{cpu_backend.name} {name} {out} ({mutation})", g, w, kind, dtype=dtype)
+    OUTCOMES[f"{cpu_backend.name} {mutation}: result"] += 1
