@@ -169,3 +169,71 @@ def test_num_threads_default_follows_omp_num_threads(monkeypatch):
     with pytest.raises(ValueError, match="OMP_NUM_THREADS"):
         threads.get_num_threads()
     monkeypatch.setattr(threads, "_num_threads", None)
+
+
+def run_lengths(cell, a, lengths):
+    """The engine kernels called directly with per-row lengths (T, N as in ``a``): forward
+    outputs, then backward outputs from those forward outputs."""
+    from fastrnn.engine import _engine
+    xw, Wh, h0, c0, b_hn, dhs = (a[k] for k in ("xw", "Wh", "h0", "c0", "b_hn", "dhs"))
+    T, N, _ = xw.shape
+    H = h0.shape[1]
+    nt = threads.get_num_threads()
+
+    def e(*shape):
+        return np.empty(shape, xw.dtype)
+
+    def z(*shape):
+        return np.zeros(shape, xw.dtype)
+
+    if cell == "rnn":
+        fwd = (e(T, N, H),)
+        _engine.rnn_forward(xw, Wh, h0, *fwd, lengths, nt)
+        bwd = (e(T, N, H), z(N, H))
+        _engine.rnn_backward(dhs, Wh, fwd[0], *bwd, lengths, nt)
+    elif cell == "lstm":
+        fwd = (e(T, N, H), e(T, N, H), e(T, N, 4 * H))
+        _engine.lstm_forward(xw, Wh, h0, c0, *fwd, lengths, nt)
+        bwd = (e(T, N, 4 * H), z(N, H), z(N, H))
+        _engine.lstm_backward(dhs, Wh, fwd[1], fwd[2], c0, *bwd, lengths, nt)
+    elif cell == "gru":
+        fwd = (e(T, N, H), e(T, N, 3 * H), e(T, N, H))
+        _engine.gru_forward(xw, Wh, h0, *fwd, lengths, nt)
+        bwd = (e(T, N, 3 * H), z(N, H))
+        _engine.gru_backward(dhs, Wh, fwd[0], fwd[1], h0, *bwd, lengths, nt)
+    else:
+        fwd = (e(T, N, H), e(T, N, 3 * H), e(T, N, H))
+        _engine.gru_ra_forward(xw, Wh, b_hn, h0, *fwd, lengths, nt)
+        bwd = (e(T, N, 3 * H), e(T, N, H), z(N, H))
+        _engine.gru_ra_backward(dhs, Wh, fwd[0], fwd[1], fwd[2], h0, *bwd, lengths, nt)
+    return fwd, bwd
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@settings(max_examples=10)
+@given(T=st.integers(1, 6), N=st.integers(1, 9), H=st.integers(1, 35), seed=st.integers(0, 99),
+       data=st.data())
+def test_kernel_lengths_equal_each_row_run_alone(cell, T, N, H, seed, data):
+    # Per-row lengths in the kernels (the groundwork of variable-length layers): a row of
+    # length L gives what the reference gives for that row alone over its first L steps, and
+    # zeros (outputs, activations, gradients) after them.
+    lengths = np.array(data.draw(st.lists(st.integers(0, T), min_size=N, max_size=N)),
+                       dtype=np.int64)
+    a = make(cell, T, N, H, np.float64, seed)
+    fwd, bwd = run_lengths(cell, a, lengths)
+    for n, L in enumerate(lengths):
+        row = {k: (v[:L, n:n + 1] if v.ndim == 3 else v[n:n + 1] if k in ("h0", "c0") else v)
+               for k, v in a.items()}
+        got_f = [x[:, n:n + 1] for x in fwd]
+        got_b = [x[:, n:n + 1] if x.ndim == 3 else x[n:n + 1] for x in bwd]
+        for x in got_f + [x for x in got_b if x.ndim == 3]:
+            np.testing.assert_array_equal(x[L:], 0)
+        if L == 0:
+            for x in got_b:
+                np.testing.assert_array_equal(x, 0)
+            continue
+        ref_f, ref_b = run(reference, cell, row)
+        for i, (g, r) in enumerate(zip(got_f, ref_f)):
+            assert_close(f"{cell} row {n} forward {i}", g[:L], r, "output")
+        for i, (g, r) in enumerate(zip(got_b, ref_b)):
+            assert_close(f"{cell} row {n} backward {i}", g[:L] if g.ndim == 3 else g, r, "grad")
