@@ -142,12 +142,14 @@ MATH_DEFS(V, v)
     } while (0)
 
 /* ---------------------------------------------------------------------------- microkernel
- * C[r][v*VL + l] (+)= sum_k A[r*lda + k] * P[(k*nv + v)*VL + l], r < MRv, v < NVv: MRv*NVv
- * accumulator registers, one broadcast of A per row and one aligned panel load per vector
- * per k. C has row stride NVv*VL; `load` adds to what C holds (a later block of k). */
+ * C[r][v*VL + l] (+)= sum_k A[r*lda + k] * B[k*ldb + off[v] + l], r < MRv, v < NVv: MRv*NVv
+ * accumulator registers, one broadcast of A per row and one panel load per vector per k.
+ * A packed panel has ldb = NVv*VL and off[v] = v*VL; a direct one reads Wh's rows in place
+ * (off[v] = that vector's column). C has row stride NVv*VL; `load` adds to what C holds
+ * (a later block of k). */
 static inline __attribute__((always_inline)) ATTR void FN(mk_body)(
-    int K, const REAL *restrict A, long lda, const REAL *restrict P, REAL *restrict C, int load,
-    const int NVv, const int MRv) {
+    int K, const REAL *restrict A, long lda, const REAL *restrict B, long ldb,
+    const long *restrict off, REAL *restrict C, int load, const int NVv, const int MRv) {
     V acc[32]; /* MRv * NVv <= 24: fully unrolled, so only the used ones live (in registers) */
     if (load) {
         _Pragma("GCC unroll 32") for (int i = 0; i < MRv * NVv; i++)
@@ -155,8 +157,14 @@ static inline __attribute__((always_inline)) ATTR void FN(mk_body)(
     } else {
         _Pragma("GCC unroll 32") for (int i = 0; i < MRv * NVv; i++) acc[i] = (V){0};
     }
-    const V *p = (const V *)P;
-    for (int k = 0; k < K; k++, p += NVv) {
+    const REAL *b[4];
+    _Pragma("GCC unroll 4") for (int v = 0; v < NVv; v++) b[v] = B + off[v];
+    for (int k = 0; k < K; k++) {
+        V p[4];
+        _Pragma("GCC unroll 4") for (int v = 0; v < NVv; v++) {
+            p[v] = FN(vld)(b[v]);
+            b[v] += ldb;
+        }
         _Pragma("GCC unroll 12") for (int r = 0; r < MRv; r++) {
             REAL a = A[r * lda + k];
             _Pragma("GCC unroll 4") for (int v = 0; v < NVv; v++) acc[r * NVv + v] += a * p[v];
@@ -168,13 +176,14 @@ static inline __attribute__((always_inline)) ATTR void FN(mk_body)(
 
 #define MK(NVv, MRv)                                                                         \
     static ATTR void CAT(FN(mk), NVv##x##MRv)(int K, const REAL *restrict A, long lda,      \
-                                               const REAL *restrict P, REAL *restrict C,     \
+                                               const REAL *restrict B, long ldb,             \
+                                               const long *restrict off, REAL *restrict C,   \
                                                int load) {                                   \
-        FN(mk_body)(K, A, lda, P, C, load, NVv, MRv);                                        \
+        FN(mk_body)(K, A, lda, B, ldb, off, C, load, NVv, MRv);                              \
     }
 
-typedef void (*FN(mk_fn))(int, const REAL *restrict, long, const REAL *restrict, REAL *restrict,
-                         int);
+typedef void (*FN(mk_fn))(int, const REAL *restrict, long, const REAL *restrict, long,
+                         const long *restrict, REAL *restrict, int);
 
 MK(1, 1) MK(1, 2) MK(1, 3) MK(1, 4) MK(1, 5) MK(1, 6) MK(1, 7) MK(1, 8)
 MK(2, 1) MK(2, 2) MK(2, 3) MK(2, 4) MK(2, 5) MK(2, 6)
@@ -213,17 +222,27 @@ static FN(mk_fn) FN(mk_table)(int nv, int mr) {
 
 static const int FN(mr_of)[5] = {0, MR1, MR2, MR3, MR4};
 
+/* One tile's panel: where its k-th row of vector v starts is b + k*ldb + off[v]. */
+typedef struct {
+    const REAL *b;
+    long ldb, off[4];
+} FN(panel);
+
 /* C (N, nv*VL) = A (N, K; row stride lda) @ panel (K, nv*VL). k runs in blocks whose panel
  * slice fits in L1 (FR_L1 bytes), each block serving every row block before the next is
  * loaded: the panel then streams from L2/L3 once per step instead of once per row block.
  * Rows go in near-equal blocks of at most MR(nv), so N = 20 with MR 6 runs 5+5+5+5 rather
  * than 6+6+6+2. Every C element still sums over k in order 0..K-1, whatever N, nv or the
  * thread split: results do not depend on the thread count. */
+/* Forward calls of at most this many steps read Wh in place instead of packing it. */
+#ifndef FR_DIRECT_T
+#define FR_DIRECT_T 3
+#endif
 #ifndef FR_L1
 #define FR_L1 32768
 #endif
-static ATTR void FN(tile_product)(int N, int K, const REAL *A, long lda, const REAL *panel,
-                                 int nv, REAL *C) {
+static ATTR void FN(tile_product)(int N, int K, const REAL *A, long lda, FN(panel) pv, int nv,
+                                 REAL *C) {
     int mrmax = FN(mr_of)[nv];
     int nblk = (N + mrmax - 1) / mrmax;
     long ldc = (long)nv * VL;
@@ -233,32 +252,61 @@ static ATTR void FN(tile_product)(int N, int K, const REAL *A, long lda, const R
         int n0 = 0;
         for (int b = 0; b < nblk; b++) {
             int mr = (N - n0 + (nblk - b) - 1) / (nblk - b);
-            FN(mk_table)(nv, mr)(kn, A + n0 * lda + k0, lda, panel + k0 * ldc, C + n0 * ldc,
-                                 k0 > 0);
+            FN(mk_table)(nv, mr)(kn, A + n0 * lda + k0, lda, pv.b + k0 * pv.ldb, pv.ldb, pv.off,
+                                 C + n0 * ldc, k0 > 0);
             n0 += mr;
         }
     }
 }
 
-/* Pack the panels of unit vectors [u0, u1) in tiles of U: tile at unit vector a with Uc vectors
- * starts at dst + a*VL*G*K and holds [k][g][u < Uc*VL] = src(k, g, a*VL + u), zero past H.
- * src(k, g, j) = W[k*sk + g*sg + j*sj]: forward panels of Wh use (ldw, gate stride, 1), the
- * transposed panels for dA @ Wh^T use (1, 0, ldw). */
-static ATTR void FN(pack)(const REAL *W, long sk, long sg, long sj, int K, int G, int H, int u0,
-                         int u1, int U, REAL *dst) {
-    for (int a = u0; a < u1; a += U) {
-        int Uc = u1 - a < U ? u1 - a : U;
+/* One weight operand of a step's product, seen through panels. src(k, g, j) = W[k*sk + g*sg +
+ * j*sj] is its element for depth k, gate block g and hidden unit j: forward panels of Wh use
+ * (ldw, gate stride, 1); the transposed panels for dA @ Wh^T use (1, 0, ldw). A tile at unit
+ * vector a with Uc vectors covers G*Uc vectors of columns; packed, it sits at buf + a*VL*G*K as
+ * [k][g][u < Uc*VL] with zeros past H. `direct` (rows of W contiguous in j, sj = 1) skips
+ * packing for tiles that lie wholly inside H and reads W in place: packing costs a pass over W
+ * that a call with one or two steps does not win back. */
+typedef struct {
+    const REAL *W;
+    long sk, sg, sj;
+    int K, G, U, direct;
+    REAL *buf;
+} FN(wpack);
+
+static inline ATTR int FN(in_place)(const FN(wpack) *w, int H, int a, int Uc) {
+    return w->direct && w->sj == 1 && (a + Uc) * VL <= H;
+}
+
+/* Pack this thread's tiles of unit vectors [u0, u1) (those not read in place). */
+static ATTR void FN(pack)(const FN(wpack) *wp, int H, int u0, int u1) {
+    for (int a = u0; a < u1; a += wp->U) {
+        int Uc = u1 - a < wp->U ? u1 - a : wp->U;
+        if (FN(in_place)(wp, H, a, Uc)) continue;
         int w = Uc * VL;
-        REAL *d = dst + (long)a * VL * G * K;
-        for (int k = 0; k < K; k++)
-            for (int g = 0; g < G; g++) {
-                const REAL *s = W + k * sk + g * sg;
+        REAL *d = wp->buf + (long)a * VL * wp->G * wp->K;
+        for (int k = 0; k < wp->K; k++)
+            for (int g = 0; g < wp->G; g++) {
+                const REAL *s = wp->W + k * wp->sk + g * wp->sg;
                 for (int u = 0; u < w; u++) {
                     int j = a * VL + u;
-                    *d++ = j < H ? s[j * sj] : (REAL)0;
+                    *d++ = j < H ? s[j * wp->sj] : (REAL)0;
                 }
             }
     }
+}
+
+static inline ATTR FN(panel) FN(panel_at)(const FN(wpack) *wp, int H, int a, int Uc) {
+    FN(panel) pv = {0};
+    if (FN(in_place)(wp, H, a, Uc)) {
+        pv.b = wp->W + (long)a * VL;
+        pv.ldb = wp->sk;
+        for (int v = 0; v < wp->G * Uc; v++) pv.off[v] = (v / Uc) * wp->sg + (v % Uc) * VL;
+    } else {
+        pv.b = wp->buf + (long)a * VL * wp->G * wp->K;
+        pv.ldb = (long)wp->G * Uc * VL;
+        for (int v = 0; v < wp->G * Uc; v++) pv.off[v] = (long)v * VL;
+    }
+    return pv;
 }
 
 /* ---------------------------------------------------------------------------- cells */
@@ -266,6 +314,7 @@ typedef struct {
     int T, N, H;
     const REAL *xw, *Wh, *h0, *c0, *b_hn, *dhs, *hs_in, *cs_in, *acts_in, *hn_in;
     const int64_t *len; /* (N,) steps of each row, or NULL: all T */
+    int direct;         /* forward: read full tiles of Wh in place (see wpack) */
     REAL *hs, *cs, *acts, *rh, *hn, *dA, *dh, *dc, *dhn;
     REAL *pk1, *pk2, *scratch, *shared; /* panels, per-thread product blocks, cell scratch */
     long scratch_stride;
@@ -283,14 +332,14 @@ static inline ATTR void FN(own)(int H, int tid, int nt, int *u0, int *u1, int *j
     *j1 = *u1 * VL < H ? *u1 * VL : H;
 }
 
-/* Loop over this thread's tiles of U unit vectors: a (first unit vector), nv (vectors of
+/* Loop over this thread's tiles of wp->U unit vectors: a (first unit vector), nv (vectors of
  * columns = G*Uc), p (the tile's panel), j0/nu (its first unit and valid unit count), w = Uc*VL. */
-#define FOR_TILES(u0, u1, U, G, K, PK)                                                      \
-    for (int a = (u0); a < (u1); a += (U))                                                  \
-        for (int Uc_ = (u1) - a < (U) ? (u1) - a : (U), once_ = 1; once_; once_ = 0)        \
-            for (int nv = (G) * Uc_, w = Uc_ * VL, j0 = a * VL,                             \
+#define FOR_TILES(u0, u1, WP)                                                               \
+    for (int a = (u0); a < (u1); a += (WP)->U)                                              \
+        for (int Uc_ = (u1) - a < (WP)->U ? (u1) - a : (WP)->U, once_ = 1; once_; once_ = 0) \
+            for (int nv = (WP)->G * Uc_, w = Uc_ * VL, j0 = a * VL,                         \
                      nu = (H - j0 < w ? H - j0 : w), once2_ = 1; once2_; once2_ = 0)        \
-                for (const REAL *p = (PK) + (long)a * VL * (G) * (K); once2_; once2_ = 0)
+                for (FN(panel) p = FN(panel_at)((WP), H, a, Uc_); once2_; once2_ = 0)
 
 /* Variable lengths: step t of row n is padding when t >= len[n]. Padding rows get zero outputs,
  * activations and gradients (so no gradient flows from them and the zero h_prev / c_prev they
@@ -337,13 +386,14 @@ static ATTR void FN(rnn_fwd)(FN(ctx) *c, int tid, int nt) {
     const int T = c->T, N = c->N, H = c->H;
     int u0, u1, q0, q1;
     FN(own)(H, tid, nt, &u0, &u1, &q0, &q1);
-    FN(pack)(c->Wh, H, 0, 1, H, 1, H, u0, u1, 4, c->pk1);
+    FN(wpack) w1 = {c->Wh, H, 0, 1, H, 1, 4, c->direct, c->pk1};
+    FN(pack)(&w1, H, u0, u1);
     REAL *C = c->scratch + tid * c->scratch_stride;
     for (int t = 0; t < T; t++) {
         const REAL *hp = t ? c->hs + (long)(t - 1) * N * H : c->h0;
         const REAL *x = c->xw + (long)t * N * H;
         REAL *ho = c->hs + (long)t * N * H;
-        FOR_TILES(u0, u1, 4, 1, H, c->pk1) {
+        FOR_TILES(u0, u1, &w1) {
             FN(tile_product)(N, H, hp, H, p, nv, C);
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0;
@@ -361,7 +411,8 @@ static ATTR void FN(rnn_bwd)(FN(ctx) *c, int tid, int nt) {
     const int T = c->T, N = c->N, H = c->H;
     int u0, u1, q0, q1;
     FN(own)(H, tid, nt, &u0, &u1, &q0, &q1);
-    FN(pack)(c->Wh, 1, 0, H, H, 1, H, u0, u1, 4, c->pk1); /* rows of Wh: dA @ Wh^T */
+    FN(wpack) w1 = {c->Wh, 1, 0, H, H, 1, 4, 0, c->pk1}; /* rows of Wh: dA @ Wh^T */
+    FN(pack)(&w1, H, u0, u1);
     REAL *C = c->scratch + tid * c->scratch_stride;
     for (int t = T - 1; t >= 0; t--) {
         const long o = (long)t * N * H;
@@ -374,14 +425,15 @@ static ATTR void FN(rnn_bwd)(FN(ctx) *c, int tid, int nt) {
                                 c->dA + o + s);
         }
         fr_barrier_wait(&c->bar, nt);
-        FOR_TILES(u0, u1, 4, 1, H, c->pk1) {
+        FOR_TILES(u0, u1, &w1) {
             FN(tile_product)(N, H, c->dA + o, H, p, nv, C);
-            for (int n = 0; n < N; n++) FN(store_row)(nu, C + (long)n * w, c->dh + (long)n * H + j0);
+            for (int n = 0; n < N; n++)
+                FN(store_row)(nu, C + (long)n * w, c->dh + (long)n * H + j0);
         }
     }
 }
 
-/* ------------------------------------------------------ LSTM: [f|g|i|o], c' = f c + g i, h' = o tanh(c') */
+/* --------------------------------------------- LSTM: [f|g|i|o], c' = f c + g i, h' = o tanh(c') */
 #define LSTM_FWD_STEP(T, LD, ST, SIG, TANH)                                                   \
     {                                                                                         \
         T f = SIG(LD(xr + u) + LD(cr + u));                                                   \
@@ -423,7 +475,8 @@ static ATTR void FN(lstm_fwd)(FN(ctx) *c, int tid, int nt) {
     const long G4 = 4L * H;
     int u0, u1, q0, q1;
     FN(own)(H, tid, nt, &u0, &u1, &q0, &q1);
-    FN(pack)(c->Wh, G4, H, 1, H, 4, H, u0, u1, 1, c->pk1);
+    FN(wpack) w1 = {c->Wh, G4, H, 1, H, 4, 1, c->direct, c->pk1};
+    FN(pack)(&w1, H, u0, u1);
     REAL *C = c->scratch + tid * c->scratch_stride;
     for (int t = 0; t < T; t++) {
         const REAL *hp = t ? c->hs + (long)(t - 1) * N * H : c->h0;
@@ -431,7 +484,7 @@ static ATTR void FN(lstm_fwd)(FN(ctx) *c, int tid, int nt) {
         const REAL *x = c->xw + t * N * G4;
         REAL *ac = c->acts + t * N * G4;
         REAL *ho = c->hs + (long)t * N * H, *co = c->cs + (long)t * N * H;
-        FOR_TILES(u0, u1, 1, 4, H, c->pk1) {
+        FOR_TILES(u0, u1, &w1) {
             FN(tile_product)(N, H, hp, H, p, nv, C);
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G4 + j0;
@@ -454,7 +507,8 @@ static ATTR void FN(lstm_bwd)(FN(ctx) *c, int tid, int nt) {
     const long G4 = 4L * H;
     int u0, u1, q0, q1;
     FN(own)(H, tid, nt, &u0, &u1, &q0, &q1);
-    FN(pack)(c->Wh, 1, 0, G4, (int)G4, 1, H, u0, u1, 4, c->pk1);
+    FN(wpack) w1 = {c->Wh, 1, 0, G4, (int)G4, 1, 4, 0, c->pk1};
+    FN(pack)(&w1, H, u0, u1);
     REAL *C = c->scratch + tid * c->scratch_stride;
     for (int t = T - 1; t >= 0; t--) {
         const long o = (long)t * N * H;
@@ -471,9 +525,10 @@ static ATTR void FN(lstm_bwd)(FN(ctx) *c, int tid, int nt) {
                              c->dh + s, c->dc + s, c->dA + sg);
         }
         fr_barrier_wait(&c->bar, nt);
-        FOR_TILES(u0, u1, 4, 1, G4, c->pk1) {
+        FOR_TILES(u0, u1, &w1) {
             FN(tile_product)(N, (int)G4, d, G4, p, nv, C);
-            for (int n = 0; n < N; n++) FN(store_row)(nu, C + (long)n * w, c->dh + (long)n * H + j0);
+            for (int n = 0; n < N; n++)
+                FN(store_row)(nu, C + (long)n * w, c->dh + (long)n * H + j0);
         }
     }
 }
@@ -532,15 +587,17 @@ static ATTR void FN(gru_fwd)(FN(ctx) *c, int tid, int nt) {
     const long G3 = 3L * H;
     int u0, u1, q0, q1;
     FN(own)(H, tid, nt, &u0, &u1, &q0, &q1);
-    FN(pack)(c->Wh, G3, H, 1, H, 2, H, u0, u1, 2, c->pk1);         /* [Wh_z | Wh_r] */
-    FN(pack)(c->Wh + 2 * H, G3, 0, 1, H, 1, H, u0, u1, 4, c->pk2); /* Wh_h */
+    FN(wpack) w1 = {c->Wh, G3, H, 1, H, 2, 2, c->direct, c->pk1};         /* [Wh_z | Wh_r] */
+    FN(pack)(&w1, H, u0, u1);
+    FN(wpack) w2 = {c->Wh + 2 * H, G3, 0, 1, H, 1, 4, c->direct, c->pk2}; /* Wh_h */
+    FN(pack)(&w2, H, u0, u1);
     REAL *C = c->scratch + tid * c->scratch_stride;
     for (int t = 0; t < T; t++) {
         const REAL *hp = t ? c->hs + (long)(t - 1) * N * H : c->h0;
         const REAL *x = c->xw + t * N * G3;
         REAL *ac = c->acts + t * N * G3;
         REAL *rh = c->rh + (long)t * N * H, *ho = c->hs + (long)t * N * H;
-        FOR_TILES(u0, u1, 2, 2, H, c->pk1) {
+        FOR_TILES(u0, u1, &w1) {
             FN(tile_product)(N, H, hp, H, p, nv, C);
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G3 + j0;
@@ -554,7 +611,7 @@ static ATTR void FN(gru_fwd)(FN(ctx) *c, int tid, int nt) {
             }
         }
         fr_barrier_wait(&c->bar, nt); /* the candidate product needs every unit of r*h */
-        FOR_TILES(u0, u1, 4, 1, H, c->pk2) {
+        FOR_TILES(u0, u1, &w2) {
             FN(tile_product)(N, H, rh, H, p, nv, C);
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G3 + j0;
@@ -571,8 +628,10 @@ static ATTR void FN(gru_bwd)(FN(ctx) *c, int tid, int nt) {
     const long G3 = 3L * H;
     int u0, u1, q0, q1;
     FN(own)(H, tid, nt, &u0, &u1, &q0, &q1);
-    FN(pack)(c->Wh + 2 * H, 1, 0, G3, H, 1, H, u0, u1, 4, c->pk1); /* for dA_h @ Wh_h^T */
-    FN(pack)(c->Wh, 1, 0, G3, 2 * H, 1, H, u0, u1, 4, c->pk2);     /* for dA_zr @ Wh_zr^T */
+    FN(wpack) w1 = {c->Wh + 2 * H, 1, 0, G3, H, 1, 4, 0, c->pk1}; /* for dA_h @ Wh_h^T */
+    FN(pack)(&w1, H, u0, u1);
+    FN(wpack) w2 = {c->Wh, 1, 0, G3, 2 * H, 1, 4, 0, c->pk2};     /* for dA_zr @ Wh_zr^T */
+    FN(pack)(&w2, H, u0, u1);
     REAL *C = c->scratch + tid * c->scratch_stride;
     REAL *dhv = c->shared; /* (N, H): dhs[t] + dh, each thread's own units */
     for (int t = T - 1; t >= 0; t--) {
@@ -589,7 +648,7 @@ static ATTR void FN(gru_bwd)(FN(ctx) *c, int tid, int nt) {
             FN(gru_bwd_row_h)(q1 - q0, H, ac + sg, c->dhs + o + s, c->dh + s, dhv + s, d + sg);
         }
         fr_barrier_wait(&c->bar, nt);
-        FOR_TILES(u0, u1, 4, 1, H, c->pk1) {
+        FOR_TILES(u0, u1, &w1) {
             FN(tile_product)(N, H, d + 2 * H, G3, p, nv, C); /* drh = dA_h @ Wh_h^T */
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G3 + j0;
@@ -602,14 +661,14 @@ static ATTR void FN(gru_bwd)(FN(ctx) *c, int tid, int nt) {
             }
         }
         fr_barrier_wait(&c->bar, nt);
-        FOR_TILES(u0, u1, 4, 1, 2 * H, c->pk2) {
+        FOR_TILES(u0, u1, &w2) {
             FN(tile_product)(N, 2 * H, d, G3, p, nv, C); /* [dA_z | dA_r] @ Wh_zr^T */
             for (int n = 0; n < N; n++) FN(add_row)(nu, C + (long)n * w, c->dh + (long)n * H + j0);
         }
     }
 }
 
-/* ------------------------- GRU, reset after: n = tanh(xw_n + r (h Wh_n + b_hn)), h' = (1-z) n + z h */
+/* --------------------- GRU, reset after: n = tanh(xw_n + r (h Wh_n + b_hn)), h' = (1-z) n + z h */
 #define GRU_RA_FWD_STEP(T, LD, ST, SIG, TANH)                                                 \
     {                                                                                         \
         T z = SIG(LD(xr + u) + LD(cr + u));                                                   \
@@ -654,14 +713,15 @@ static ATTR void FN(gru_ra_fwd)(FN(ctx) *c, int tid, int nt) {
     const long G3 = 3L * H;
     int u0, u1, q0, q1;
     FN(own)(H, tid, nt, &u0, &u1, &q0, &q1);
-    FN(pack)(c->Wh, G3, H, 1, H, 3, H, u0, u1, 1, c->pk1);
+    FN(wpack) w1 = {c->Wh, G3, H, 1, H, 3, 1, c->direct, c->pk1};
+    FN(pack)(&w1, H, u0, u1);
     REAL *C = c->scratch + tid * c->scratch_stride;
     for (int t = 0; t < T; t++) {
         const REAL *hp = t ? c->hs + (long)(t - 1) * N * H : c->h0;
         const REAL *x = c->xw + t * N * G3;
         REAL *ac = c->acts + t * N * G3;
         REAL *hn = c->hn + (long)t * N * H, *ho = c->hs + (long)t * N * H;
-        FOR_TILES(u0, u1, 1, 3, H, c->pk1) {
+        FOR_TILES(u0, u1, &w1) {
             FN(tile_product)(N, H, hp, H, p, nv, C);
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G3 + j0;
@@ -684,7 +744,8 @@ static ATTR void FN(gru_ra_bwd)(FN(ctx) *c, int tid, int nt) {
     const long G3 = 3L * H;
     int u0, u1, q0, q1;
     FN(own)(H, tid, nt, &u0, &u1, &q0, &q1);
-    FN(pack)(c->Wh, 1, 0, G3, (int)G3, 1, H, u0, u1, 4, c->pk1);
+    FN(wpack) w1 = {c->Wh, 1, 0, G3, (int)G3, 1, 4, 0, c->pk1};
+    FN(pack)(&w1, H, u0, u1);
     REAL *C = c->scratch + tid * c->scratch_stride;
     for (int t = T - 1; t >= 0; t--) {
         const long o = (long)t * N * H;
@@ -705,7 +766,7 @@ static ATTR void FN(gru_ra_bwd)(FN(ctx) *c, int tid, int nt) {
                                c->hn_in + o + s, c->dh + s, c->dA + tg, c->dhn + o + s, rec + sg);
         }
         fr_barrier_wait(&c->bar, nt);
-        FOR_TILES(u0, u1, 4, 1, G3, c->pk1) {
+        FOR_TILES(u0, u1, &w1) {
             FN(tile_product)(N, (int)G3, rec, G3, p, nv, C);
             for (int n = 0; n < N; n++) FN(add_row)(nu, C + (long)n * w, c->dh + (long)n * H + j0);
         }
@@ -836,40 +897,42 @@ static int FN(run)(FN(worker) worker, FN(ctx) *c, int nt, long pk1_len, long pk2
 #define NUV(H) ((long)((H) + VL - 1) / VL * VL)
 
 static int FN(rnn_forward)(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,
-                           REAL *hs, const int64_t *lengths,
-        int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .xw = xw, .Wh = Wh, .h0 = h0, .hs = hs};
+                           REAL *hs, const int64_t *lengths, int nthreads) {
+    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .direct = T <= FR_DIRECT_T, .xw = xw,
+                 .Wh = Wh, .h0 = h0, .hs = hs};
     return FN(run)(FN(rnn_fwd), &c, FN(threads)(nthreads, N, H, 1), NUV(H) * H, 0, 0);
 }
 
 static int FN(rnn_backward)(int T, int N, int H, const REAL *dhs, const REAL *Wh,
                             const REAL *hs, REAL *dA, REAL *dh, const int64_t *lengths,
-        int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .dhs = dhs, .Wh = Wh, .hs_in = hs, .dA = dA, .dh = dh};
+                            int nthreads) {
+    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .dhs = dhs, .Wh = Wh, .hs_in = hs,
+                 .dA = dA, .dh = dh};
     return FN(run)(FN(rnn_bwd), &c, FN(threads)(nthreads, N, H, 1), NUV(H) * H, 0, 0);
 }
 
 static int FN(lstm_forward)(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,
-                            const REAL *c0, REAL *hs, REAL *cs, REAL *acts, const int64_t *lengths,
-        int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .xw = xw, .Wh = Wh, .h0 = h0, .c0 = c0, .hs = hs,
+                            const REAL *c0, REAL *hs, REAL *cs, REAL *acts,
+                            const int64_t *lengths, int nthreads) {
+    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .direct = T <= FR_DIRECT_T, .xw = xw,
+                 .Wh = Wh, .h0 = h0, .c0 = c0, .hs = hs,
                  .cs = cs, .acts = acts};
     return FN(run)(FN(lstm_fwd), &c, FN(threads)(nthreads, N, H, 4), NUV(H) * 4 * H, 0, 0);
 }
 
 static int FN(lstm_backward)(int T, int N, int H, const REAL *dhs, const REAL *Wh,
                              const REAL *cs, const REAL *acts, const REAL *c0, REAL *dA,
-                             REAL *dh, REAL *dc, const int64_t *lengths,
-        int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .dhs = dhs, .Wh = Wh, .cs_in = cs, .acts_in = acts,
+                             REAL *dh, REAL *dc, const int64_t *lengths, int nthreads) {
+    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .dhs = dhs, .Wh = Wh, .cs_in = cs,
+                 .acts_in = acts,
                  .c0 = c0, .dA = dA, .dh = dh, .dc = dc};
     return FN(run)(FN(lstm_bwd), &c, FN(threads)(nthreads, N, H, 4), NUV(H) * 4 * H, 0, 0);
 }
 
 static int FN(gru_forward)(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,
-                           REAL *hs, REAL *acts, REAL *rh, const int64_t *lengths,
-        int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .xw = xw, .Wh = Wh, .h0 = h0, .hs = hs, .acts = acts,
+                           REAL *hs, REAL *acts, REAL *rh, const int64_t *lengths, int nthreads) {
+    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .direct = T <= FR_DIRECT_T, .xw = xw,
+                 .Wh = Wh, .h0 = h0, .hs = hs, .acts = acts,
                  .rh = rh};
     return FN(run)(FN(gru_fwd), &c, FN(threads)(nthreads, N, H, 3), NUV(H) * 2 * H,
                    NUV(H) * H, 0);
@@ -877,9 +940,9 @@ static int FN(gru_forward)(int T, int N, int H, const REAL *xw, const REAL *Wh, 
 
 static int FN(gru_backward)(int T, int N, int H, const REAL *dhs, const REAL *Wh,
                             const REAL *hs, const REAL *acts, const REAL *h0, REAL *dA,
-                            REAL *dh, const int64_t *lengths,
-        int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .dhs = dhs, .Wh = Wh, .hs_in = hs, .acts_in = acts,
+                            REAL *dh, const int64_t *lengths, int nthreads) {
+    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .dhs = dhs, .Wh = Wh, .hs_in = hs,
+                 .acts_in = acts,
                  .h0 = h0, .dA = dA, .dh = dh};
     return FN(run)(FN(gru_bwd), &c, FN(threads)(nthreads, N, H, 3), NUV(H) * H,
                    NUV(H) * 2 * H, (long)N * H);
@@ -887,18 +950,19 @@ static int FN(gru_backward)(int T, int N, int H, const REAL *dhs, const REAL *Wh
 
 static int FN(gru_ra_forward)(int T, int N, int H, const REAL *xw, const REAL *Wh,
                               const REAL *b_hn, const REAL *h0, REAL *hs, REAL *acts, REAL *hn,
-                              const int64_t *lengths,
-        int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .xw = xw, .Wh = Wh, .b_hn = b_hn, .h0 = h0, .hs = hs,
+                              const int64_t *lengths, int nthreads) {
+    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .direct = T <= FR_DIRECT_T, .xw = xw,
+                 .Wh = Wh, .b_hn = b_hn, .h0 = h0, .hs = hs,
                  .acts = acts, .hn = hn};
     return FN(run)(FN(gru_ra_fwd), &c, FN(threads)(nthreads, N, H, 3), NUV(H) * 3 * H, 0, 0);
 }
 
 static int FN(gru_ra_backward)(int T, int N, int H, const REAL *dhs, const REAL *Wh,
                                const REAL *hs, const REAL *acts, const REAL *hn,
-                               const REAL *h0, REAL *dA, REAL *dhn, REAL *dh, const int64_t *lengths,
-        int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .dhs = dhs, .Wh = Wh, .hs_in = hs, .acts_in = acts,
+                               const REAL *h0, REAL *dA, REAL *dhn, REAL *dh,
+                               const int64_t *lengths, int nthreads) {
+    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .dhs = dhs, .Wh = Wh, .hs_in = hs,
+                 .acts_in = acts,
                  .hn_in = hn, .h0 = h0, .dA = dA, .dhn = dhn, .dh = dh};
     return FN(run)(FN(gru_ra_bwd), &c, FN(threads)(nthreads, N, H, 3), NUV(H) * 3 * H, 0,
                    2L * N * 3 * H);
