@@ -144,7 +144,7 @@ def check(op, values):
         elif arg.kind == INT:
             require_int(op.name, arg.name, v)
     by_name = dict(zip((a.name for a in op.args), values))
-    args = {a.name: a for a in op.args}
+    args = op.arg_by_name
     sizes = {}
     for sym, name in op.sizes.items():
         a, v = args[name], by_name[name]

@@ -60,7 +60,7 @@ class Arg:
     shape: str = ""
     default: object = inspect.Parameter.empty
 
-    @property
+    @functools.cached_property
     def dims(self):
         """The shape as a tuple of symbols, e.g. ("T", "N", "G*H")."""
         inner = self.shape.strip("()").replace(" ", "")
@@ -84,7 +84,11 @@ class Op:
     ranges: dict = dataclasses.field(default_factory=dict)
     nonempty: tuple = ()
 
-    @property
+    @functools.cached_property
+    def arg_by_name(self):
+        return {a.name: a for a in self.args}
+
+    @functools.cached_property
     def signature(self):
         return inspect.Signature([
             inspect.Parameter(a.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=a.default)
@@ -186,15 +190,18 @@ def bind(name, impl):
                         f"{inspect.signature(impl)} does not match the contract {name}"
                         f"{op.signature}")
     signature = op.signature
+    nargs = len(op.args)
 
     @functools.wraps(impl)
     def checked_op(*args, **kwargs):
-        try:
-            bound = signature.bind(*args, **kwargs)
-        except TypeError as e:
-            raise TypeError(f"{name}: {e}; expected {name}{signature}") from None
-        bound.apply_defaults()
-        return impl(*check(op, bound.args))
+        if kwargs or len(args) != nargs:  # the general path; all positional is the fast one
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError as e:
+                raise TypeError(f"{name}: {e}; expected {name}{signature}") from None
+            bound.apply_defaults()
+            args = bound.args
+        return impl(*check(op, args))
 
     checked_op.__doc__ = op.describe() + ("\n\n" + inspect.cleandoc(impl.__doc__)
                                           if impl.__doc__ else "")
