@@ -1,6 +1,10 @@
 """Shared model machinery: weight creation, params/grads lists, state, save/load, rebuild."""
 import json
 import os
+import re
+import uuid
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -157,16 +161,35 @@ class Model:
         """Host copies of the distinct parameters, in order."""
         return [np.array(to_numpy(p)) for p in self.unique_params()]
 
-    def load_param_arrays(self, arrays):
+    def check_param_arrays(self, arrays, source="the given arrays"):
+        """Raise CheckpointError unless ``arrays`` fit this model's distinct parameters one to
+        one (count and shapes); changes nothing."""
         params = self.unique_params()
         if len(arrays) != len(params):
-            raise ValueError(f"expected {len(params)} parameter arrays, got {len(arrays)}")
-        xp = self.xp
+            raise CheckpointError(f"{source}: {len(arrays)} parameter arrays, the model has "
+                                  f"{len(params)}")
         for i, (p, a) in enumerate(zip(params, arrays)):
             if tuple(a.shape) != tuple(p.shape):
-                raise ValueError(f"parameter {i}: shape {tuple(a.shape)} does not match the "
-                                 f"model's {tuple(p.shape)}")
-            p[...] = xp.asarray(a, dtype=p.dtype)  # in place: layers keep their arrays
+                raise CheckpointError(f"{source}: parameter {i} has shape {tuple(a.shape)}, "
+                                      f"the model's is {tuple(p.shape)}")
+            if np.dtype(a.dtype).kind != "f":
+                raise CheckpointError(f"{source}: parameter {i} has dtype {a.dtype}, expected "
+                                      f"a float array")
+
+    def load_param_arrays(self, arrays):
+        """Copy ``arrays`` into the parameters in place (layers keep their arrays); all are
+        checked before the first is written, so a mismatch leaves the model unchanged."""
+        self.check_param_arrays(arrays)
+        xp = self.xp
+        for p, a in zip(self.unique_params(), arrays):
+            p[...] = xp.asarray(a, dtype=p.dtype)
+
+    def check_config(self, config, source):
+        """Raise CheckpointError naming every setting where ``config`` differs from this model."""
+        diff = config_differences(config, self.config)
+        if diff:
+            raise CheckpointError(f"{source} was saved from a different model: "
+                                  + "; ".join(diff))
 
     def save_params(self, path=None):
         """Save the parameters and the model's config to ``path`` (.npz; default
@@ -177,31 +200,150 @@ class Model:
         atomic_savez(path, arrays)
 
     def load_params(self, path=None):
-        path = f"{type(self).__name__}.npz" if path is None else path
-        with np.load(path, allow_pickle=False) as z:
-            n = sum(1 for k in z.files if k.startswith("p") and k[1:].isdigit())
-            self.load_param_arrays([z[f"p{i}"] for i in range(n)])
+        """Load parameters saved by ``save_params`` (or a trainer checkpoint). The file is
+        checked first (readable, same model settings, same parameter shapes): on any mismatch
+        a CheckpointError names it and the model is left unchanged."""
+        path = f"{type(self).__name__}.npz" if path is None else os.fspath(path)
+        arrays = read_npz(path, "fastrnn parameter file")
+        values = param_arrays_from(arrays, path)
+        self.check_param_arrays(values, path)
+        if "config" in arrays:
+            self.check_config(_json_entry(arrays, "config", path), path)
+        self.load_param_arrays(values)
 
     def num_params(self):
         return int(sum(p.size for p in self.unique_params()))
 
 
+TMP_SUFFIX = ".tmp"
+
+
+def _temp_name(path):
+    """A temp file next to ``path`` named after it and this process: unique per writer, and
+    recognisable later as ours (``.NAME.PID-RANDOM.tmp``)."""
+    folder, base = os.path.split(path)
+    return os.path.join(folder, f".{base}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+
+
+def _remove_stale_temps(path):
+    """Delete temps of ``path`` left by writers that died mid-write (their process is gone)."""
+    folder, base = os.path.split(path)
+    pattern = re.compile(rf"^\.{re.escape(base)}\.(\d+)-[0-9a-f]{{8}}{re.escape(TMP_SUFFIX)}$")
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        m = pattern.match(name)
+        full = os.path.join(folder, name)
+        if m and full not in _WRITING and not _process_alive(int(m.group(1))):
+            try:
+                os.remove(full)
+            except OSError:
+                pass
+
+
+_WRITING = set()  # temps this process is writing now (other threads' temps are not stale)
+
+
+def _process_alive(pid):
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_dir(folder):
+    """Make a rename in ``folder`` durable (POSIX: the directory entry has its own metadata)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # e.g. platforms where directories cannot be opened
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_savez(path, arrays):
-    """np.savez to a temporary file in the same folder, fsync, then rename over ``path``: a
-    crash leaves either the old file or the new one, never a torn one."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    """np.savez to a temporary file in the same folder, fsync, rename over ``path``, fsync the
+    folder: a crash leaves either the old file or the new one, never a torn one. The temp is
+    removed on any failure, and temps of earlier writers that were killed are removed here."""
+    path = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    _remove_stale_temps(path)
+    tmp = _temp_name(path)
+    _WRITING.add(tmp)
     try:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(folder)
     finally:
+        _WRITING.discard(tmp)
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be loaded into the given model or trainer; nothing was changed."""
+
+
+def read_npz(path, what="fastrnn file"):
+    """{name: array} of an .npz written by fastrnn, with one clear error for anything else
+    (missing, empty, truncated, corrupt, pickled objects)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path} is a directory, not a {what}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, "files"):
+                raise ValueError("a plain .npy array, not an .npz archive")
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile,
+            zlib.error) as e:
+        reason = "empty file" if os.path.getsize(path) == 0 else \
+            (str(e).split("\n")[0] if not isinstance(e, ValueError) or "pickle" not in str(e)
+             else "holds Python objects")
+        raise CheckpointError(f"{path} is not a {what} ({reason})") from None
+
+
+def param_arrays_from(arrays, path):
+    """The ``p0, p1, ...`` parameter arrays of a loaded .npz, in order."""
+    idx = sorted(int(k[1:]) for k in arrays if k.startswith("p") and k[1:].isdigit())
+    if idx != list(range(len(idx))):
+        missing = sorted(set(range(max(idx, default=-1) + 1)) - set(idx))
+        raise CheckpointError(f"{path}: parameter arrays {['p%d' % i for i in missing]} are "
+                              f"missing")
+    return [arrays[f"p{i}"] for i in idx]
+
+
+# Config keys that only decide the initial weights, not what the model computes.
+_INIT_ONLY = ("seed", "init", "init_scale")
+
+
+def config_differences(saved, current):
+    """'key: file X, model Y' for every setting that differs (init-only keys ignored)."""
+    out = []
+    for k in sorted(set(saved) | set(current)):
+        if k in _INIT_ONLY:
+            continue
+        a, b = saved.get(k, "<absent>"), current.get(k, "<absent>")
+        if a != b:
+            out.append(f"{k}: file {a}, model {b}")
+    return out
 
 
 _REGISTRY = {}
@@ -223,12 +365,23 @@ def build_model(config, xp=None):
     return _REGISTRY[name](**config)
 
 
+def _json_entry(arrays, key, path):
+    try:
+        return json.loads(str(arrays[key]))
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable {key!r} entry ({e})") from None
+
+
 def load_model(path, xp=None):
     """A model rebuilt from a file written by save_params (or a trainer checkpoint)."""
-    with np.load(path, allow_pickle=False) as z:
-        if "config" not in z.files:
-            raise ValueError(f"{path} holds no model config")
-        config = json.loads(str(z["config"]))
-    model = build_model(config, xp)
-    model.load_params(path)
+    arrays = read_npz(path, "fastrnn parameter file")
+    if "config" not in arrays:
+        raise CheckpointError(f"{path} holds no model config")
+    try:
+        model = build_model(_json_entry(arrays, "config", path), xp)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its model config cannot be built ({e})") from None
+    values = param_arrays_from(arrays, path)
+    model.check_param_arrays(values, path)
+    model.load_param_arrays(values)
     return model
