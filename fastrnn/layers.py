@@ -544,9 +544,11 @@ class TimeDropout:
     given its own ``seed``."""
 
     def __init__(self, dropout_ratio=0.5, seed=None):
-        if isinstance(dropout_ratio, bool) or not isinstance(dropout_ratio, (int, float, np.number)) \
-                or not 0.0 <= dropout_ratio < 1.0:
-            raise ValueError(f"TimeDropout: dropout_ratio must lie in [0, 1), got {dropout_ratio!r}")
+        ratio_ok = isinstance(dropout_ratio, (int, float, np.number)) and \
+            not isinstance(dropout_ratio, bool) and 0.0 <= dropout_ratio < 1.0
+        if not ratio_ok:
+            raise ValueError(f"TimeDropout: dropout_ratio must lie in [0, 1), got "
+                             f"{dropout_ratio!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
                                  or seed < 0):
             raise ValueError(f"TimeDropout: seed must be None or an integer >= 0, got {seed!r}")

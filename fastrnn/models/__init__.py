@@ -11,5 +11,6 @@ from .rnnlm import BetterRnnlm, GRUlm, Rnnlm, RnnLM, SimpleRnnlm
 from .seq2seq import Decoder, Encoder, PeekyDecoder, PeekySeq2seq, Seq2seq
 
 __all__ = ["CheckpointError", "Model", "build_model", "load_model", "sample_id", "RnnLM",
-           "SimpleRnnlm", "Rnnlm", "BetterRnnlm", "GRUlm", "Seq2seq", "PeekySeq2seq", "AttentionSeq2seq", "Encoder",
-           "Decoder", "PeekyDecoder", "AttentionDecoder", "TimeAttention"]
+           "SimpleRnnlm", "Rnnlm", "BetterRnnlm", "GRUlm", "Seq2seq", "PeekySeq2seq",
+           "AttentionSeq2seq", "Encoder", "Decoder", "PeekyDecoder", "AttentionDecoder",
+           "TimeAttention"]
