@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from .layers import TimeSoftmaxWithLoss
 from .metrics import exact_match_accuracy, perplexity
 from .models.base import (CheckpointError, atomic_savez, build_model, param_arrays_from,
                           read_npz, to_numpy)
@@ -132,12 +133,22 @@ def eval_perplexity(model, ids, batch_size=10, time_size=35):
         for t0 in range(0, n, time_size):
             x = xp.asarray(xs[:, t0:t0 + time_size])
             t = xp.asarray(ts[:, t0:t0 + time_size])
-            loss = float(model.forward(x, t, train_flg=False))
+            loss = _eval_loss(model, x, t)
             total += loss * t.size
             count += t.size
     finally:
         model.set_state(saved)
     return perplexity(total / count)
+
+
+def _eval_loss(model, xs, ts):
+    """Mean per-token loss of a batch without computing the gradient (models with ``predict``
+    and a ``loss_layer``; others through ``forward(train_flg=False)``)."""
+    layer = getattr(model, "loss_layer", None)
+    if hasattr(model, "predict") and isinstance(layer, TimeSoftmaxWithLoss):
+        layer.forward(model.predict(xs, train_flg=False), ts, grad=False)
+        return float(layer.token_loss)
+    return float(model.forward(xs, ts, train_flg=False))
 
 
 def eval_seq2seq(model, x, t, batch_size=500):

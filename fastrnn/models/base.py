@@ -1,5 +1,6 @@
 """Shared model machinery: weight creation, params/grads lists, state, save/load, rebuild."""
 import json
+import math
 import os
 import re
 import uuid
@@ -37,36 +38,81 @@ def to_numpy(a):
     return np.asarray(a)
 
 
+INIT_SCHEMES = ("textbook", "uniform", "pytorch")
+
+
 class Init:
     """Seeded weight factory: draws on the host (so a seed gives the same weights on CPU and
-    GPU) in the model's dtype, then moves to the model's array module."""
+    GPU) in the model's dtype, then moves to the model's array module.
 
-    def __init__(self, seed, dtype, xp):
+    ``scheme`` names the initialisation:
+
+    - ``"textbook"``: embeddings N(0, 0.01^2); recurrent and output weights N(0, 1/fan_in);
+      biases 0 (Deep Learning from Scratch 2).
+    - ``"uniform"``: every weight and bias U(-scale, scale) (Zaremba et al. 2014: 0.1 for the
+      small model, 0.05 medium, 0.04 large).
+    - ``"pytorch"``: torch.nn defaults: embeddings N(0, 1); recurrent weights and biases
+      U(-1/sqrt(H), 1/sqrt(H)); output weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    """
+
+    def __init__(self, seed, dtype, xp, scheme="textbook", scale=0.1):
         self.rng = np.random.default_rng(seed)
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
+        if scheme not in INIT_SCHEMES:
+            raise ValueError(f"unknown init {scheme!r}; expected one of "
+                             f"{', '.join(INIT_SCHEMES)}")
+        if scheme == "uniform" and not 0 < scale < math.inf:
+            raise ValueError(f"init_scale must be a positive number, got {scale}")
+        self.scheme, self.scale = scheme, float(scale)
         self.xp = get_xp(xp)
 
+    def _host(self, a):
+        return self.xp.asarray(a.astype(self.dtype))
+
     def randn(self, *shape, scale=1.0):
-        return self.xp.asarray((self.rng.standard_normal(shape) * scale).astype(self.dtype))
+        return self._host(self.rng.standard_normal(shape) * scale)
+
+    def uniform(self, *shape, limit):
+        return self._host(self.rng.uniform(-limit, limit, shape))
 
     def zeros(self, *shape):
         return self.xp.zeros(shape, dtype=self.dtype)
 
+    def embedding(self, V, D):
+        if self.scheme == "uniform":
+            return self.uniform(V, D, limit=self.scale)
+        return self.randn(V, D, scale=0.01 if self.scheme == "textbook" else 1.0)
+
+    def affine(self, H, V):
+        """(W (H, V), b (V,)) of an output layer with fan-in H."""
+        if self.scheme == "textbook":
+            return self.randn(H, V, scale=1 / np.sqrt(H)), self.zeros(V)
+        limit = self.scale if self.scheme == "uniform" else 1 / np.sqrt(H)
+        return self.uniform(H, V, limit=limit), self.uniform(V, limit=limit)
+
     def rnn(self, cell, D, H, stateful=False, reset_after=False):
-        """A TimeRNN / TimeLSTM / TimeGRU with Xavier-like N(0, 1/fan_in) weights, zero biases."""
+        """A TimeRNN / TimeLSTM / TimeGRU initialised by the scheme."""
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}; expected one of {', '.join(CELLS)}")
         G = _GATES[cell]
-        Wx = self.randn(D, G * H, scale=1 / np.sqrt(D))
-        Wh = self.randn(H, G * H, scale=1 / np.sqrt(H))
-        b = self.zeros(G * H)
+        if self.scheme == "textbook":
+            Wx = self.randn(D, G * H, scale=1 / np.sqrt(D))
+            Wh = self.randn(H, G * H, scale=1 / np.sqrt(H))
+            b = self.zeros(G * H)
+        else:
+            limit = self.scale if self.scheme == "uniform" else 1 / np.sqrt(H)
+            Wx = self.uniform(D, G * H, limit=limit)
+            Wh = self.uniform(H, G * H, limit=limit)
+            b = self.uniform(G * H, limit=limit)
         if cell == "rnn":
             return L.TimeRNN(Wx, Wh, b, stateful=stateful)
         if cell == "lstm":
             return L.TimeLSTM(Wx, Wh, b, stateful=stateful)
-        return L.TimeGRU(Wx, Wh, b, stateful=stateful, reset_after=reset_after)
+        b_hn = None if not reset_after or self.scheme == "textbook" else \
+            self.uniform(H, limit=limit)
+        return L.TimeGRU(Wx, Wh, b, stateful=stateful, reset_after=reset_after, b_hn=b_hn)
 
     def dropout_seed(self):
         return int(self.rng.integers(0, 2 ** 63))
