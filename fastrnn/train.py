@@ -191,7 +191,8 @@ class _Trainer:
     """The loop shared by every trainer: epochs of ``iters_per_epoch`` steps, a progress bar,
     checkpoints every ``checkpoint_every`` steps and at each epoch end, and ``callbacks``
     (callables ``cb(trainer)``) after each epoch, once its history entry and checkpoint are
-    written; a callback may set ``trainer.stop = True`` to end ``fit`` there.
+    written. Setting ``trainer.stop = True`` (from a callback, or a signal handler) ends
+    ``fit`` after the current step.
 
     Subclasses provide ``_start_epoch()``, ``_next_batch() -> (xs, ts)``, ``_postfix(acc)``
     and ``_epoch_metrics(acc) -> log line`` (which appends to ``history``)."""
@@ -269,6 +270,8 @@ class _Trainer:
                         bar.update(1)
                         bar.set_postfix(**self._postfix(acc))
                     self._maybe_checkpoint()
+                    if self.stop:  # asked between steps (e.g. Ctrl-C): resumable from here
+                        return self.history
             finally:
                 if bar is not None:
                     bar.close()

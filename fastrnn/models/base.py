@@ -318,10 +318,11 @@ def _fsync_dir(folder):
         os.close(fd)
 
 
-def atomic_savez(path, arrays):
-    """np.savez to a temporary file in the same folder, fsync, rename over ``path``, fsync the
-    folder: a crash leaves either the old file or the new one, never a torn one. The temp is
-    removed on any failure, and temps of earlier writers that were killed are removed here."""
+def atomic_write(path, data):
+    """Write ``data`` (bytes, or a callable that writes to a binary file object) to a temporary
+    file in the same folder, fsync, rename over ``path``, fsync the folder: a crash leaves
+    either the old file or the new one, never a torn one. The temp is removed on any failure,
+    and temps that earlier writers left when they were killed are removed here."""
     path = os.path.abspath(os.fspath(path))
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
@@ -330,15 +331,27 @@ def atomic_savez(path, arrays):
     _WRITING.add(tmp)
     try:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(folder)
+    except OSError as e:
+        if e.filename is None:  # e.g. a full disk inside np.savez: say which file it was
+            e.filename = path
+        raise
     finally:
         _WRITING.discard(tmp)
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_savez(path, arrays):
+    """np.savez of ``arrays`` to ``path`` through ``atomic_write``."""
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 class CheckpointError(ValueError):
