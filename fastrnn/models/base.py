@@ -366,17 +366,19 @@ def read_npz(path, what="fastrnn file"):
         raise CheckpointError(f"{path} is a directory, not a {what}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} not found: {path}")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if not magic:
+        raise CheckpointError(f"{path} is not a {what} (empty file)")
+    if magic != b"PK\x03\x04":  # every .npz is a zip archive
+        raise CheckpointError(f"{path} is not a {what} (not an .npz archive)")
     try:
         with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files"):
-                raise ValueError("a plain .npy array, not an .npz archive")
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile,
-            zlib.error) as e:
-        reason = "empty file" if os.path.getsize(path) == 0 else \
-            (str(e).split("\n")[0] if not isinstance(e, ValueError) or "pickle" not in str(e)
-             else "holds Python objects")
-        raise CheckpointError(f"{path} is not a {what} ({reason})") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        detail = "holds Python objects" if "pickle" in str(e) else str(e).split("\n")[0]
+        raise CheckpointError(f"{path} is not a {what} (corrupt or truncated: {detail})") \
+            from None
 
 
 def param_arrays_from(arrays, path):
