@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fastrnn.time_layers as TL
+from test_layers import numerical_grad as _num_grad
 
 # Every public name `from common.time_layers import *` gives in the textbook (its module has
 # no __all__: np and GPU from common.np, what common.layers and common.functions export).
@@ -23,19 +24,6 @@ def test_star_import_gives_every_textbook_name():
     exec("from fastrnn.time_layers import *", ns)
     assert TEXTBOOK_NAMES <= set(ns)
     assert ns["np"] is np and ns["GPU"] is False
-
-
-def _num_grad(f, a, eps=1e-6):
-    g = np.zeros_like(a)
-    for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + eps
-        fp = f()
-        a[i] = old - eps
-        fm = f()
-        a[i] = old
-        g[i] = (fp - fm) / (2 * eps)
-    return g
 
 
 def _check_layer(layer, x, extra=()):
