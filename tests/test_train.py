@@ -336,3 +336,29 @@ def test_sum_over_time_loss_trains_like_mean_with_lr_times_t():
         tr = LMTrainer(m, SGD(lr=lr), ids, batch_size=2, time_size=5)
         runs.append(tr.fit(1)["train_ppl"][0])
     assert runs[0] == pytest.approx(runs[1], rel=1e-9)  # same steps, same per-token ppl
+
+
+def test_zaremba_example_parses_and_builds_its_recipe(monkeypatch, capsys):
+    import runpy
+    path = os.path.join(HERE, "..", "examples", "zaremba_small.py")
+    ns = runpy.run_path(path, run_name="example")
+    with pytest.raises(SystemExit) as e:
+        ns["main"](["--help"])
+    assert e.value.code == 0 and "Zaremba" in capsys.readouterr().out
+    seen = {}
+
+    class FakeCorpus:
+        vocab = list(range(12))
+        train = val = test = np.random.default_rng(0).integers(0, 12, 900)
+
+    def fit(self, epochs):
+        seen.update(lr=self.optimizer.lr, epochs=epochs, T=self.batches.time_size,
+                    clip=self.max_grad, sched=repr(self.lr_schedule),
+                    reduction=self.model.loss_layer.reduction,
+                    layers=len(self.model.rnns), init=self.model.config["init"])
+        return self.history
+    ns["main"].__globals__["load_ptb"] = lambda d: FakeCorpus
+    monkeypatch.setattr(LMTrainer, "fit", fit)
+    ns["main"](["--epochs", "13"])
+    assert seen == dict(lr=1.0, epochs=13, T=20, clip=5.0, sched="StepDecay(after=4, factor=0.5)",
+                        reduction="sum_over_time", layers=2, init="uniform")
