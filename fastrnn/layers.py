@@ -9,9 +9,9 @@ Recurrent layers (``TimeRNN``, ``TimeLSTM``, ``TimeGRU``) take ``Wx (D, G*H)``, 
 ``b (G*H,)`` and compute ``x @ Wx + h @ Wh + b``; gate layouts: LSTM ``[f | g | i | o]``, GRU
 ``[z | r | h~]`` (``reset_after=True``: ``[z | r | n]`` plus a recurrent bias ``b_hn``).
 
-Work split (DESIGN.md section 2): the layer does the big matrix products over all N*T rows
+Work split: the layer does the big matrix products over all ``N*T`` rows
 (``X @ Wx + b`` before the loop; ``dWx``, ``dWh``, ``db``, ``dX`` after it) and the kernel only the
-sequential recurrence, on time-major (T, N, *) buffers.
+sequential recurrence, on time-major ``(T, N, K)`` buffers.
 
 Input checks: shapes, ranks and dtypes are checked before any kernel runs (``ValueError`` /
 ``TypeError`` naming the expected shape or dtype). Inputs of recurrent layers and states given

@@ -1,4 +1,4 @@
-"""Layer-level tests: the textbook API contract (DESIGN.md section 1) on every backend.
+"""Layer-level tests: the textbook API contract on every backend.
 
 The layer assembles dWx, dWh, db and dx from the op's dA with large matrix products, so the
 float64 finite-difference checks here test that assembly (and the GRU special cases), on top of
