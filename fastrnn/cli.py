@@ -81,7 +81,7 @@ def build_parser():
 
     # ------------------------------------------------------------------------------- train
     p = sub.add_parser("train", help="train a language model (default: an LSTM on the bundled "
-                       "novel, a few minutes on 2 cores)",
+                       "novel)",
                        description="Train a recurrent language model with truncated BPTT and "
                        "write a checkpoint, a perplexity plot and a sample.")
     g = p.add_argument_group("data")
@@ -182,7 +182,7 @@ def build_parser():
                         "generated problems when the file is absent (default: addition)")
     p.add_argument("--data", default=None, help="a question_answer file (overrides --task)")
     p.add_argument("--data-dir", default=None, help="folder with seq2seq/ (default "
-                   "$FASTRNN_DATA, then ../shared/data of a source checkout)")
+                   "$FASTRNN_DATA, then ../shared/data from the working folder)")
     p.add_argument("--model", choices=sorted(S2S_MODELS), default="peeky",
                    help="(default: peeky)")
     p.add_argument("--cell", choices=("lstm", "gru"), default="lstm", help="(default: lstm)")
@@ -603,7 +603,8 @@ def cmd_train(a):
          f"({o['batch_size']} x {o['time_size']}), {o['optimizer']} lr {opt.lr:g}; backend "
          f"{o['backend']}; output {o['out']}")
     if o["backend"] != "numpy":
-        _warm_up(model, np.array([[0, 1, 2]]), np.array([[1, 2, 0]]))
+        ids = np.array([[0, 1, 2]], dtype=corpus.train.dtype)  # the dtype the kernels will see
+        _warm_up(model, ids, ids[:, ::-1])
     t0 = time.perf_counter()
     if _fit(trainer, o["epochs"], ckpt, f"{PROG} train --resume {ckpt}"):
         return 130
