@@ -393,14 +393,15 @@ class _InterruptToStop:
         signal.signal(signal.SIGINT, self._previous)
 
 
-def _fit(trainer, epochs, ckpt, resume_hint):
+def _fit(trainer, epochs, ckpt, resume_hint=None):
     """trainer.fit with Ctrl-C saving a resumable checkpoint: returns True when interrupted."""
     with _InterruptToStop(trainer) as guard:
         trainer.fit(epochs)
     if guard.interrupted:
         trainer.save_checkpoint(ckpt)
+        hint = f"; continue with `{resume_hint}`" if resume_hint else ""
         _note(f"interrupted: saved {ckpt} at epoch {trainer.epoch + 1}, batch "
-              f"{trainer.iteration}; continue with `{resume_hint}`")
+              f"{trainer.iteration}{hint}")
     return guard.interrupted
 
 
@@ -499,7 +500,8 @@ def _make_lm(o, V, xp):
 # Options `--resume` may change; every other option belongs to the model, the data or the
 # batches the checkpoint was made with.
 RESUME_CHANGEABLE = ("resume", "epochs", "out", "lr", "max_grad", "lr_decay", "sample_length",
-                     "temperature", "checkpoint_every", "no_plot", "quiet", "backend", "threads")
+                     "temperature", "checkpoint_every", "no_plot", "quiet", "backend", "threads",
+                     "data_dir", "download", "ptb_url")
 LM_GATES = {"rnnlm": 4, "simple": 1, "better": 4, "gru": 3}
 
 
@@ -599,7 +601,7 @@ def cmd_train(a):
     ntok = len(corpus.train)
     _out(f"{name} ({model.num_params():,} parameters, {o['dtype']}) on "
          f"{corpus.name}: {corpus.level} level, {ntok:,} training tokens, vocabulary "
-         f"{len(vocab):,}; {o['epochs']} epochs of {trainer.batches.iters_per_epoch} batches "
+         f"{len(vocab):,}; {o['epochs']} epoch(s) of {trainer.batches.iters_per_epoch} batches "
          f"({o['batch_size']} x {o['time_size']}), {o['optimizer']} lr {opt.lr:g}; backend "
          f"{o['backend']}; output {o['out']}")
     if o["backend"] != "numpy":
@@ -756,7 +758,7 @@ def cmd_seq2seq(a):
     if a.backend != "numpy":
         _warm_up(model, x_train[:1], t_train[:1])
     t0 = time.perf_counter()
-    if _fit(trainer, a.epochs, ckpt, "the same command (seq2seq runs start afresh)"):
+    if _fit(trainer, a.epochs, ckpt):
         return 130
     acc, pred = eval_seq2seq(model, x_test, t_test)
     _out(f"held-out exact-match accuracy {100 * acc:.2f}% after {trainer.epoch} epochs "
