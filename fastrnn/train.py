@@ -9,7 +9,6 @@ resumed run continues bit for bit as if it had never stopped.
 """
 import json
 import math
-import os
 import time
 
 import numpy as np

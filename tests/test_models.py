@@ -360,3 +360,12 @@ def test_init_schemes_by_name():
         Rnnlm(V, 4, 5, init="xavier")
     with pytest.raises(ValueError, match="init_scale must be a positive number"):
         RnnLM(V, 4, 5, init="uniform", init_scale=0)
+
+
+@pytest.mark.parametrize("cls", [Seq2seq, PeekySeq2seq, AttentionSeq2seq])
+def test_seq2seq_init_schemes(cls):
+    tb = cls(V, 4, 5, seed=2)
+    assert cls(V, 4, 5, seed=2, init="textbook").params[0].tolist() == tb.params[0].tolist()
+    u = cls(V, 4, 5, seed=2, init="uniform", init_scale=0.02)
+    assert all(0 < float(abs(p).max()) <= 0.02 for p in u.params)
+    assert build_model(u.config).params[-1].tolist() == u.params[-1].tolist()
