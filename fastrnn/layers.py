@@ -9,9 +9,9 @@ Recurrent layers (``TimeRNN``, ``TimeLSTM``, ``TimeGRU``) take ``Wx (D, G*H)``, 
 ``b (G*H,)`` and compute ``x @ Wx + h @ Wh + b``; gate layouts: LSTM ``[f | g | i | o]``, GRU
 ``[z | r | h~]`` (``reset_after=True``: ``[z | r | n]`` plus a recurrent bias ``b_hn``).
 
-Work split (DESIGN.md section 2): the layer does the big matrix products over all N*T rows
+Work split: the layer does the big matrix products over all ``N*T`` rows
 (``X @ Wx + b`` before the loop; ``dWx``, ``dWh``, ``db``, ``dX`` after it) and the kernel only the
-sequential recurrence, on time-major (T, N, *) buffers.
+sequential recurrence, on time-major ``(T, N, K)`` buffers.
 
 Input checks: shapes, ranks and dtypes are checked before any kernel runs (``ValueError`` /
 ``TypeError`` naming the expected shape or dtype). Inputs of recurrent layers and states given
@@ -23,8 +23,8 @@ outputs (and zero gradients); a stateful layer keeps its state across a T=0 call
 import numpy as np
 
 from . import backend
-from .checks import (array_module, require_array, require_float, require_int, require_rank,
-                     require_shape)
+from .checks import (array_module, require_array, require_float, require_int, require_range,
+                     require_rank, require_shape)
 
 CHECK_FINITE = True
 
@@ -46,6 +46,28 @@ def _require_finite(layer, name, a):
     raise ValueError(f"{layer}: {name} contains NaN or inf; a recurrent layer would carry it "
                      f"into every later step (set fastrnn.layers.CHECK_FINITE = False to skip "
                      f"this check)")
+
+
+def _require_same_dtype(layer, **arrays):
+    """One dtype for all of ``arrays`` (each already float32/float64). The message groups the
+    arrays by dtype, the odd one out first, so it names the array that differs."""
+    groups = {}
+    for name, a in arrays.items():
+        groups.setdefault(a.dtype, []).append(name)
+    if len(groups) > 1:
+        parts = sorted(groups.items(), key=lambda kv: len(kv[1]))
+        said = [f"{' and '.join(names)} {'is' if len(names) == 1 else 'are'} {dt}"
+                for dt, names in parts]
+        raise TypeError(f"{layer}: {said[0]} while {', '.join(said[1:])}; "
+                        f"{', '.join(arrays)} must share one dtype")
+
+
+def _require_nonempty_dims(layer, what, **sizes):
+    """Reject zero widths (H, D, V ...) at construction: nothing can be computed with them."""
+    zero = [name for name, n in sizes.items() if n == 0]
+    if zero:
+        raise ValueError(f"{layer}: {' and '.join(zero)} must be >= 1 ({what}), got "
+                         + ", ".join(f"{k}={v}" for k, v in sizes.items()))
 
 
 def _to_time_major(a):
@@ -86,12 +108,14 @@ class _Recurrent:
     def __init__(self, Wx, Wh, b, stateful=False):
         name = type(self).__name__
         for pname, p in (("Wx", Wx), ("Wh", Wh), ("b", b)):
-            require_float(name, pname, p, Wx.dtype if hasattr(Wx, "dtype") else None)
+            require_float(name, pname, p)
+        _require_same_dtype(name, Wx=Wx, Wh=Wh, b=b)
         require_rank(name, "Wh", Wh, 2, f"(H, {self.gates}*H)")
+        require_rank(name, "Wx", Wx, 2, f"(D, {self.gates}*H)")
         H = Wh.shape[0]
+        _require_nonempty_dims(name, "Wx (D, G*H), Wh (H, G*H)", D=Wx.shape[0], H=H)
         GH = self.gates * H
         require_shape(name, "Wh", Wh, (H, GH), f"(H, {self.gates}*H)")
-        require_rank(name, "Wx", Wx, 2, f"(D, {self.gates}*H)")
         require_shape(name, "Wx", Wx, (Wx.shape[0], GH), f"(D, {self.gates}*H)")
         require_shape(name, "b", b, (GH,), f"({self.gates}*H,)")
         xp = array_module(Wx)
@@ -299,17 +323,24 @@ class TimeBidirectional:
         self.backward_layer = backward_layer
         self.params = forward_layer.params + backward_layer.params
         self.grads = forward_layer.grads + backward_layer.grads
-        self.H1 = None
+        self.H1 = self.H2 = None
 
     def forward(self, xs):
         o1 = self.forward_layer.forward(xs)
         o2 = self.backward_layer.forward(xs[:, ::-1])
-        self.H1 = o1.shape[2]
+        self.H1, self.H2 = o1.shape[2], o2.shape[2]
         return array_module(o1).concatenate((o1, o2[:, ::-1]), axis=2)
 
     def backward(self, dhs):
+        name = type(self).__name__
         if self.H1 is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+            raise RuntimeError(f"{name}.backward called before forward")
+        H = self.H1 + self.H2
+        require_array(name, "dhs", dhs)
+        require_rank(name, "dhs", dhs, 3, "(N, T, H1 + H2)")
+        if dhs.shape[2] != H:
+            raise ValueError(f"{name}: dhs must have shape (N, T, H1 + H2) with H1 + H2 = {H}, "
+                             f"got {tuple(dhs.shape)}")
         dx1 = self.forward_layer.backward(dhs[:, :, :self.H1])
         dx2 = self.backward_layer.backward(dhs[:, ::-1, self.H1:])
         return dx1 + dx2[:, ::-1]
@@ -342,18 +373,26 @@ class TimeEmbedding:
     def __init__(self, W):
         require_float("TimeEmbedding", "W", W)
         require_rank("TimeEmbedding", "W", W, 2, "(V, D)")
+        _require_nonempty_dims("TimeEmbedding", "W (V, D)", V=W.shape[0], D=W.shape[1])
         self.params = [W]
         self.grads = [array_module(W).zeros_like(W)]
         self.idx = None
 
     def forward(self, xs):
         W = self.params[0]
+        # Checked here so that errors name this layer and its argument, not the op.
+        require_int("TimeEmbedding", "xs", xs)
+        require_range("TimeEmbedding", "xs", xs, 0, W.shape[0])
         self.idx = xs
         return backend.ops_for(W).embedding_forward(W, xs)
 
     def backward(self, dout):
         if self.idx is None:
             raise RuntimeError("TimeEmbedding.backward called before forward")
+        W = self.params[0]
+        require_float("TimeEmbedding", "dout", dout, W.dtype)
+        require_shape("TimeEmbedding", "dout", dout, tuple(self.idx.shape) + (W.shape[1],),
+                      "(N, T, D) of the last forward")
         ops = backend.ops_for(dout)
         dW = self.grads[0]
         if dW.flags.c_contiguous:
@@ -371,7 +410,9 @@ class TimeAffine:
     def __init__(self, W, b):
         require_float("TimeAffine", "W", W)
         require_rank("TimeAffine", "W", W, 2, "(D, M)")
-        require_float("TimeAffine", "b", b, W.dtype)
+        _require_nonempty_dims("TimeAffine", "W (D, M)", D=W.shape[0], M=W.shape[1])
+        require_float("TimeAffine", "b", b)
+        _require_same_dtype("TimeAffine", W=W, b=b)
         require_shape("TimeAffine", "b", b, (W.shape[1],), "(M,)")
         xp = array_module(W)
         self.params = [W, b]
@@ -404,18 +445,37 @@ class TimeAffine:
 
 
 class TimeSoftmaxWithLoss:
-    """Mean softmax cross-entropy of scores xs (N, T, V) against ids ts (N, T) (or one-hot
-    (N, T, V)). Label -1 (``ignore_label``) is skipped and the mean is over the other labels;
-    if every label is -1 the loss is 0. Also takes 2-D scores (N, V) with labels (N,)."""
+    """Softmax cross-entropy of scores xs (N, T, V) against ids ts (N, T) (or one-hot
+    (N, T, V)); also takes 2-D scores (N, V) with labels (N,). Label -1 (``ignore_label``) is
+    skipped; if every label is -1 the loss is 0.
+
+    ``reduction`` says what the returned loss (and so the gradient, and so the meaning of a
+    learning rate) is:
+
+    - ``"mean"`` (default, the textbook's): the mean over the counted tokens.
+    - ``"sum_over_time"``: summed over time, averaged over the batch rows, i.e. ``mean * T``
+      without ignored labels (TensorFlow's PTB model and Zaremba et al. 2014, whose learning
+      rate 1.0 assumes this loss). The gradient grows with T in the same way.
+
+    ``token_loss`` holds the mean per-token loss of the last forward whatever the reduction
+    (perplexity is ``exp(token_loss)``). ``forward(xs, ts, grad=False)`` computes the loss only
+    (evaluation); ``backward`` then raises."""
 
     ignore_label = -1
+    REDUCTIONS = ("mean", "sum_over_time")
 
-    def __init__(self):
+    def __init__(self, reduction="mean"):
+        if reduction not in self.REDUCTIONS:
+            raise ValueError(f"TimeSoftmaxWithLoss: reduction must be one of "
+                             f"{', '.join(map(repr, self.REDUCTIONS))}, got {reduction!r}")
+        self.reduction = reduction
         self.params, self.grads = [], []
         self.dx = None
         self.shape = None
+        self.token_loss = None
+        self.scale = 1.0
 
-    def forward(self, xs, ts):
+    def forward(self, xs, ts, grad=True):
         require_float("TimeSoftmaxWithLoss", "xs", xs)
         if xs.ndim not in (2, 3):
             raise ValueError(f"TimeSoftmaxWithLoss: xs must be (N, T, V) or (N, V), got shape "
@@ -426,20 +486,31 @@ class TimeSoftmaxWithLoss:
         require_int("TimeSoftmaxWithLoss", "ts", ts)
         require_shape("TimeSoftmaxWithLoss", "ts", ts, xs.shape[:-1], "xs.shape[:-1]")
         V = xs.shape[-1]
-        loss, dx = backend.ops_for(xs).softmax_cross_entropy(xs.reshape(-1, V), ts.reshape(-1))
+        loss, dx = backend.ops_for(xs).softmax_cross_entropy(xs.reshape(-1, V), ts.reshape(-1),
+                                                             grad=bool(grad))
+        loss = loss[()] if isinstance(loss, np.ndarray) else loss
+        self.token_loss = loss
+        scale = 1.0
+        if self.reduction == "sum_over_time" and xs.shape[0]:
+            # The op averages over the counted labels; rescale to a sum over them per row.
+            scale = int((ts != self.ignore_label).sum()) / xs.shape[0]
+        self.scale = scale
         self.dx = dx
         self.shape = xs.shape
-        return loss[()] if isinstance(loss, np.ndarray) else loss
+        return loss if scale == 1.0 else loss * xs.dtype.type(scale)
 
     def backward(self, dout=1):
         if self.dx is None:
-            raise RuntimeError("TimeSoftmaxWithLoss.backward called before forward")
+            raise RuntimeError("TimeSoftmaxWithLoss.backward called before forward (or after a "
+                               "forward with grad=False)")
+        dout = dout * self.scale
         dx = self.dx if (np.isscalar(dout) and dout == 1) else self.dx * dout
         return dx.reshape(self.shape)
 
 
 class TimeSigmoidWithLoss:
-    """Mean binary cross-entropy of sigmoid(xs) against 0/1 labels ts of the same shape."""
+    """Mean binary cross-entropy of sigmoid(xs) against 0/1 labels ts of the same shape; an
+    empty batch gives a loss of 0 and an empty gradient, as TimeSoftmaxWithLoss does."""
 
     def __init__(self):
         self.params, self.grads = [], []
@@ -451,10 +522,11 @@ class TimeSigmoidWithLoss:
         require_shape("TimeSigmoidWithLoss", "ts", ts, xs.shape, "xs.shape")
         xp = array_module(xs)
         t = ts.astype(xs.dtype, copy=False)
-        # log(1 + exp(-|x|)) form: no overflow for large |x|
-        loss = (xp.maximum(xs, 0) - xs * t + xp.log1p(xp.exp(-xp.abs(xs)))).mean()
         self.cache = (xs, t)
-        return loss
+        if xs.size == 0:
+            return xp.zeros((), dtype=xs.dtype)[()]
+        # log(1 + exp(-|x|)) form: no overflow for large |x|
+        return (xp.maximum(xs, 0) - xs * t + xp.log1p(xp.exp(-xp.abs(xs)))).mean()
 
     def backward(self, dout=1):
         if self.cache is None:
@@ -472,12 +544,19 @@ class TimeDropout:
     given its own ``seed``."""
 
     def __init__(self, dropout_ratio=0.5, seed=None):
-        if not 0.0 <= dropout_ratio < 1.0:
-            raise ValueError(f"TimeDropout: dropout_ratio must lie in [0, 1), got {dropout_ratio}")
+        ratio_ok = isinstance(dropout_ratio, (int, float, np.number)) and \
+            not isinstance(dropout_ratio, bool) and 0.0 <= dropout_ratio < 1.0
+        if not ratio_ok:
+            raise ValueError(f"TimeDropout: dropout_ratio must lie in [0, 1), got "
+                             f"{dropout_ratio!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                                 or seed < 0):
+            raise ValueError(f"TimeDropout: seed must be None or an integer >= 0, got {seed!r}")
         self.params, self.grads = [], []
         self.dropout_ratio = dropout_ratio
         self.train_flg = True
         self.mask = None
+        self._forwarded = False
         self._rng = np.random.default_rng(seed) if seed is not None else None
 
     def _next_seed(self):
@@ -488,6 +567,7 @@ class TimeDropout:
 
     def forward(self, xs):
         require_float("TimeDropout", "xs", xs)
+        self._forwarded = True
         if not self.train_flg:
             self.mask = None
             return xs
@@ -496,4 +576,6 @@ class TimeDropout:
         return y
 
     def backward(self, dout):
+        if not self._forwarded:
+            raise RuntimeError("TimeDropout.backward called before forward")
         return dout if self.mask is None else dout * self.mask

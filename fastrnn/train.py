@@ -9,13 +9,14 @@ resumed run continues bit for bit as if it had never stopped.
 """
 import json
 import math
-import os
 import time
 
 import numpy as np
 
+from .layers import TimeSoftmaxWithLoss
 from .metrics import exact_match_accuracy, perplexity
-from .models.base import atomic_savez, build_model, to_numpy
+from .models.base import (CheckpointError, atomic_savez, build_model, param_arrays_from,
+                          read_npz, to_numpy)
 from .optim import OPTIMIZERS, clip_grads, merge_tied
 
 CHECKPOINT_VERSION = 1
@@ -43,6 +44,10 @@ class ConsecutiveBatches:
         self.batch_size, self.time_size = int(batch_size), int(time_size)
         self.offsets = np.arange(batch_size) * (n // batch_size)
         self.iters_per_epoch = n // (batch_size * time_size)
+        self.time_idx = 0
+
+    def restart(self):
+        """Go back to the beginning of the stream (an epoch that starts from a zero state)."""
         self.time_idx = 0
 
     def start_epoch(self):
@@ -81,6 +86,9 @@ class RandomBatches:
         self.rng = np.random.default_rng(seed)
         self.starts = None
         self.pos = 0
+
+    def restart(self):
+        """Nothing to rewind: every epoch draws new windows."""
 
     def start_epoch(self):
         offset = int(self.rng.integers(0, self.time_size))
@@ -124,12 +132,22 @@ def eval_perplexity(model, ids, batch_size=10, time_size=35):
         for t0 in range(0, n, time_size):
             x = xp.asarray(xs[:, t0:t0 + time_size])
             t = xp.asarray(ts[:, t0:t0 + time_size])
-            loss = float(model.forward(x, t, train_flg=False))
+            loss = _eval_loss(model, x, t)
             total += loss * t.size
             count += t.size
     finally:
         model.set_state(saved)
     return perplexity(total / count)
+
+
+def _eval_loss(model, xs, ts):
+    """Mean per-token loss of a batch without computing the gradient (models with ``predict``
+    and a ``loss_layer``; others through ``forward(train_flg=False)``)."""
+    layer = getattr(model, "loss_layer", None)
+    if hasattr(model, "predict") and isinstance(layer, TimeSoftmaxWithLoss):
+        layer.forward(model.predict(xs, train_flg=False), ts, grad=False)
+        return float(layer.token_loss)
+    return float(model.forward(xs, ts, train_flg=False))
 
 
 def eval_seq2seq(model, x, t, batch_size=500):
@@ -145,10 +163,43 @@ def eval_seq2seq(model, x, t, batch_size=500):
     return exact_match_accuracy(pred, np.asarray(t)[:, 1:]), pred
 
 
+# -------------------------------------------------------------------------------- schedules
+class StepDecay:
+    """Learning-rate schedule: after epoch ``after`` and every epoch after it, multiply the
+    rate by ``factor`` (Zaremba et al. 2014: ``StepDecay(after=4, factor=0.5)`` for the small
+    model). Called by LMTrainer as ``schedule(epochs_done, lr) -> lr``."""
+
+    def __init__(self, after, factor):
+        if not 0 < factor:
+            raise ValueError(f"StepDecay: factor must be > 0, got {factor}")
+        self.after, self.factor = int(after), float(factor)
+
+    def __call__(self, epochs_done, lr):
+        return lr * self.factor if epochs_done >= self.after else lr
+
+    def __repr__(self):
+        return f"StepDecay(after={self.after}, factor={self.factor:g})"
+
+
+def _fresh_acc():
+    return {"loss": 0.0, "count": 0, "tokens": 0, "time": 0.0}
+
+
 # -------------------------------------------------------------------------------- trainer base
 class _Trainer:
+    """The loop shared by every trainer: epochs of ``iters_per_epoch`` steps, a progress bar,
+    checkpoints every ``checkpoint_every`` steps and at each epoch end, and ``callbacks``
+    (callables ``cb(trainer)``) after each epoch, once its history entry and checkpoint are
+    written. Setting ``trainer.stop = True`` (from a callback, or a signal handler) ends
+    ``fit`` after the current step.
+
+    Subclasses provide ``_start_epoch()``, ``_next_batch() -> (xs, ts)``, ``_postfix(acc)``
+    and ``_epoch_metrics(acc) -> log line`` (which appends to ``history``)."""
+
+    iters_per_epoch = 0
+
     def __init__(self, model, optimizer, max_grad=None, checkpoint_path=None,
-                 checkpoint_every=None, progress=False, log=None, extra=None):
+                 checkpoint_every=None, progress=False, log=None, extra=None, callbacks=()):
         self.model = model
         self.optimizer = optimizer
         self.max_grad = max_grad
@@ -157,21 +208,26 @@ class _Trainer:
         self.progress = progress
         self.log = log if log is not None else (lambda msg: None)
         self.extra = dict(extra or {})  # stored in checkpoints (e.g. vocabulary, CLI options)
+        self.callbacks = list(callbacks)
         self.epoch = 0
         self.iteration = 0  # within the current epoch
         self.total_iters = 0
         self.history = {}
-        self._acc = {"loss": 0.0, "count": 0, "tokens": 0, "time": 0.0}
+        self.stop = False
+        self._epoch_started = False
+        self._acc = _fresh_acc()
 
     def step(self, xs, ts):
-        """One optimization step on a batch; returns the loss."""
+        """One optimization step on a batch; returns the loss per token (whatever the loss
+        layer's reduction, so that perplexities stay comparable)."""
         loss = self.model.forward(xs, ts)
         self.model.backward()
         params, grads = merge_tied(self.model.params, self.model.grads)
         if self.max_grad is not None:
             clip_grads(grads, self.max_grad)
         self.optimizer.update(params, grads)
-        return float(loss)
+        token_loss = getattr(getattr(self.model, "loss_layer", None), "token_loss", None)
+        return float(loss if token_loss is None else token_loss)
 
     def _bar(self, total, initial, desc):
         if not self.progress:
@@ -179,6 +235,57 @@ class _Trainer:
         from tqdm.auto import tqdm
         return tqdm(total=total, initial=initial, desc=desc, unit="batch", leave=False,
                     dynamic_ncols=True)
+
+    def fit(self, max_epoch, max_iters=None):
+        """Train until ``max_epoch`` epochs are done (counting those of a loaded checkpoint), or
+        stop after ``max_iters`` steps of this call, or when a callback sets ``stop``.
+        Returns the history."""
+        xp = self.model.xp
+        done = 0
+        self.stop = False
+        while self.epoch < max_epoch and not self.stop:
+            if not self._epoch_started:
+                self._start_epoch()
+                self._epoch_started = True
+                self._acc = _fresh_acc()
+            bar = self._bar(self.iters_per_epoch, self.iteration,
+                            f"epoch {self.epoch + 1}/{max_epoch}")
+            try:
+                while self.iteration < self.iters_per_epoch:
+                    if max_iters is not None and done >= max_iters:
+                        return self.history
+                    t0 = time.perf_counter()
+                    xs, ts = self._next_batch()
+                    loss = self.step(xp.asarray(xs), xp.asarray(ts))
+                    acc = self._acc
+                    acc["time"] += time.perf_counter() - t0
+                    acc["loss"] += loss
+                    acc["count"] += 1
+                    acc["tokens"] += int(np.size(ts))
+                    self.iteration += 1
+                    self.total_iters += 1
+                    done += 1
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(**self._postfix(acc))
+                    self._maybe_checkpoint()
+                    if self.stop:  # asked between steps (e.g. Ctrl-C): resumable from here
+                        return self.history
+            finally:
+                if bar is not None:
+                    bar.close()
+            self._end_epoch()
+        return self.history
+
+    def _end_epoch(self):
+        self.log(self._epoch_metrics(self._acc))
+        self.epoch += 1
+        self.iteration = 0
+        self._epoch_started = False
+        if self.checkpoint_path:
+            self.save_checkpoint()
+        for cb in self.callbacks:
+            cb(self)
 
     # ---- checkpoints
     def _state(self):
@@ -188,6 +295,8 @@ class _Trainer:
         pass
 
     def save_checkpoint(self, path=None):
+        """Write everything a resumed run needs to ``path`` (default ``checkpoint_path``),
+        atomically: the old file survives any crash during the write."""
         path = path or self.checkpoint_path
         if path is None:
             raise ValueError("no checkpoint path given")
@@ -224,21 +333,52 @@ class _Trainer:
         return path
 
     def load_checkpoint(self, path):
-        """Restore a checkpoint into this trainer's model and optimizer (same architecture)."""
+        """Restore a checkpoint into this trainer's model and optimizer. Everything is checked
+        first (file readable and complete, same trainer kind, same model settings including
+        dtype and dropout, parameter and state shapes, optimizer class and slots); on any
+        mismatch a CheckpointError (a ValueError) names it and nothing is changed."""
         meta, arrays = read_checkpoint(path)
         if meta["kind"] != type(self).__name__:
-            raise ValueError(f"{path} is a {meta['kind']} checkpoint, not {type(self).__name__}")
+            raise CheckpointError(f"{path} is a {meta['kind']} checkpoint, not "
+                                  f"{type(self).__name__}")
         model = self.model
-        n = sum(1 for k in arrays if k.startswith("p") and k[1:].isdigit())
-        model.load_param_arrays([arrays[f"p{i}"] for i in range(n)])
+        params = param_arrays_from(arrays, path)
+        model.check_param_arrays(params, path)
+        model.check_config(meta["config"], path)
         opt_state = dict(meta["optimizer"])
-        opt_state["slots"] = {name: [arrays[f"opt_{name}_{i}"] for i in range(k)]
-                              for name, k in meta["optimizer_slots"].items()}
-        self.optimizer.load_state_dict(opt_state, xp=model.xp)
+        if opt_state.get("class") != type(self.optimizer).__name__:
+            raise CheckpointError(f"{path} holds {opt_state.get('class')} optimizer state, the "
+                                  f"trainer's optimizer is {type(self.optimizer).__name__}")
+        unique = model.unique_params()
+        slots = {}
+        for name, k in meta["optimizer_slots"].items():
+            slots[name] = [_entry(arrays, f"opt_{name}_{i}", path) for i in range(k)]
+            shapes = [a.shape for a in slots[name]]
+            if shapes != [p.shape for p in unique]:
+                raise CheckpointError(f"{path}: optimizer slot {name!r} does not match the "
+                                      f"model's parameters")
+        opt_state["slots"] = slots
+        layers = model.recurrent_layers
+        if len(meta["recurrent_state"]) != len(layers):
+            raise CheckpointError(f"{path} holds {len(meta['recurrent_state'])} recurrent "
+                                  f"states, the model has {len(layers)} recurrent layers")
         states = []
-        for k, cnt in enumerate(meta["recurrent_state"]):
-            states.append(None if cnt is None else tuple(arrays[f"state_{k}_{j}"]
-                                                         for j in range(cnt)))
+        for k, (cnt, layer) in enumerate(zip(meta["recurrent_state"], layers)):
+            if cnt is None:
+                states.append(None)
+                continue
+            st = tuple(_entry(arrays, f"state_{k}_{j}", path) for j in range(cnt))
+            if cnt != len(layer.state_names) or any(s.ndim != 2 or s.shape[1] != layer.H
+                                                    for s in st):
+                raise CheckpointError(f"{path}: recurrent state {k} does not fit the model")
+            states.append(st)
+        if len(meta["dropout_rng"]) != len(model.dropout_layers):
+            raise CheckpointError(f"{path} holds {len(meta['dropout_rng'])} dropout generators, "
+                                  f"the model has {len(model.dropout_layers)} dropout layers")
+        self._check_state(meta["trainer"], path)
+        # Everything fits: only now change the model, the optimizer and the trainer.
+        model.load_param_arrays(params)
+        self.optimizer.load_state_dict(opt_state, xp=model.xp)
         model.set_state(states)
         model.set_rng_state(meta["dropout_rng"])
         self.epoch, self.iteration = meta["epoch"], meta["iteration"]
@@ -250,36 +390,57 @@ class _Trainer:
         self._load_state(meta["trainer"])
         return meta
 
+    def _check_state(self, state, path):
+        """Raise CheckpointError if the trainer-specific state cannot be restored."""
+
     def _maybe_checkpoint(self):
         if self.checkpoint_path and self.checkpoint_every and \
                 self.total_iters % self.checkpoint_every == 0:
             self.save_checkpoint()
 
 
+def _entry(arrays, key, path):
+    if key not in arrays:
+        raise CheckpointError(f"{path}: entry {key!r} is missing (truncated or edited file)")
+    return arrays[key]
+
+
+_META_KEYS = ("version", "kind", "optimizer", "optimizer_slots", "recurrent_state",
+              "dropout_rng", "epoch", "iteration", "total_iters", "history", "acc", "max_grad",
+              "trainer")
+
+
 def read_checkpoint(path):
-    """(meta dict, {name: array}) of a checkpoint file; a clear error for other files."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path} is not a fastrnn checkpoint: {e}") from None
+    """(meta dict, {name: array}) of a checkpoint file; a CheckpointError (a ValueError) for
+    anything else: an empty, truncated or corrupt file, a parameter file, missing entries."""
+    arrays = read_npz(path, "fastrnn checkpoint")
     if "meta" not in arrays or "config" not in arrays:
-        raise ValueError(f"{path} is not a fastrnn trainer checkpoint (no meta/config)")
-    meta = json.loads(str(arrays.pop("meta")))
-    meta["config"] = json.loads(str(arrays.pop("config")))
-    if meta.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: unsupported checkpoint version {meta.get('version')}")
+        raise CheckpointError(f"{path} is not a fastrnn trainer checkpoint (no meta/config)")
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+        meta["config"] = json.loads(str(arrays.pop("config")))
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path} is not a fastrnn checkpoint (unreadable meta: {e})") \
+            from None
+    if not isinstance(meta, dict) or meta.get("version") != CHECKPOINT_VERSION:
+        version = meta.get("version") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{path}: unsupported checkpoint version {version}")
+    missing = [k for k in _META_KEYS if k not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint metadata lacks {', '.join(missing)}")
     return meta, arrays
 
 
 def model_from_checkpoint(path, xp=None):
     """(model with the checkpoint's parameters, meta) without any optimizer."""
     meta, arrays = read_checkpoint(path)
-    model = build_model(meta["config"], xp)
-    n = sum(1 for k in arrays if k.startswith("p") and k[1:].isdigit())
-    model.load_param_arrays([arrays[f"p{i}"] for i in range(n)])
+    try:
+        model = build_model(meta["config"], xp)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its model config cannot be built ({e})") from None
+    params = param_arrays_from(arrays, path)
+    model.check_param_arrays(params, path)
+    model.load_param_arrays(params)
     return model, meta
 
 
@@ -294,14 +455,21 @@ class LMTrainer(_Trainer):
     """Truncated-BPTT training of a language model.
 
     ``sampling="consecutive"`` (default, ConsecutiveBatches: state carried between batches) or
-    ``"random"`` (RandomBatches: state reset before each batch). After every epoch: validation
-    perplexity (if ``val_ids``), learning-rate decay by ``lr_decay`` when it did not improve on
-    the best so far, the best parameters to ``best_path``, and a checkpoint.
-    ``history``: per epoch ``train_ppl``, ``val_ppl``, ``lr``, ``time`` (s), ``wps`` (words/s)."""
+    ``"random"`` (RandomBatches: state reset before each batch). With ``reset_each_epoch``
+    (default) every epoch starts from the beginning of the stream with a zero state, as in the
+    TensorFlow PTB recipe; ``False`` continues the stream and the state across epochs, as the
+    textbook's RnnlmTrainer does.
+
+    Learning rate, after every epoch: ``lr_schedule(epochs_done, lr) -> lr`` if given (e.g.
+    ``StepDecay(after=4, factor=0.5)``), and division by ``lr_decay`` when validation perplexity
+    did not improve on the best so far. The best parameters go to ``best_path``.
+    ``history``: per epoch ``train_ppl``, ``val_ppl``, ``lr`` (the rate used in that epoch),
+    ``time`` (s), ``wps`` (words/s)."""
 
     def __init__(self, model, optimizer, train_ids, val_ids=None, batch_size=20, time_size=35,
                  max_grad=None, sampling="consecutive", seed=0, lr_decay=None,
-                 eval_batch_size=10, eval_time_size=35, best_path=None, **kw):
+                 lr_schedule=None, reset_each_epoch=True, eval_batch_size=10,
+                 eval_time_size=35, best_path=None, **kw):
         super().__init__(model, optimizer, max_grad, **kw)
         if sampling == "consecutive":
             self.batches = ConsecutiveBatches(train_ids, batch_size, time_size)
@@ -309,8 +477,11 @@ class LMTrainer(_Trainer):
             self.batches = RandomBatches(train_ids, batch_size, time_size, seed)
         else:
             raise ValueError(f"unknown sampling {sampling!r}; expected 'consecutive' or 'random'")
+        self.iters_per_epoch = self.batches.iters_per_epoch
         self.val_ids = None if val_ids is None or len(val_ids) < 2 else np.asarray(val_ids)
         self.lr_decay = lr_decay
+        self.lr_schedule = lr_schedule
+        self.reset_each_epoch = bool(reset_each_epoch)
         self.eval_batch_size, self.eval_time_size = eval_batch_size, eval_time_size
         self.best_path = best_path
         self.best_val = math.inf
@@ -320,56 +491,35 @@ class LMTrainer(_Trainer):
         return {"batches": self.batches.state_dict(), "best_val": self.best_val,
                 "epoch_started": self._epoch_started}
 
+    def _check_state(self, s, path):
+        want = set(self.batches.state_dict())
+        if not isinstance(s.get("batches"), dict) or set(s["batches"]) != want:
+            raise CheckpointError(f"{path}: its batch position is not of "
+                                  f"{type(self.batches).__name__} (different --sampling?)")
+
     def _load_state(self, s):
         self.batches.load_state_dict(s["batches"])
         self.best_val = s["best_val"]
         self._epoch_started = s["epoch_started"]
 
-    _epoch_started = False
+    def _start_epoch(self):
+        if self.reset_each_epoch:
+            self.model.reset_state()
+            self.batches.restart()
+        self.batches.start_epoch()
 
-    def fit(self, max_epoch, max_iters=None):
-        """Train until ``max_epoch`` epochs are done (counting those of a loaded checkpoint), or
-        stop after ``max_iters`` steps of this call. Returns the history."""
-        model, b = self.model, self.batches
-        xp = model.xp
-        done = 0
-        while self.epoch < max_epoch:
-            if not self._epoch_started:
-                b.start_epoch()
-                self._epoch_started = True
-                self._acc = {"loss": 0.0, "count": 0, "tokens": 0, "time": 0.0}
-            bar = self._bar(b.iters_per_epoch, self.iteration,
-                            f"epoch {self.epoch + 1}/{max_epoch}")
-            try:
-                while self.iteration < b.iters_per_epoch:
-                    if max_iters is not None and done >= max_iters:
-                        return self.history
-                    t0 = time.perf_counter()
-                    xs, ts = b.next()
-                    if not b.carries_state:
-                        model.reset_state()
-                    loss = self.step(xp.asarray(xs), xp.asarray(ts))
-                    acc = self._acc
-                    acc["time"] += time.perf_counter() - t0
-                    acc["loss"] += loss
-                    acc["count"] += 1
-                    acc["tokens"] += int(ts.size)
-                    self.iteration += 1
-                    self.total_iters += 1
-                    done += 1
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(ppl=f"{perplexity(acc['loss'] / acc['count']):.1f}",
-                                        wps=f"{acc['tokens'] / max(acc['time'], 1e-9):,.0f}")
-                    self._maybe_checkpoint()
-            finally:
-                if bar is not None:
-                    bar.close()
-            self._end_epoch()
-        return self.history
+    def _next_batch(self):
+        xs, ts = self.batches.next()
+        if not self.batches.carries_state:
+            self.model.reset_state()
+        return xs, ts
 
-    def _end_epoch(self):
-        acc, h = self._acc, self.history
+    def _postfix(self, acc):
+        return {"ppl": f"{perplexity(acc['loss'] / max(acc['count'], 1)):.1f}",
+                "wps": f"{acc['tokens'] / max(acc['time'], 1e-9):,.0f}"}
+
+    def _epoch_metrics(self, acc):
+        h = self.history
         train_ppl = perplexity(acc["loss"] / max(acc["count"], 1))
         val_ppl = None
         if self.val_ids is not None:
@@ -384,20 +534,19 @@ class LMTrainer(_Trainer):
         msg = (f"epoch {self.epoch + 1}: train ppl {train_ppl:.2f}"
                + (f" | val ppl {val_ppl:.2f}" if val_ppl is not None else "")
                + f" | lr {lr:g} | {acc['time']:.1f} s | {h['wps'][-1]:,.0f} words/s")
+        new_lr = lr if self.lr_schedule is None else self.lr_schedule(self.epoch + 1, lr)
         if val_ppl is not None:
             if val_ppl < self.best_val:
                 self.best_val = val_ppl
                 if self.best_path:
                     self.model.save_params(self.best_path)
             elif self.lr_decay:
-                self.optimizer.lr = lr / self.lr_decay
-                msg += f" | val did not improve: lr -> {self.optimizer.lr:g}"
-        self.log(msg)
-        self.epoch += 1
-        self.iteration = 0
-        self._epoch_started = False
-        if self.checkpoint_path:
-            self.save_checkpoint()
+                new_lr /= self.lr_decay
+                msg += " | val did not improve"
+        if new_lr != lr:
+            self.optimizer.lr = new_lr
+            msg += f" | lr -> {new_lr:g}"
+        return msg
 
 
 # ------------------------------------------------------------------------------------ seq2seq
@@ -424,46 +573,29 @@ class Seq2seqTrainer(_Trainer):
         return {"rng": self.rng.bit_generator.state,
                 "perm": None if self.perm is None else self.perm.tolist()}
 
+    def _check_state(self, s, path):
+        if s.get("perm") is not None and len(s["perm"]) != len(self.x):
+            raise CheckpointError(f"{path} was written for {len(s['perm'])} training examples, "
+                                  f"this trainer has {len(self.x)}")
+
     def _load_state(self, s):
         self.rng.bit_generator.state = s["rng"]
         self.perm = None if s["perm"] is None else np.asarray(s["perm"], dtype=np.int64)
+        self._epoch_started = self.perm is not None
 
-    def fit(self, max_epoch, max_iters=None):
-        xp = self.model.xp
-        done = 0
-        while self.epoch < max_epoch:
-            if self.perm is None:
-                self.perm = self.rng.permutation(len(self.x))
-                self._acc = {"loss": 0.0, "count": 0, "tokens": 0, "time": 0.0}
-            bar = self._bar(self.iters_per_epoch, self.iteration,
-                            f"epoch {self.epoch + 1}/{max_epoch}")
-            try:
-                while self.iteration < self.iters_per_epoch:
-                    if max_iters is not None and done >= max_iters:
-                        return self.history
-                    t0 = time.perf_counter()
-                    i = self.iteration * self.batch_size
-                    idx = self.perm[i:i + self.batch_size]
-                    loss = self.step(xp.asarray(self.x[idx]), xp.asarray(self.t[idx]))
-                    acc = self._acc
-                    acc["time"] += time.perf_counter() - t0
-                    acc["loss"] += loss
-                    acc["count"] += 1
-                    self.iteration += 1
-                    self.total_iters += 1
-                    done += 1
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{acc['loss'] / acc['count']:.3f}")
-                    self._maybe_checkpoint()
-            finally:
-                if bar is not None:
-                    bar.close()
-            self._end_epoch()
-        return self.history
+    def _start_epoch(self):
+        self.perm = self.rng.permutation(len(self.x))
 
-    def _end_epoch(self):
-        acc, h = self._acc, self.history
+    def _next_batch(self):
+        i = self.iteration * self.batch_size
+        idx = self.perm[i:i + self.batch_size]
+        return self.x[idx], self.t[idx]
+
+    def _postfix(self, acc):
+        return {"loss": f"{acc['loss'] / max(acc['count'], 1):.3f}"}
+
+    def _epoch_metrics(self, acc):
+        h = self.history
         loss = acc["loss"] / max(acc["count"], 1)
         val_acc = None
         if self.x_val is not None and len(self.x_val):
@@ -471,11 +603,7 @@ class Seq2seqTrainer(_Trainer):
         h["loss"].append(loss)
         h["val_acc"].append(val_acc)
         h["time"].append(acc["time"])
-        self.log(f"epoch {self.epoch + 1}: loss {loss:.4f}"
-                 + (f" | val acc {100 * val_acc:.2f}%" if val_acc is not None else "")
-                 + f" | {acc['time']:.1f} s")
-        self.epoch += 1
-        self.iteration = 0
         self.perm = None
-        if self.checkpoint_path:
-            self.save_checkpoint()
+        return (f"epoch {self.epoch + 1}: loss {loss:.4f}"
+                + (f" | val acc {100 * val_acc:.2f}%" if val_acc is not None else "")
+                + f" | {acc['time']:.1f} s")

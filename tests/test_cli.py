@@ -13,6 +13,12 @@ from fastrnn.data import DEFAULT_CORPUS, make_addition
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_dir(tmp_path, monkeypatch):
+    """Runs without --out write below the working directory: keep them out of the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def small_corpus(tmp_path):
     with open(DEFAULT_CORPUS, encoding="utf-8") as f:

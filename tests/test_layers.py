@@ -1,4 +1,4 @@
-"""Layer-level tests: the textbook API contract (DESIGN.md section 1) on every backend.
+"""Layer-level tests: the textbook API contract on every backend.
 
 The layer assembles dWx, dWh, db and dx from the op's dA with large matrix products, so the
 float64 finite-difference checks here test that assembly (and the GRU special cases), on top of
@@ -382,3 +382,111 @@ def test_softmax_all_ignored_and_one_hot(use, rng):
     onehot = np.eye(4)[ids]
     a = float(sm.forward(xs, xp.asarray(ids)))
     assert a == pytest.approx(float(sm.forward(xs, xp.asarray(onehot))))
+
+
+# ------------------------------------------------------------------- errors of the right kind
+def test_bidirectional_backward_needs_3d_dhs(use, rng):
+    xp = use.xp
+    f, b = (make_layer(xp, "lstm", 3, 4, np.float64, rng) for _ in range(2))
+    bi = L.TimeBiLSTM(*f.params, *b.params)
+    bi.forward(xp.asarray(rng.standard_normal((2, 5, 3))))
+    with pytest.raises(ValueError, match=r"TimeBiLSTM: dhs must be 3-D \(N, T, H1 \+ H2\)"):
+        bi.backward(xp.zeros((2, 5)))
+    with pytest.raises(ValueError, match=r"H1 \+ H2 = 8, got \(2, 5, 7\)"):
+        bi.backward(xp.zeros((2, 5, 7)))
+    assert bi.backward(xp.zeros((2, 5, 8))).shape == (2, 5, 3)
+
+
+@pytest.mark.parametrize("make,msg", [
+    (lambda xp: L.TimeLSTM(xp.zeros((3, 0)), xp.zeros((0, 0)), xp.zeros(0)), "H must be >= 1"),
+    (lambda xp: L.TimeRNN(xp.zeros((0, 4)), xp.zeros((4, 4)), xp.zeros(4)), "D must be >= 1"),
+    (lambda xp: L.TimeGRU(xp.zeros((0, 0)), xp.zeros((0, 0)), xp.zeros(0)),
+     "D and H must be >= 1"),
+    (lambda xp: L.TimeEmbedding(xp.zeros((0, 3))), "V must be >= 1"),
+    (lambda xp: L.TimeEmbedding(xp.zeros((3, 0))), "D must be >= 1"),
+    (lambda xp: L.TimeAffine(xp.zeros((3, 0)), xp.zeros(0)), "M must be >= 1"),
+])
+def test_zero_sizes_rejected_by_constructors(use, make, msg):
+    with pytest.raises(ValueError, match=msg):
+        make(use.xp)
+
+
+def test_sigmoid_loss_on_empty_batch_is_zero_without_warnings(use):
+    import warnings
+    xp = use.xp
+    for layer in (L.TimeSigmoidWithLoss(), L.TimeSoftmaxWithLoss()):
+        xs = xp.zeros((0, 3, 4))
+        ts = xp.zeros((0, 3, 4)) if isinstance(layer, L.TimeSigmoidWithLoss) else \
+            xp.zeros((0, 3), dtype=np.int64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            loss = layer.forward(xs, ts)
+            dx = layer.backward()
+        assert float(loss) == 0.0, type(layer).__name__
+        assert dx.shape == (0, 3, 4)
+
+
+def test_dropout_backward_before_forward_and_bad_seed():
+    d = L.TimeDropout(0.5, seed=1)
+    with pytest.raises(RuntimeError, match="TimeDropout.backward called before forward"):
+        d.backward(np.ones((2, 3, 4)))
+    for seed in (-1, 1.5, "x"):
+        with pytest.raises(ValueError, match="TimeDropout: seed must be None or an integer"):
+            L.TimeDropout(0.5, seed=seed)
+    d.train_flg = False
+    x = np.ones((2, 3, 4))
+    assert d.backward(d.forward(x)) is x  # evaluation: identity both ways
+
+
+def test_mixed_weight_dtypes_name_every_dtype():
+    f32, f64 = np.zeros((3, 16), np.float32), np.zeros((3, 16), np.float64)
+    with pytest.raises(TypeError, match="^TimeLSTM: Wx is float64 while Wh and b are float32"):
+        L.TimeLSTM(f64, np.zeros((4, 16), np.float32), np.zeros(16, np.float32))
+    with pytest.raises(TypeError, match="^TimeLSTM: Wh is float64 while Wx and b are float32"):
+        L.TimeLSTM(f32, np.zeros((4, 16), np.float64), np.zeros(16, np.float32))
+    with pytest.raises(TypeError, match="TimeAffine: W is float32 while b is float64"):
+        L.TimeAffine(np.zeros((3, 2), np.float32), np.zeros(2))
+
+
+def test_embedding_errors_name_the_layer(use):
+    xp = use.xp
+    e = L.TimeEmbedding(xp.zeros((5, 2), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"^TimeEmbedding: xs must lie in \[0, 5\)"):
+        e.forward(xp.asarray(np.array([[0, -1]])))
+    with pytest.raises(TypeError, match="^TimeEmbedding: xs must be an integer array"):
+        e.forward(xp.zeros((1, 2), dtype=np.float32))
+    e.forward(xp.asarray(np.array([[0, 4]])))
+    with pytest.raises(ValueError, match=r"^TimeEmbedding: dout must have shape"):
+        e.backward(xp.zeros((1, 2, 3), dtype=np.float32))
+    with pytest.raises(TypeError, match="^TimeEmbedding: dout must have dtype float32"):
+        e.backward(xp.zeros((1, 2, 2)))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum_over_time"])
+def test_softmax_loss_reduction(use, rng, reduction):
+    xp = use.xp
+    xs = xp.asarray(rng.standard_normal((3, 5, 7)))
+    ts = rng.integers(0, 7, (3, 5))
+    ts[0, 1] = -1  # 14 counted labels over 3 rows
+    ts = xp.asarray(ts)
+    mean = L.TimeSoftmaxWithLoss()
+    layer = L.TimeSoftmaxWithLoss(reduction)
+    lm, l = float(mean.forward(xs, ts)), float(layer.forward(xs, ts))
+    scale = 14 / 3 if reduction == "sum_over_time" else 1.0
+    assert l == pytest.approx(lm * scale, rel=1e-12)
+    assert float(layer.token_loss) == pytest.approx(lm, rel=1e-12)
+    assert_close("dx", layer.backward(), mean.backward() * scale)
+    assert_close("dx * 2", layer.backward(2.0), mean.backward() * 2 * scale)
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        L.TimeSoftmaxWithLoss("sum")
+
+
+def test_softmax_loss_without_gradient(use, rng):
+    xp = use.xp
+    xs = xp.asarray(rng.standard_normal((2, 3, 4)))
+    ts = xp.asarray(rng.integers(0, 4, (2, 3)))
+    layer = L.TimeSoftmaxWithLoss()
+    a = float(layer.forward(xs, ts))
+    assert float(layer.forward(xs, ts, grad=False)) == pytest.approx(a, rel=1e-12)
+    with pytest.raises(RuntimeError, match="grad=False"):
+        layer.backward()

@@ -339,3 +339,33 @@ def test_textbook_default_param_file_and_attributes(tmp_path, monkeypatch):
     assert np.array_equal(m.params[0], m2.params[0])
     assert len(m.drop_layers) == 3 and len(m.lstm_layers) == 2
     assert Rnnlm(V, 4, 5).lstm_layer is not None and SimpleRnnlm(V, 4, 5).rnn_layer is not None
+
+
+def test_init_schemes_by_name():
+    from fastrnn.models import RnnLM
+    tb = Rnnlm(V, 4, 5, seed=3)
+    assert Rnnlm(V, 4, 5, seed=3, init="textbook").params[0].tolist() == tb.params[0].tolist()
+    u = RnnLM(V, 4, 5, num_layers=2, init="uniform", init_scale=0.05, seed=3)
+    for p in u.params:
+        assert 0 < float(abs(p).max()) <= 0.05  # biases drawn too
+    assert float(abs(u.params[0]).max()) > 0.045
+    pt = GRUlm(V, 4, 16, init="pytorch", reset_after=True, seed=3)
+    assert 0.7 < float(pt.params[0].std()) < 1.4  # embedding N(0, 1), not N(0, 0.01^2)
+    rnn_params = pt.rnns[0].params
+    assert all(float(abs(p).max()) <= 0.25 for p in rnn_params)  # U(+-1/sqrt(16))
+    assert float(abs(rnn_params[3]).max()) > 0  # b_hn drawn, not zeros
+    assert u.config["init"] == "uniform" and build_model(u.config).params[1].tolist() == \
+        u.params[1].tolist()
+    with pytest.raises(ValueError, match="unknown init 'xavier'"):
+        Rnnlm(V, 4, 5, init="xavier")
+    with pytest.raises(ValueError, match="init_scale must be a positive number"):
+        RnnLM(V, 4, 5, init="uniform", init_scale=0)
+
+
+@pytest.mark.parametrize("cls", [Seq2seq, PeekySeq2seq, AttentionSeq2seq])
+def test_seq2seq_init_schemes(cls):
+    tb = cls(V, 4, 5, seed=2)
+    assert cls(V, 4, 5, seed=2, init="textbook").params[0].tolist() == tb.params[0].tolist()
+    u = cls(V, 4, 5, seed=2, init="uniform", init_scale=0.02)
+    assert all(0 < float(abs(p).max()) <= 0.02 for p in u.params)
+    assert build_model(u.config).params[-1].tolist() == u.params[-1].tolist()

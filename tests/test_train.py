@@ -268,3 +268,97 @@ def test_ptb_rnnlm_learns_in_a_few_hundred_batches():
     tr.fit(1, max_iters=300)
     ppl = eval_perplexity(tr.model, c.val[:20000])
     assert ppl < 480, ppl
+
+
+# ------------------------------------------------------------------- schedules and callbacks
+def test_step_decay_schedule_and_callbacks(monkeypatch):
+    monkeypatch.setattr(T, "eval_perplexity", lambda *a, **k: 10.0)  # never improves after 1
+    ids = np.random.default_rng(0).integers(0, 20, 400)
+    seen = []
+
+    def cb(tr):
+        seen.append((tr.epoch, tr.history["lr"][-1]))
+        if tr.epoch == 5:
+            tr.stop = True
+    tr = LMTrainer(Rnnlm(20, 4, 4), SGD(lr=1.0), ids, ids[:100], batch_size=2, time_size=5,
+                   lr_schedule=T.StepDecay(after=2, factor=0.5), callbacks=[cb])
+    tr.fit(9)
+    assert tr.history["lr"] == [1.0, 1.0, 0.5, 0.25, 0.125]
+    assert seen == [(1, 1.0), (2, 1.0), (3, 0.5), (4, 0.25), (5, 0.125)]
+    assert tr.epoch == 5  # the callback stopped it
+
+
+def test_state_is_reset_and_stream_restarted_at_each_epoch():
+    ids = np.random.default_rng(1).integers(0, 20, 403)
+    tr = LMTrainer(Rnnlm(20, 4, 4), SGD(lr=0.0), ids, batch_size=2, time_size=7)
+    first = []
+    orig = tr.step
+
+    def step(xs, ts):
+        if tr.iteration == 0:
+            first.append((np.array(xs), tr.model.get_state()[0]))
+        return orig(xs, ts)
+    tr.step = step
+    tr.fit(2)
+    assert np.array_equal(first[0][0], first[1][0])  # each epoch reads the same first batch
+    assert first[1][1] is None  # from a zero state
+    keep = LMTrainer(Rnnlm(20, 4, 4), SGD(lr=0.0), ids, batch_size=2, time_size=7,
+                     reset_each_epoch=False)
+    keep.fit(1)
+    assert keep.model.get_state()[0] is not None and keep.batches.time_idx > 0
+
+
+def test_eval_perplexity_computes_no_gradient(monkeypatch):
+    import fastrnn.layers as L
+    calls = []
+    orig = L.TimeSoftmaxWithLoss.forward
+
+    def spy(self, xs, ts, grad=True):
+        calls.append(grad)
+        return orig(self, xs, ts, grad)
+    monkeypatch.setattr(L.TimeSoftmaxWithLoss, "forward", spy)
+    ids = np.random.default_rng(0).integers(0, 20, 200)
+    m = Rnnlm(20, 4, 4)
+    ppl = eval_perplexity(m, ids, batch_size=2, time_size=10)
+    assert calls and not any(calls)
+    monkeypatch.setattr(L.TimeSoftmaxWithLoss, "forward", orig)
+    m.reset_state()
+    xs, ts = ids[:198].reshape(2, 99), ids[1:199].reshape(2, 99)
+    assert ppl == pytest.approx(math.exp(float(m.forward(xs, ts, train_flg=False))), rel=1e-5)
+
+
+def test_sum_over_time_loss_trains_like_mean_with_lr_times_t():
+    from fastrnn.models import RnnLM
+    ids = np.random.default_rng(2).integers(0, 20, 400)
+    runs = []
+    for reduction, lr in (("mean", 5.0), ("sum_over_time", 1.0)):
+        m = RnnLM(20, 4, 4, loss_reduction=reduction, dtype="float64")
+        tr = LMTrainer(m, SGD(lr=lr), ids, batch_size=2, time_size=5)
+        runs.append(tr.fit(1)["train_ppl"][0])
+    assert runs[0] == pytest.approx(runs[1], rel=1e-9)  # same steps, same per-token ppl
+
+
+def test_zaremba_example_parses_and_builds_its_recipe(monkeypatch, capsys):
+    import runpy
+    path = os.path.join(HERE, "..", "examples", "zaremba_small.py")
+    ns = runpy.run_path(path, run_name="example")
+    with pytest.raises(SystemExit) as e:
+        ns["main"](["--help"])
+    assert e.value.code == 0 and "Zaremba" in capsys.readouterr().out
+    seen = {}
+
+    class FakeCorpus:
+        vocab = list(range(12))
+        train = val = test = np.random.default_rng(0).integers(0, 12, 900)
+
+    def fit(self, epochs):
+        seen.update(lr=self.optimizer.lr, epochs=epochs, T=self.batches.time_size,
+                    clip=self.max_grad, sched=repr(self.lr_schedule),
+                    reduction=self.model.loss_layer.reduction,
+                    layers=len(self.model.rnns), init=self.model.config["init"])
+        return self.history
+    ns["main"].__globals__["load_ptb"] = lambda d: FakeCorpus
+    monkeypatch.setattr(LMTrainer, "fit", fit)
+    ns["main"](["--epochs", "13"])
+    assert seen == dict(lr=1.0, epochs=13, T=20, clip=5.0, sched="StepDecay(after=4, factor=0.5)",
+                        reduction="sum_over_time", layers=2, init="uniform")

@@ -6,16 +6,17 @@ from .seq2seq import START, arrays_from_lines, load_seq2seq, make_addition
 from .vocab import EOS, UNK, Vocab
 
 __all__ = ["Vocab", "EOS", "UNK", "Corpus", "DEFAULT_CORPUS", "load_text_corpus", "read_text",
-           "tokenize", "load_ptb", "DataError", "load_seq2seq", "START", "make_addition", "arrays_from_lines", "shared_data_dir"]
+           "tokenize", "load_ptb", "DataError", "load_seq2seq", "START", "make_addition",
+           "arrays_from_lines", "shared_data_dir"]
 
 
 def shared_data_dir():
-    """The project's real-data folder: $FASTRNN_DATA, else ../shared/data next to the checkout;
-    None when neither exists."""
+    """The real-data folder: $FASTRNN_DATA, else ``../shared/data`` from the working folder (the
+    layout of a source checkout run from its root); None when neither exists. Never a path
+    relative to the installed package."""
     import os
     env = os.environ.get("FASTRNN_DATA")
     if env:
         return env if os.path.isdir(env) else None
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    cand = os.path.join(here, "..", "shared", "data")
-    return os.path.normpath(cand) if os.path.isdir(cand) else None
+    cand = os.path.abspath(os.path.join("..", "shared", "data"))
+    return cand if os.path.isdir(cand) else None

@@ -5,11 +5,12 @@ the optimizers merge them), ``forward(xs, ts)`` -> loss, ``backward()``, ``reset
 ``save_params`` / ``load_params``, and runs on NumPy or CuPy arrays (``xp="cupy"``).
 """
 from .attention import AttentionDecoder, AttentionSeq2seq, TimeAttention
-from .base import Model, build_model, load_model
+from .base import CheckpointError, Model, build_model, load_model
 from .generation import sample_id
 from .rnnlm import BetterRnnlm, GRUlm, Rnnlm, RnnLM, SimpleRnnlm
 from .seq2seq import Decoder, Encoder, PeekyDecoder, PeekySeq2seq, Seq2seq
 
-__all__ = ["Model", "build_model", "load_model", "sample_id", "RnnLM", "SimpleRnnlm", "Rnnlm",
-           "BetterRnnlm", "GRUlm", "Seq2seq", "PeekySeq2seq", "AttentionSeq2seq", "Encoder",
-           "Decoder", "PeekyDecoder", "AttentionDecoder", "TimeAttention"]
+__all__ = ["CheckpointError", "Model", "build_model", "load_model", "sample_id", "RnnLM",
+           "SimpleRnnlm", "Rnnlm", "BetterRnnlm", "GRUlm", "Seq2seq", "PeekySeq2seq",
+           "AttentionSeq2seq", "Encoder", "Decoder", "PeekyDecoder", "AttentionDecoder",
+           "TimeAttention"]

@@ -5,7 +5,6 @@ matrix products over (N, Td, Te)), instead of the textbook's Python loop over de
 the result is the same: for decoder step t, ``a = softmax(hs_enc @ h_dec[t])`` and the context
 ``c[t] = a @ hs_enc``.
 """
-import numpy as np
 
 from .. import layers as L
 from ..checks import array_module
@@ -46,10 +45,10 @@ class AttentionDecoder:
     """Embedding -> recurrent layer -> attention over encoder states -> Affine([context | h])."""
 
     def __init__(self, init, V, D, H, cell, reset_after=False):
-        self.embed = L.TimeEmbedding(init.randn(V, D, scale=0.01))
+        self.embed = L.TimeEmbedding(init.embedding(V, D))
         self.rnn = init.rnn(cell, D, H, stateful=True, reset_after=reset_after)
         self.attention = TimeAttention()
-        self.affine = L.TimeAffine(init.randn(2 * H, V, scale=1 / np.sqrt(2 * H)), init.zeros(V))
+        self.affine = L.TimeAffine(*init.affine(2 * H, V))
         self.layers = [self.embed, self.rnn, self.attention, self.affine]
         self.params = self.embed.params + self.rnn.params + self.affine.params
         self.grads = self.embed.grads + self.rnn.grads + self.affine.grads

@@ -22,7 +22,7 @@ class Encoder:
     """Embedding -> recurrent layer (not stateful); ``forward`` returns all hidden states."""
 
     def __init__(self, init, V, D, H, cell, reset_after=False):
-        self.embed = L.TimeEmbedding(init.randn(V, D, scale=0.01))
+        self.embed = L.TimeEmbedding(init.embedding(V, D))
         self.rnn = init.rnn(cell, D, H, stateful=False, reset_after=reset_after)
         self.layers = [self.embed, self.rnn]
         self.params = self.embed.params + self.rnn.params
@@ -39,9 +39,9 @@ class Decoder:
     """Embedding -> stateful recurrent layer started from the encoder state -> Affine."""
 
     def __init__(self, init, V, D, H, cell, reset_after=False):
-        self.embed = L.TimeEmbedding(init.randn(V, D, scale=0.01))
+        self.embed = L.TimeEmbedding(init.embedding(V, D))
         self.rnn = init.rnn(cell, D, H, stateful=True, reset_after=reset_after)
-        self.affine = L.TimeAffine(init.randn(H, V, scale=1 / np.sqrt(H)), init.zeros(V))
+        self.affine = L.TimeAffine(*init.affine(H, V))
         self.layers = [self.embed, self.rnn, self.affine]
         self.params = self.embed.params + self.rnn.params + self.affine.params
         self.grads = self.embed.grads + self.rnn.grads + self.affine.grads
@@ -67,9 +67,9 @@ class PeekyDecoder(Decoder):
     """The encoder state h is concatenated to every decoder input and to the affine's input."""
 
     def __init__(self, init, V, D, H, cell, reset_after=False):
-        self.embed = L.TimeEmbedding(init.randn(V, D, scale=0.01))
+        self.embed = L.TimeEmbedding(init.embedding(V, D))
         self.rnn = init.rnn(cell, H + D, H, stateful=True, reset_after=reset_after)
-        self.affine = L.TimeAffine(init.randn(H + H, V, scale=1 / np.sqrt(H + H)), init.zeros(V))
+        self.affine = L.TimeAffine(*init.affine(H + H, V))
         self.layers = [self.embed, self.rnn, self.affine]
         self.params = self.embed.params + self.rnn.params + self.affine.params
         self.grads = self.embed.grads + self.rnn.grads + self.affine.grads
@@ -167,16 +167,18 @@ class Seq2seq(_EncoderDecoder):
     decoder_class = Decoder
 
     def __init__(self, vocab_size, wordvec_size=16, hidden_size=128, cell="lstm",
-                 reverse_input=False, reset_after=False, dtype="float32", seed=0, xp=None):
+                 reverse_input=False, reset_after=False, dtype="float32", seed=0, xp=None,
+                 init="textbook", init_scale=0.1):
         V, D, H = int(vocab_size), int(wordvec_size), int(hidden_size)
-        init = Init(seed, dtype, xp)
-        self.encoder = Encoder(init, V, D, H, cell, reset_after)
-        self.decoder = self.decoder_class(init, V, D, H, cell, reset_after)
+        init_ = Init(seed, dtype, xp, init, init_scale)
+        self.encoder = Encoder(init_, V, D, H, cell, reset_after)
+        self.decoder = self.decoder_class(init_, V, D, H, cell, reset_after)
         self.loss_layer = L.TimeSoftmaxWithLoss()
         self.reverse_input = bool(reverse_input)
         self._finish(dict(vocab_size=V, wordvec_size=D, hidden_size=H, cell=cell,
                           reverse_input=self.reverse_input, reset_after=bool(reset_after),
-                          dtype=np.dtype(dtype).name, seed=seed),
+                          dtype=np.dtype(dtype).name, seed=seed, init=init,
+                          init_scale=float(init_scale)),
                      self.encoder.layers + self.decoder.layers)
 
 
