@@ -12,9 +12,11 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 # Argument kinds of the contract: FLOAT arrays share the op's float dtype; INT arrays hold ids or
-# labels of any integer dtype; OUT is a FLOAT array the op overwrites and returns; RATIO, SEED
-# and FLAG are scalars.
-FLOAT, INT, OUT, RATIO, SEED, FLAG = "float", "int", "out", "ratio", "seed", "flag"
+# labels of any integer dtype; OUT is a FLOAT array the op overwrites and returns; LENGTHS is an
+# optional (None: every row has all T steps) integer array of per-row lengths in [0, T], handed
+# to the implementation as int64; RATIO, SEED and FLAG are scalars.
+FLOAT, INT, OUT, LENGTHS, RATIO, SEED, FLAG = ("float", "int", "out", "lengths", "ratio", "seed",
+                                               "flag")
 ARRAY_KINDS = (FLOAT, INT, OUT)
 
 
@@ -135,13 +137,14 @@ def _expected_shape(op, arg, sizes):
 def check(op, values):
     """Validate ``values`` (one per argument of ``op``, in order) and return what the
     implementation gets: arrays with exact C strides, scalars converted (see module doc)."""
-    values = [_plain(op, arg, v) for arg, v in zip(op.args, values)]
+    values = [v if arg.kind == LENGTHS and v is None else _plain(op, arg, v)
+              for arg, v in zip(op.args, values)]
     dtype = None
     for arg, v in zip(op.args, values):
         if arg.kind in (FLOAT, OUT):
             require_float(op.name, arg.name, v, dtype)
             dtype = v.dtype
-        elif arg.kind == INT:
+        elif arg.kind == INT or (arg.kind == LENGTHS and v is not None):
             require_int(op.name, arg.name, v)
     by_name = dict(zip((a.name for a in op.args), values))
     args = op.arg_by_name
@@ -154,9 +157,14 @@ def check(op, values):
         require_rank(op.name, name, v, len(a.dims), op.symbolic(a.shape))
         sizes[sym] = v.shape[a.dims.index(sym)]
     for a, v in zip(op.args, values):
-        if a.kind in ARRAY_KINDS:
+        if a.kind in ARRAY_KINDS or (a.kind == LENGTHS and v is not None):
             require_shape(op.name, a.name, v, _expected_shape(op, a, sizes),
                           op.symbolic(a.shape))
+        if a.kind == LENGTHS and v is not None and v.size:
+            lo, hi = int(v.min()), int(v.max())
+            if lo < 0 or hi > sizes["T"]:
+                raise ValueError(f"{op.name}: {a.name} must lie in [0, T] = [0, {sizes['T']}], "
+                                 f"found {lo if lo < 0 else hi}")
     for sym in op.nonempty:
         if sizes[sym] < 1:
             name = op.sizes[sym]
@@ -175,6 +183,8 @@ def check(op, values):
             out.append(v)
         elif a.kind == INT and not v.dtype.isnative:  # compiled kernels take native order only
             out.append(v.astype(v.dtype.newbyteorder("=")))
+        elif a.kind == LENGTHS:
+            out.append(None if v is None else array_module(v).ascontiguousarray(v, dtype=np.int64))
         elif a.kind in ARRAY_KINDS:
             out.append(c_layout(v))
         else:

@@ -31,6 +31,12 @@ Empty sizes: N = 0, T = 0, H = 0, D = 0 and V = 0 (with no ids) give correctly s
 outputs and zero state gradients on every backend. ``softmax_cross_entropy`` needs V >= 1 (a
 distribution over no classes has no loss).
 
+Variable lengths: every recurrence takes ``lengths`` (N,), integers in [0, T], or None (all T).
+Step t of row n is padding when t >= lengths[n]: its outputs, activations and gradients are
+zero and its ``dhs`` is ignored, so nothing flows to or from padding; the state a row ends in is
+its state after its own last step, which the caller gathers from ``hs`` (``h0`` when the length
+is 0). Rows keep their place: nothing is sorted or packed.
+
 Non-finite values (one policy for every backend): IEEE propagation. Ops do not scan for NaN or
 inf; a NaN or inf in any element an op reads gives NaN or inf in every output element that the
 NumPy reference computes from it, never a finite made-up value. Rows of
@@ -45,7 +51,7 @@ import dataclasses
 import functools
 import inspect
 
-from .checks import ARRAY_KINDS, FLAG, FLOAT, INT, OUT, RATIO, SEED, check
+from .checks import ARRAY_KINDS, FLAG, FLOAT, INT, LENGTHS, OUT, RATIO, SEED, check
 
 # Gates per cell: the only place this fact is written.
 GATES = {"rnn": 1, "lstm": 4, "gru": 3, "gru_ra": 3}
@@ -97,8 +103,9 @@ class Op:
     def describe(self):
         """The contract of this op as text (used as the exported op's docstring)."""
         def fmt(a):
-            return (f"{a.name} {self.symbolic(a.shape)} {a.kind}" if a.kind in ARRAY_KINDS
-                    else f"{a.name} ({a.kind})")
+            shaped = a.kind in ARRAY_KINDS or a.kind == LENGTHS
+            return f"{a.name} {self.symbolic(a.shape)} {a.kind}" if shaped else \
+                f"{a.name} ({a.kind})"
         lines = [f"{self.name}{self.signature}: {self.summary}", "",
                  "Arguments: " + "; ".join(fmt(a) for a in self.args) + ".",
                  "Returns: " + ", ".join(f"{n} {self.symbolic(s)}" for n, s in self.returns)
@@ -121,8 +128,11 @@ _RECURRENCE_SHAPES = {
 
 
 def _recurrence(cell, direction, args, returns, summary):
-    """A recurrence op: T and N are read from its first argument, H from Wh."""
-    return Op(f"{cell}_{direction}", tuple(Arg(n, FLOAT, _RECURRENCE_SHAPES[n]) for n in args),
+    """A recurrence op: T and N are read from its first argument, H from Wh. The last argument,
+    ``lengths`` (N,) or None, gives each row's number of steps (see the module doc)."""
+    return Op(f"{cell}_{direction}",
+              tuple(Arg(n, FLOAT, _RECURRENCE_SHAPES[n]) for n in args)
+              + (Arg("lengths", LENGTHS, "(N,)", default=None),),
               tuple((n, _RECURRENCE_SHAPES[n]) for n in returns),
               sizes={"T": args[0], "N": args[0], "H": "Wh"}, summary=summary,
               gates=GATES[cell])

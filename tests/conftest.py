@@ -25,6 +25,7 @@ Inputs
     into a view with the same values and another memory layout (Fortran order, strided,
     reversed, zero strides), on the backend's device.
 """
+import inspect
 import os
 import sys
 import types
@@ -154,8 +155,13 @@ def rng(request):
 # ---------------------------------------------------------------------- recurrence helpers
 CELLS = contract.CELLS
 GATES = contract.GATES
-FORWARD_ARGS = {c: tuple(a.name for a in contract.forward_op(c).args) for c in CELLS}
-BACKWARD_ARGS = {c: tuple(a.name for a in contract.backward_op(c).args) for c in CELLS}
+def _required(op):
+    """Names of an op's arguments that have no default (``lengths`` is optional)."""
+    return tuple(a.name for a in op.args if a.default is inspect.Parameter.empty)
+
+
+FORWARD_ARGS = {c: _required(contract.forward_op(c)) for c in CELLS}
+BACKWARD_ARGS = {c: _required(contract.backward_op(c)) for c in CELLS}
 FORWARD_OUT = {c: tuple(n for n, _ in contract.forward_op(c).returns) for c in CELLS}
 BACKWARD_OUT = {c: tuple(n for n, _ in contract.backward_op(c).returns) for c in CELLS}
 STATE = {c: tuple(n for n in FORWARD_ARGS[c] if n in ("h0", "c0")) for c in CELLS}
@@ -211,19 +217,21 @@ def op_inputs(name, dtype=np.float64, seed=0, *, T=3, N=2, H=5, D=4, V=6, scale=
     raise ValueError(f"no input generator for op {name!r}")
 
 
-def run_forward(call, cell, p):
+def run_forward(call, cell, p, lengths=None):
     """Forward op of ``cell`` through ``call(op_name, *args)``: a dict of named outputs."""
-    out = call(f"{cell}_forward", *(p[k] for k in FORWARD_ARGS[cell]))
+    args = [p[k] for k in FORWARD_ARGS[cell]] + ([] if lengths is None else [lengths])
+    out = call(f"{cell}_forward", *args)
     if not isinstance(out, tuple):
         out = (out,)
     assert len(out) == len(FORWARD_OUT[cell]), f"{cell}_forward returned {len(out)} values"
     return dict(zip(FORWARD_OUT[cell], out))
 
 
-def run_backward(call, cell, p, fwd, dhs):
+def run_backward(call, cell, p, fwd, dhs, lengths=None):
     """Backward op of ``cell`` given inputs ``p``, forward outputs ``fwd``: a dict of outputs."""
     env = dict(p, **fwd, dhs=dhs)
-    out = call(f"{cell}_backward", *(env[k] for k in BACKWARD_ARGS[cell]))
+    args = [env[k] for k in BACKWARD_ARGS[cell]] + ([] if lengths is None else [lengths])
+    out = call(f"{cell}_backward", *args)
     assert isinstance(out, tuple) and len(out) == len(BACKWARD_OUT[cell]), \
         f"{cell}_backward returned {type(out).__name__} of the wrong length"
     return dict(zip(BACKWARD_OUT[cell], out))

@@ -206,7 +206,7 @@ def test_softmax_grad_flag_must_be_bool(backend):
 
 
 def test_wrong_argument_count_names_the_op(backend):
-    with pytest.raises(TypeError, match=r"rnn_forward: .*rnn_forward\(xw, Wh, h0\)"):
+    with pytest.raises(TypeError, match=r"rnn_forward: .*rnn_forward\(xw, Wh, h0, lengths=None\)"):
         backend.op("rnn_forward")(np.zeros((1, 1, 1)), np.zeros((1, 1)))
 
 
@@ -491,9 +491,10 @@ def test_assert_close_names_tensor_worst_index_and_error():
 
 # ------------------------------------------------------------------------- the op contract
 def test_bind_refuses_an_implementation_with_other_parameters():
-    def rnn_forward(xw, W, h0):  # "W" instead of the contract's "Wh"
+    def rnn_forward(xw, W, h0, lengths=None):  # "W" instead of the contract's "Wh"
         return xw
-    with pytest.raises(TypeError, match=r"does not match the contract rnn_forward\(xw, Wh, h0\)"):
+    with pytest.raises(TypeError, match=r"does not match the contract "
+                                        r"rnn_forward\(xw, Wh, h0, lengths=None\)"):
         contract.bind("rnn_forward", rnn_forward)
 
 
@@ -501,9 +502,9 @@ def test_export_binds_own_ops_and_reexports_bound_ones():
     """How a backend that implements only some ops (the compiled engine) builds its table."""
     calls = []
 
-    def rnn_forward(xw, Wh, h0):
+    def rnn_forward(xw, Wh, h0, lengths=None):
         calls.append((xw.flags.c_contiguous, xw.strides))
-        return R.rnn_forward(xw, Wh, h0)
+        return R.rnn_forward(xw, Wh, h0, lengths)
 
     namespace = {"__name__": "fake_backend"}
     contract.export(namespace, {"rnn_forward": rnn_forward}, R)

@@ -67,21 +67,21 @@ def test_backend_exports_every_op_with_the_contract_signature(backend):
 
 # ------------------------------------------------------------------------------ recurrences
 def check_recurrence(backend, rec, cell, dtype, T, N, H, zero_state=False, scale=1.0,
-                     wscale=1.0, seed=0, kind="c"):
+                     wscale=1.0, seed=0, kind="c", lengths=None):
     """Forward and backward of ``cell`` on ``backend`` against the float64 reference."""
     call = caller(backend, kind)
     p = rec.inputs(cell, T, N, H, dtype, seed, scale=scale, wscale=wscale,
                    zero_state=zero_state)
-    where = f"(T={T} N={N} H={H}, {kind} inputs)"
+    where = f"(T={T} N={N} H={H}, {kind} inputs, lengths {lengths})"
     ref = compare_and_check_inputs(backend, cell, "forward", where, dtype, p,
-                                   lambda: rec.forward(call, cell, p),
-                                   lambda: rec.forward(ref_call, cell, as64(p)))
+                                   lambda: rec.forward(call, cell, p, lengths),
+                                   lambda: rec.forward(ref_call, cell, as64(p), lengths))
     fwd = {k: v.astype(dtype) for k, v in ref.items()}
     dhs = np.random.default_rng(seed + 1).standard_normal((T, N, H)).astype(dtype)
     compare_and_check_inputs(backend, cell, "backward", where, dtype, fwd,
-                             lambda: rec.backward(call, cell, p, fwd, dhs),
+                             lambda: rec.backward(call, cell, p, fwd, dhs, lengths),
                              lambda: rec.backward(ref_call, cell, as64(p), as64(fwd),
-                                                  dhs.astype(np.float64)))
+                                                  dhs.astype(np.float64), lengths))
 
 
 def compare_and_check_inputs(backend, cell, direction, where, dtype, inputs, run, run_ref):
@@ -112,6 +112,22 @@ def compare_and_check_inputs(backend, cell, direction, where, dtype, inputs, run
 def test_recurrence_matches_reference(candidate, rec, cell, dtype, T, N, H, zero_state, scale,
                                       wscale, seed, kind):
     check_recurrence(candidate, rec, cell, dtype, T, N, H, zero_state, scale, wscale, seed, kind)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell", CELLS)
+@given(data=st.data(), T=st.integers(1, 7), N=st.integers(1, 6), H=HIDDEN,
+       seed=st.integers(0, 2 ** 32 - 1), kind=st.sampled_from(LAYOUTS))
+@example(data=None, T=3, N=4, H=5, seed=0, kind="c")
+def test_recurrence_with_lengths_matches_reference(candidate, rec, cell, dtype, data, T, N, H,
+                                                   seed, kind):
+    # Per-row lengths from 0 to T (the explicit example: 0, T and two in between).
+    if data is None:
+        lengths = np.array([0, T, 1, 2])
+    else:
+        lengths = np.array(data.draw(st.lists(st.integers(0, T), min_size=N, max_size=N)))
+    check_recurrence(candidate, rec, cell, dtype, T, N, H, seed=seed, kind=kind,
+                     lengths=lengths)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -4,7 +4,8 @@ error from fastrnn, never a crash, a foreign exception or a silently different r
 Each example starts from valid arguments (conftest.op_inputs, sizes from 0, both dtypes), gives
 every array a memory layout (C, Fortran, strided, reversed, zero strides) and maybe makes it
 read-only, then applies one mutation: none, NaN / inf at drawn places, bad ids or labels, a
-wrong shape, a wrong dtype or type, or a bad scalar. The outcome must be one of
+wrong shape, a wrong dtype or type, a bad scalar, or per-row lengths for a recurrence (valid
+ones of several integer dtypes, or out of [0, T], of the wrong shape or dtype). The outcome must be one of
 
 - the reference's result: the float64 NumPy reference on the same values, within the table of
   tests/tolerances.py, with NaN and inf exactly where the reference has them;
@@ -44,7 +45,7 @@ def _available(name):
 
 TOTAL = int(os.environ.get("FASTRNN_FUZZ_EXAMPLES", "2000"))
 PER_TEST = max(1, TOTAL // (max(1, sum(map(_available, CPU_BACKENDS))) * len(contract.NAMES)))
-MUTATIONS = ("none", "non_finite", "ids", "shape", "dtype", "scalar")
+MUTATIONS = ("none", "non_finite", "ids", "shape", "dtype", "scalar", "lengths")
 OUTCOMES = collections.Counter()
 SIZES = {"T": st.integers(0, 4), "N": st.integers(0, 3),
          "H": st.sampled_from([0, 1, 2, 3, 5, 9, 17, 67]), "D": st.integers(0, 5),
@@ -83,6 +84,9 @@ def _mutate(data, name, args):
         for _ in range(data.draw(st.integers(1, 3), label="how many")):
             k = data.draw(st.integers(0, flat.size - 1), label="where")
             flat[k] = data.draw(st.sampled_from([np.nan, np.inf, -np.inf]), label="value")
+    elif kind == "lengths":
+        if not any(a.kind == "lengths" for a in op.args):
+            return "none"
     elif kind == "ids":
         if not ints or args[ints[0]].size == 0:
             return "none"
@@ -134,10 +138,33 @@ def _mutate(data, name, args):
     return kind
 
 
+def _lengths(data, args):
+    """A lengths argument for a recurrence whose first argument is (T, N, ...)."""
+    T, N = args[0].shape[:2]
+    variant = data.draw(st.sampled_from(["valid", "valid", "negative", "long", "shape", "float",
+                                         "list"]), label="lengths variant")
+    values = np.array(data.draw(st.lists(st.integers(0, T), min_size=N, max_size=N),
+                                label="lengths"), dtype=np.int64)
+    if variant == "valid":
+        return values.astype(data.draw(st.sampled_from([np.int64, np.int32, np.uint8]),
+                                       label="lengths dtype"))
+    if variant == "negative" and N:
+        values[0] = -1
+    elif variant == "long" and N:
+        values[-1] = T + 1
+    elif variant == "shape":
+        return np.zeros(N + 1, np.int64)
+    elif variant == "float":
+        return values.astype(np.float64)
+    elif variant == "list":
+        return values.tolist()
+    return values
+
+
 def _relayout(data, name, args):
     op = contract.OPS_BY_NAME[name]
-    for i, a in enumerate(op.args):
-        if isinstance(args[i], np.ndarray) and a.kind in ("float", "int", "out"):
+    for i, a in enumerate(op.args[:len(args)]):
+        if isinstance(args[i], np.ndarray) and a.kind in ("float", "int", "out", "lengths"):
             kind = data.draw(st.sampled_from(LAYOUTS), label=f"{a.name} layout")
             v = layout(np, args[i], kind)
             if data.draw(st.booleans(), label=f"{a.name} read-only"):
@@ -176,6 +203,8 @@ def test_fuzz_op(cpu_backend, name, data):
     seed = data.draw(st.integers(0, 2 ** 32 - 1), label="seed")
     args = op_inputs(name, dtype, seed, **sizes)
     mutation = _mutate(data, name, args)
+    if mutation == "lengths":
+        args.append(_lengths(data, args))
     _relayout(data, name, args)
     ref_args = [_reference_copy(a, a.dtype == dtype and mutation != "dtype", arg.kind)
                 if isinstance(a, np.ndarray) else a

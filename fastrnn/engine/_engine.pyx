@@ -67,10 +67,12 @@ def max_threads():
     return fr_max_threads()
 
 
-def rnn_forward(const real[:, :, ::1] xw, const real[:, ::1] Wh, const real[:, ::1] h0, real[:, :, ::1] hs, int64_t[::1] lengths, int nthreads):
+def rnn_forward(const real[:, :, ::1] xw, const real[:, ::1] Wh, const real[:, ::1] h0, real[:, :, ::1] hs, const int64_t[::1] lengths, int nthreads):
     cdef int T = hs.shape[0], N = hs.shape[1], H = h0.shape[1]
     cdef int rc
-    cdef const int64_t *lp = NULL if lengths is None else &lengths[0]
+    cdef const int64_t *lp = NULL
+    if lengths is not None:
+        lp = &lengths[0]
     with nogil:
         if real is float:
             rc = fr_rnn_forward_f32(T, N, H, &xw[0, 0, 0], &Wh[0, 0], &h0[0, 0], &hs[0, 0, 0], lp, nthreads)
@@ -78,10 +80,12 @@ def rnn_forward(const real[:, :, ::1] xw, const real[:, ::1] Wh, const real[:, :
             rc = fr_rnn_forward_f64(T, N, H, &xw[0, 0, 0], &Wh[0, 0], &h0[0, 0], &hs[0, 0, 0], lp, nthreads)
     _done(rc)
 
-def rnn_backward(const real[:, :, ::1] dhs, const real[:, ::1] Wh, const real[:, :, ::1] hs, real[:, :, ::1] dA, real[:, ::1] dh, int64_t[::1] lengths, int nthreads):
+def rnn_backward(const real[:, :, ::1] dhs, const real[:, ::1] Wh, const real[:, :, ::1] hs, real[:, :, ::1] dA, real[:, ::1] dh, const int64_t[::1] lengths, int nthreads):
     cdef int T = dA.shape[0], N = dA.shape[1], H = dA.shape[2]
     cdef int rc
-    cdef const int64_t *lp = NULL if lengths is None else &lengths[0]
+    cdef const int64_t *lp = NULL
+    if lengths is not None:
+        lp = &lengths[0]
     with nogil:
         if real is float:
             rc = fr_rnn_backward_f32(T, N, H, &dhs[0, 0, 0], &Wh[0, 0], &hs[0, 0, 0], &dA[0, 0, 0], &dh[0, 0], lp, nthreads)
@@ -89,10 +93,12 @@ def rnn_backward(const real[:, :, ::1] dhs, const real[:, ::1] Wh, const real[:,
             rc = fr_rnn_backward_f64(T, N, H, &dhs[0, 0, 0], &Wh[0, 0], &hs[0, 0, 0], &dA[0, 0, 0], &dh[0, 0], lp, nthreads)
     _done(rc)
 
-def lstm_forward(const real[:, :, ::1] xw, const real[:, ::1] Wh, const real[:, ::1] h0, const real[:, ::1] c0, real[:, :, ::1] hs, real[:, :, ::1] cs, real[:, :, ::1] acts, int64_t[::1] lengths, int nthreads):
+def lstm_forward(const real[:, :, ::1] xw, const real[:, ::1] Wh, const real[:, ::1] h0, const real[:, ::1] c0, real[:, :, ::1] hs, real[:, :, ::1] cs, real[:, :, ::1] acts, const int64_t[::1] lengths, int nthreads):
     cdef int T = hs.shape[0], N = hs.shape[1], H = h0.shape[1]
     cdef int rc
-    cdef const int64_t *lp = NULL if lengths is None else &lengths[0]
+    cdef const int64_t *lp = NULL
+    if lengths is not None:
+        lp = &lengths[0]
     with nogil:
         if real is float:
             rc = fr_lstm_forward_f32(T, N, H, &xw[0, 0, 0], &Wh[0, 0], &h0[0, 0], &c0[0, 0], &hs[0, 0, 0], &cs[0, 0, 0], &acts[0, 0, 0], lp, nthreads)
@@ -100,10 +106,12 @@ def lstm_forward(const real[:, :, ::1] xw, const real[:, ::1] Wh, const real[:, 
             rc = fr_lstm_forward_f64(T, N, H, &xw[0, 0, 0], &Wh[0, 0], &h0[0, 0], &c0[0, 0], &hs[0, 0, 0], &cs[0, 0, 0], &acts[0, 0, 0], lp, nthreads)
     _done(rc)
 
-def lstm_backward(const real[:, :, ::1] dhs, const real[:, ::1] Wh, const real[:, :, ::1] cs, const real[:, :, ::1] acts, const real[:, ::1] c0, real[:, :, ::1] dA, real[:, ::1] dh, real[:, ::1] dc, int64_t[::1] lengths, int nthreads):
+def lstm_backward(const real[:, :, ::1] dhs, const real[:, ::1] Wh, const real[:, :, ::1] cs, const real[:, :, ::1] acts, const real[:, ::1] c0, real[:, :, ::1] dA, real[:, ::1] dh, real[:, ::1] dc, const int64_t[::1] lengths, int nthreads):
     cdef int T = dA.shape[0], N = dA.shape[1], H = c0.shape[1]
     cdef int rc
-    cdef const int64_t *lp = NULL if lengths is None else &lengths[0]
+    cdef const int64_t *lp = NULL
+    if lengths is not None:
+        lp = &lengths[0]
     with nogil:
         if real is float:
             rc = fr_lstm_backward_f32(T, N, H, &dhs[0, 0, 0], &Wh[0, 0], &cs[0, 0, 0], &acts[0, 0, 0], &c0[0, 0], &dA[0, 0, 0], &dh[0, 0], &dc[0, 0], lp, nthreads)
@@ -111,10 +119,12 @@ def lstm_backward(const real[:, :, ::1] dhs, const real[:, ::1] Wh, const real[:
             rc = fr_lstm_backward_f64(T, N, H, &dhs[0, 0, 0], &Wh[0, 0], &cs[0, 0, 0], &acts[0, 0, 0], &c0[0, 0], &dA[0, 0, 0], &dh[0, 0], &dc[0, 0], lp, nthreads)
     _done(rc)
 
-def gru_forward(const real[:, :, ::1] xw, const real[:, ::1] Wh, const real[:, ::1] h0, real[:, :, ::1] hs, real[:, :, ::1] acts, real[:, :, ::1] rh, int64_t[::1] lengths, int nthreads):
+def gru_forward(const real[:, :, ::1] xw, const real[:, ::1] Wh, const real[:, ::1] h0, real[:, :, ::1] hs, real[:, :, ::1] acts, real[:, :, ::1] rh, const int64_t[::1] lengths, int nthreads):
     cdef int T = hs.shape[0], N = hs.shape[1], H = h0.shape[1]
     cdef int rc
-    cdef const int64_t *lp = NULL if lengths is None else &lengths[0]
+    cdef const int64_t *lp = NULL
+    if lengths is not None:
+        lp = &lengths[0]
     with nogil:
         if real is float:
             rc = fr_gru_forward_f32(T, N, H, &xw[0, 0, 0], &Wh[0, 0], &h0[0, 0], &hs[0, 0, 0], &acts[0, 0, 0], &rh[0, 0, 0], lp, nthreads)
@@ -122,10 +132,12 @@ def gru_forward(const real[:, :, ::1] xw, const real[:, ::1] Wh, const real[:, :
             rc = fr_gru_forward_f64(T, N, H, &xw[0, 0, 0], &Wh[0, 0], &h0[0, 0], &hs[0, 0, 0], &acts[0, 0, 0], &rh[0, 0, 0], lp, nthreads)
     _done(rc)
 
-def gru_backward(const real[:, :, ::1] dhs, const real[:, ::1] Wh, const real[:, :, ::1] hs, const real[:, :, ::1] acts, const real[:, ::1] h0, real[:, :, ::1] dA, real[:, ::1] dh, int64_t[::1] lengths, int nthreads):
+def gru_backward(const real[:, :, ::1] dhs, const real[:, ::1] Wh, const real[:, :, ::1] hs, const real[:, :, ::1] acts, const real[:, ::1] h0, real[:, :, ::1] dA, real[:, ::1] dh, const int64_t[::1] lengths, int nthreads):
     cdef int T = dA.shape[0], N = dA.shape[1], H = h0.shape[1]
     cdef int rc
-    cdef const int64_t *lp = NULL if lengths is None else &lengths[0]
+    cdef const int64_t *lp = NULL
+    if lengths is not None:
+        lp = &lengths[0]
     with nogil:
         if real is float:
             rc = fr_gru_backward_f32(T, N, H, &dhs[0, 0, 0], &Wh[0, 0], &hs[0, 0, 0], &acts[0, 0, 0], &h0[0, 0], &dA[0, 0, 0], &dh[0, 0], lp, nthreads)
@@ -133,10 +145,12 @@ def gru_backward(const real[:, :, ::1] dhs, const real[:, ::1] Wh, const real[:,
             rc = fr_gru_backward_f64(T, N, H, &dhs[0, 0, 0], &Wh[0, 0], &hs[0, 0, 0], &acts[0, 0, 0], &h0[0, 0], &dA[0, 0, 0], &dh[0, 0], lp, nthreads)
     _done(rc)
 
-def gru_ra_forward(const real[:, :, ::1] xw, const real[:, ::1] Wh, const real[::1] b_hn, const real[:, ::1] h0, real[:, :, ::1] hs, real[:, :, ::1] acts, real[:, :, ::1] hn, int64_t[::1] lengths, int nthreads):
+def gru_ra_forward(const real[:, :, ::1] xw, const real[:, ::1] Wh, const real[::1] b_hn, const real[:, ::1] h0, real[:, :, ::1] hs, real[:, :, ::1] acts, real[:, :, ::1] hn, const int64_t[::1] lengths, int nthreads):
     cdef int T = hs.shape[0], N = hs.shape[1], H = h0.shape[1]
     cdef int rc
-    cdef const int64_t *lp = NULL if lengths is None else &lengths[0]
+    cdef const int64_t *lp = NULL
+    if lengths is not None:
+        lp = &lengths[0]
     with nogil:
         if real is float:
             rc = fr_gru_ra_forward_f32(T, N, H, &xw[0, 0, 0], &Wh[0, 0], &b_hn[0], &h0[0, 0], &hs[0, 0, 0], &acts[0, 0, 0], &hn[0, 0, 0], lp, nthreads)
@@ -144,10 +158,12 @@ def gru_ra_forward(const real[:, :, ::1] xw, const real[:, ::1] Wh, const real[:
             rc = fr_gru_ra_forward_f64(T, N, H, &xw[0, 0, 0], &Wh[0, 0], &b_hn[0], &h0[0, 0], &hs[0, 0, 0], &acts[0, 0, 0], &hn[0, 0, 0], lp, nthreads)
     _done(rc)
 
-def gru_ra_backward(const real[:, :, ::1] dhs, const real[:, ::1] Wh, const real[:, :, ::1] hs, const real[:, :, ::1] acts, const real[:, :, ::1] hn, const real[:, ::1] h0, real[:, :, ::1] dA, real[:, :, ::1] dhn, real[:, ::1] dh, int64_t[::1] lengths, int nthreads):
+def gru_ra_backward(const real[:, :, ::1] dhs, const real[:, ::1] Wh, const real[:, :, ::1] hs, const real[:, :, ::1] acts, const real[:, :, ::1] hn, const real[:, ::1] h0, real[:, :, ::1] dA, real[:, :, ::1] dhn, real[:, ::1] dh, const int64_t[::1] lengths, int nthreads):
     cdef int T = dA.shape[0], N = dA.shape[1], H = h0.shape[1]
     cdef int rc
-    cdef const int64_t *lp = NULL if lengths is None else &lengths[0]
+    cdef const int64_t *lp = NULL
+    if lengths is not None:
+        lp = &lengths[0]
     with nogil:
         if real is float:
             rc = fr_gru_ra_backward_f32(T, N, H, &dhs[0, 0, 0], &Wh[0, 0], &hs[0, 0, 0], &acts[0, 0, 0], &hn[0, 0, 0], &h0[0, 0], &dA[0, 0, 0], &dhn[0, 0, 0], &dh[0, 0], lp, nthreads)

@@ -13,6 +13,10 @@ Shapes: T time, N batch, H hidden, G gates; buffers are time-major (T, N, G*H).
 Backward passes write the pointwise part of the gradient into h_prev in the fused pass and let
 the BLAS call accumulate its product on top (beta=1), so no extra pass adds them.
 
+Lengths: every kernel takes ``lens`` (N,) int64, each row's steps (T for all when the caller
+gave None). A padded step's row (t >= lens[n]) gets zeros in the fused pass, after the step's
+BLAS product has filled it: the product is over the whole batch, the mask only in the pass.
+
 Empty inputs (T, N or H equal to 0) never reach BLAS: the wrappers return correctly shaped
 empty outputs and zero initial-state gradients, like the reference. Every operand arrives with
 exact C strides (``fastrnn.contract``), so the leading dimensions handed to BLAS are valid.
@@ -43,6 +47,11 @@ def _one(a):
     return a.dtype.type(1)
 
 
+def _lens(lengths, T, N):
+    """Each row's number of steps, int64 (N,)."""
+    return np.full(N, T, dtype=np.int64) if lengths is None else lengths
+
+
 def _empty(xw):
     T, N, GH = xw.shape
     return T == 0 or N == 0 or GH == 0
@@ -64,7 +73,7 @@ def _split3(r, H):
 
 # ----------------------------------------------------------------------------------------- RNN
 @njit(**_JIT)
-def _rnn_fwd(xw, Wh, h0, hs, one):
+def _rnn_fwd(xw, Wh, h0, hs, lens, one):
     T, N, H = hs.shape
     zero = one - one
     for t in range(T):
@@ -74,44 +83,50 @@ def _rnn_fwd(xw, Wh, h0, hs, one):
         x = xw[t]
         for n in range(N):
             o, xr = out[n], x[n]
+            if t >= lens[n]:
+                o[:] = 0
+                continue
             for j in range(H):
                 o[j] = vtanh(o[j] + xr[j])
 
 
-def rnn_forward(xw, Wh, h0):
+def rnn_forward(xw, Wh, h0, lengths=None):
     """h' = tanh(xw[t] + h @ Wh). Returns hs (T, N, H)."""
     hs = np.empty_like(xw)
     if not _empty(xw):
-        _rnn_fwd(xw, Wh, _writeable(h0), hs, _one(xw))
+        _rnn_fwd(xw, Wh, _writeable(h0), hs, _lens(lengths, *xw.shape[:2]), _one(xw))
     return hs
 
 
 @njit(**_JIT)
-def _rnn_bwd(dhs, Wh, hs, dA, dh, one):
+def _rnn_bwd(dhs, Wh, hs, dA, dh, lens, one):
     T, N, H = hs.shape
     zero = one - one
     for t in range(T - 1, -1, -1):
         d, g, h = dA[t], dhs[t], hs[t]
         for n in range(N):
             dr, gr, hr, dhr = d[n], g[n], h[n], dh[n]
+            if t >= lens[n]:
+                dr[:] = 0
+                continue
             for j in range(H):
                 y = hr[j]
                 dr[j] = (gr[j] + dhr[j]) * (one - y * y)
         gemm(d, Wh, dh, zero, True)  # dh (N, H) = dA[t] @ Wh^T
 
 
-def rnn_backward(dhs, Wh, hs, h0):
+def rnn_backward(dhs, Wh, hs, h0, lengths=None):
     """Returns (dA (T, N, H), dh0 (N, H))."""
     dA = np.empty_like(dhs)
     dh = np.zeros_like(h0)
     if not _empty(dhs):
-        _rnn_bwd(dhs, Wh, hs, dA, dh, _one(dhs))
+        _rnn_bwd(dhs, Wh, hs, dA, dh, _lens(lengths, *dhs.shape[:2]), _one(dhs))
     return dA, dh
 
 
 # ---------------------------------------------------------------------------------------- LSTM
 @njit(**_JIT)
-def _lstm_fwd(xw, Wh, h0, c0, hs, cs, acts, one):
+def _lstm_fwd(xw, Wh, h0, c0, hs, cs, acts, lens, one):
     T, N, H = hs.shape
     zero = one - one
     for t in range(T):
@@ -124,6 +139,11 @@ def _lstm_fwd(xw, Wh, h0, c0, hs, cs, acts, one):
             af, ag, ai, ao = _split4(a[n], H)
             xf, xg, xi, xo = _split4(x[n], H)
             cpr, cr, hr = cp[n], cn[n], hn[n]
+            if t >= lens[n]:
+                a[n, :] = 0
+                cr[:] = 0
+                hr[:] = 0
+                continue
             for j in range(H):
                 f = vsigmoid(af[j] + xf[j])
                 g = vtanh(ag[j] + xg[j])
@@ -138,7 +158,7 @@ def _lstm_fwd(xw, Wh, h0, c0, hs, cs, acts, one):
                 hr[j] = o * vtanh(c)
 
 
-def lstm_forward(xw, Wh, h0, c0):
+def lstm_forward(xw, Wh, h0, c0, lengths=None):
     """c' = f*c + g*i, h' = o*tanh(c'). Returns hs, cs (T, N, H), acts (T, N, 4H) = [f|g|i|o]."""
     T, N, _ = xw.shape
     H = h0.shape[1]
@@ -146,12 +166,13 @@ def lstm_forward(xw, Wh, h0, c0):
     cs = np.empty_like(hs)
     acts = np.empty_like(xw)
     if not _empty(xw):
-        _lstm_fwd(xw, Wh, _writeable(h0), _writeable(c0), hs, cs, acts, _one(xw))
+        _lstm_fwd(xw, Wh, _writeable(h0), _writeable(c0), hs, cs, acts, _lens(lengths, T, N),
+                  _one(xw))
     return hs, cs, acts
 
 
 @njit(**_JIT)
-def _lstm_bwd(dhs, Wh, cs, acts, c0, dA, dh, dc, one):
+def _lstm_bwd(dhs, Wh, cs, acts, c0, dA, dh, dc, lens, one):
     T, N, H = cs.shape
     zero = one - one
     for t in range(T - 1, -1, -1):
@@ -161,6 +182,10 @@ def _lstm_bwd(dhs, Wh, cs, acts, c0, dA, dh, dc, one):
             af, ag, ai, ao = _split4(a[n], H)
             df, dg, di, do = _split4(d[n], H)
             cr, cpr, gr, dhr, dcr = c[n], cp[n], g[n], dh[n], dc[n]
+            if t >= lens[n]:
+                d[n, :] = 0
+                dcr[:] = 0
+                continue
             for j in range(H):
                 f = af[j]
                 gg = ag[j]
@@ -177,19 +202,20 @@ def _lstm_bwd(dhs, Wh, cs, acts, c0, dA, dh, dc, one):
         gemm(d, Wh, dh, zero, True)  # dh (N, H) = dA[t] (N, 4H) @ Wh^T
 
 
-def lstm_backward(dhs, Wh, cs, acts, c0):
+def lstm_backward(dhs, Wh, cs, acts, c0, lengths=None):
     """Returns (dA (T, N, 4H), dh0 (N, H), dc0 (N, H))."""
     dA = np.empty_like(acts)
     dh = np.zeros_like(c0)
     dc = np.zeros_like(c0)
     if not _empty(dhs):
-        _lstm_bwd(dhs, Wh, cs, acts, _writeable(c0), dA, dh, dc, _one(dhs))
+        _lstm_bwd(dhs, Wh, cs, acts, _writeable(c0), dA, dh, dc, _lens(lengths, *dhs.shape[:2]),
+                  _one(dhs))
     return dA, dh, dc
 
 
 # ------------------------------------------------------------------------ GRU, reset before
 @njit(**_JIT)
-def _gru_fwd(xw, Wh, h0, hs, acts, rh, one):
+def _gru_fwd(xw, Wh, h0, hs, acts, rh, lens, one):
     T, N, H = hs.shape
     zero = one - one
     for t in range(T):
@@ -200,6 +226,10 @@ def _gru_fwd(xw, Wh, h0, hs, acts, rh, one):
             az, ar, _ = _split3(a[n], H)
             xz, xr, _ = _split3(x[n], H)
             rhr, hpr = rht[n], hp[n]
+            if t >= lens[n]:
+                a[n, :] = 0
+                rhr[:] = 0
+                continue
             for j in range(H):
                 z = vsigmoid(az[j] + xz[j])
                 r = vsigmoid(ar[j] + xr[j])
@@ -211,6 +241,9 @@ def _gru_fwd(xw, Wh, h0, hs, acts, rh, one):
             az, _, ah = _split3(a[n], H)
             _, _, xh = _split3(x[n], H)
             hr, hpr = hn[n], hp[n]
+            if t >= lens[n]:
+                hr[:] = 0
+                continue
             for j in range(H):
                 z = az[j]
                 ht = vtanh(xh[j] + hr[j])
@@ -218,7 +251,7 @@ def _gru_fwd(xw, Wh, h0, hs, acts, rh, one):
                 hr[j] = (one - z) * hpr[j] + z * ht
 
 
-def gru_forward(xw, Wh, h0):
+def gru_forward(xw, Wh, h0, lengths=None):
     """GRU, reset before. Returns hs (T, N, H), acts (T, N, 3H) = [z|r|h~], rh (T, N, H)."""
     T, N, _ = xw.shape
     H = h0.shape[1]
@@ -226,12 +259,12 @@ def gru_forward(xw, Wh, h0):
     rh = np.empty_like(hs)
     acts = np.empty_like(xw)
     if not _empty(xw):
-        _gru_fwd(xw, Wh, _writeable(h0), hs, acts, rh, _one(xw))
+        _gru_fwd(xw, Wh, _writeable(h0), hs, acts, rh, _lens(lengths, T, N), _one(xw))
     return hs, acts, rh
 
 
 @njit(**_JIT)
-def _gru_bwd(dhs, Wh, hs, acts, h0, dA, dh, drh, one):
+def _gru_bwd(dhs, Wh, hs, acts, h0, dA, dh, drh, lens, one):
     T, N, H = hs.shape
     zero = one - one
     for t in range(T - 1, -1, -1):
@@ -241,6 +274,9 @@ def _gru_bwd(dhs, Wh, hs, acts, h0, dA, dh, drh, one):
             az, _, ah = _split3(a[n], H)
             _, _, dah = _split3(d[n], H)
             gr, dhr = g[n], dh[n]
+            if t >= lens[n]:
+                d[n, :] = 0
+                continue
             for j in range(H):
                 z = az[j]
                 ht = ah[j]
@@ -250,6 +286,9 @@ def _gru_bwd(dhs, Wh, hs, acts, h0, dA, dh, drh, one):
             az, ar, ah = _split3(a[n], H)
             daz, dar, _ = _split3(d[n], H)
             gr, dhr, drhr, hpr = g[n], dh[n], drh[n], hp[n]
+            if t >= lens[n]:
+                dhr[:] = 0  # the product below adds zero rows of dA to it
+                continue
             for j in range(H):
                 dhv = gr[j] + dhr[j]
                 z = az[j]
@@ -262,20 +301,20 @@ def _gru_bwd(dhs, Wh, hs, acts, h0, dA, dh, drh, one):
         gemm(d[:, :2 * H], Wh[:, :2 * H], dh, one, True)  # dh += [dA_z | dA_r] @ Wh_zr^T
 
 
-def gru_backward(dhs, Wh, hs, acts, h0):
+def gru_backward(dhs, Wh, hs, acts, h0, lengths=None):
     """Returns (dA (T, N, 3H), dh0 (N, H))."""
     T, N, H = dhs.shape
     dA = np.empty_like(acts)
     dh = np.zeros_like(h0)
     if not _empty(dhs):
         _gru_bwd(dhs, Wh, hs, acts, _writeable(h0), dA, dh, np.empty((N, H), dhs.dtype),
-                 _one(dhs))
+                 _lens(lengths, T, N), _one(dhs))
     return dA, dh
 
 
 # ------------------------------------------------------------------------- GRU, reset after
 @njit(**_JIT)
-def _gru_ra_fwd(xw, Wh, b_hn, h0, hs, acts, hn, one):
+def _gru_ra_fwd(xw, Wh, b_hn, h0, hs, acts, hn, lens, one):
     T, N, H = hs.shape
     zero = one - one
     for t in range(T):
@@ -286,6 +325,11 @@ def _gru_ra_fwd(xw, Wh, b_hn, h0, hs, acts, hn, one):
             az, ar, an = _split3(a[n], H)
             xz, xr, xn = _split3(x[n], H)
             hnr, hr, hpr = hnt[n], hout[n], hp[n]
+            if t >= lens[n]:
+                a[n, :] = 0
+                hnr[:] = 0
+                hr[:] = 0
+                continue
             for j in range(H):
                 z = vsigmoid(xz[j] + az[j])
                 r = vsigmoid(xr[j] + ar[j])
@@ -298,7 +342,7 @@ def _gru_ra_fwd(xw, Wh, b_hn, h0, hs, acts, hn, one):
                 hr[j] = (one - z) * nv + z * hpr[j]
 
 
-def gru_ra_forward(xw, Wh, b_hn, h0):
+def gru_ra_forward(xw, Wh, b_hn, h0, lengths=None):
     """GRU, reset after. Returns hs (T, N, H), acts (T, N, 3H) = [z|r|n], hn (T, N, H)."""
     T, N, _ = xw.shape
     H = h0.shape[1]
@@ -306,12 +350,12 @@ def gru_ra_forward(xw, Wh, b_hn, h0):
     hn = np.empty_like(hs)
     acts = np.empty_like(xw)
     if not _empty(xw):
-        _gru_ra_fwd(xw, Wh, b_hn, _writeable(h0), hs, acts, hn, _one(xw))
+        _gru_ra_fwd(xw, Wh, b_hn, _writeable(h0), hs, acts, hn, _lens(lengths, T, N), _one(xw))
     return hs, acts, hn
 
 
 @njit(**_JIT)
-def _gru_ra_bwd(dhs, Wh, hs, acts, hn, h0, dA, dhn, drec, dh, one):
+def _gru_ra_bwd(dhs, Wh, hs, acts, hn, h0, dA, dhn, drec, dh, lens, one):
     T, N, H = hs.shape
     for t in range(T - 1, -1, -1):
         hp = h0 if t == 0 else hs[t - 1]
@@ -321,6 +365,12 @@ def _gru_ra_bwd(dhs, Wh, hs, acts, hn, h0, dA, dhn, drec, dh, one):
             dz, dr, dn = _split3(d[n], H)
             ez, er, en = _split3(drec[n], H)
             gr, dhr, hpr, hnr, dnr = g[n], dh[n], hp[n], hnt[n], dhnt[n]
+            if t >= lens[n]:
+                d[n, :] = 0
+                drec[n, :] = 0
+                dnr[:] = 0
+                dhr[:] = 0
+                continue
             for j in range(H):
                 dhv = gr[j] + dhr[j]
                 z = az[j]
@@ -343,7 +393,7 @@ def _gru_ra_bwd(dhs, Wh, hs, acts, hn, h0, dA, dhn, drec, dh, one):
         gemm(drec, Wh, dh, one, True)
 
 
-def gru_ra_backward(dhs, Wh, hs, acts, hn, h0):
+def gru_ra_backward(dhs, Wh, hs, acts, hn, h0, lengths=None):
     """Returns (dA (T, N, 3H), dhn (T, N, H), dh0 (N, H))."""
     T, N, H = dhs.shape
     dA = np.empty_like(acts)
@@ -351,5 +401,5 @@ def gru_ra_backward(dhs, Wh, hs, acts, hn, h0):
     dh = np.zeros_like(h0)
     if not _empty(dhs):
         _gru_ra_bwd(dhs, Wh, hs, acts, hn, _writeable(h0), dA, dhn,
-                    np.empty((N, 3 * H), dhs.dtype), dh, _one(dhs))
+                    np.empty((N, 3 * H), dhs.dtype), dh, _lens(lengths, T, N), _one(dhs))
     return dA, dhn, dh

@@ -15,8 +15,22 @@ Shapes (time-major, one step is one contiguous block):
     dA   (T, N, G*H)   gradient with respect to the gate pre-activations
 
 Gate layouts: LSTM ``[f | g | i | o]``; GRU ``[z | r | h~]`` (reset-after: ``[z | r | n]``).
+
+Every op takes ``lengths`` (N,) or None: step t of row n is padding when t >= lengths[n], and
+gets zero outputs, activations and gradients (``keep`` below), so the zero state it leaves
+behind makes the rest of the row's padding zero too.
 """
 from ..checks import array_module
+
+
+def keep(lengths, t):
+    """Rows still running at step t, as an (N, 1) mask; None when every row runs all T steps."""
+    return None if lengths is None else (t < lengths)[:, None]
+
+
+def masked(m, x):
+    """x on the running rows of mask m, zero on the padded ones (NaN included)."""
+    return x if m is None else array_module(x).where(m, x, 0)
 
 
 def sigmoid(x):
@@ -26,32 +40,32 @@ def sigmoid(x):
 
 
 # ----------------------------------------------------------------------------------------- RNN
-def rnn_forward(xw, Wh, h0):
+def rnn_forward(xw, Wh, h0, lengths=None):
     """h' = tanh(xw[t] + h @ Wh). Returns hs (T, N, H)."""
     xp = array_module(xw)
     hs = xp.empty_like(xw)
     h = h0
     for t in range(xw.shape[0]):
-        h = xp.tanh(xw[t] + h @ Wh)
+        h = masked(keep(lengths, t), xp.tanh(xw[t] + h @ Wh))
         hs[t] = h
     return hs
 
 
-def rnn_backward(dhs, Wh, hs, h0):
+def rnn_backward(dhs, Wh, hs, h0, lengths=None):
     """Returns (dA (T, N, H), dh0 (N, H))."""
     xp = array_module(dhs)
     dA = xp.empty_like(dhs)
     dh = xp.zeros_like(h0)
     for t in range(dhs.shape[0] - 1, -1, -1):
         dh = dhs[t] + dh
-        da = dh * (1 - hs[t] ** 2)
+        da = masked(keep(lengths, t), dh * (1 - hs[t] ** 2))
         dA[t] = da
         dh = da @ Wh.T
     return dA, dh
 
 
 # ---------------------------------------------------------------------------------------- LSTM
-def lstm_forward(xw, Wh, h0, c0):
+def lstm_forward(xw, Wh, h0, c0, lengths=None):
     """c' = f*c + g*i, h' = o*tanh(c'). Returns hs, cs (T, N, H) and the activated gates
     acts (T, N, 4H) = [f | g | i | o], which the backward pass needs."""
     xp = array_module(xw)
@@ -66,14 +80,15 @@ def lstm_forward(xw, Wh, h0, c0):
         g = xp.tanh(a[:, H:2 * H])
         i = sigmoid(a[:, 2 * H:3 * H])
         o = sigmoid(a[:, 3 * H:])
-        c = f * c + g * i
-        h = o * xp.tanh(c)
-        acts[t] = xp.concatenate([f, g, i, o], axis=1)
+        m = keep(lengths, t)
+        c = masked(m, f * c + g * i)
+        h = masked(m, o * xp.tanh(c))
+        acts[t] = masked(m, xp.concatenate([f, g, i, o], axis=1))
         hs[t], cs[t] = h, c
     return hs, cs, acts
 
 
-def lstm_backward(dhs, Wh, cs, acts, c0):
+def lstm_backward(dhs, Wh, cs, acts, c0, lengths=None):
     """Returns (dA (T, N, 4H), dh0 (N, H), dc0 (N, H))."""
     xp = array_module(dhs)
     H = c0.shape[1]
@@ -86,17 +101,18 @@ def lstm_backward(dhs, Wh, cs, acts, c0):
         tc = xp.tanh(cs[t])
         dh = dhs[t] + dh
         dc = dc + dh * o * (1 - tc ** 2)
-        dA[t] = xp.concatenate([dc * c_prev * f * (1 - f),
-                                dc * i * (1 - g ** 2),
-                                dc * g * i * (1 - i),
-                                dh * tc * o * (1 - o)], axis=1)
-        dc = dc * f
+        m = keep(lengths, t)
+        dA[t] = masked(m, xp.concatenate([dc * c_prev * f * (1 - f),
+                                          dc * i * (1 - g ** 2),
+                                          dc * g * i * (1 - i),
+                                          dh * tc * o * (1 - o)], axis=1))
+        dc = masked(m, dc * f)
         dh = dA[t] @ Wh.T
     return dA, dh, dc
 
 
 # ------------------------------------------------------------------------ GRU, reset before
-def gru_forward(xw, Wh, h0):
+def gru_forward(xw, Wh, h0, lengths=None):
     """z, r = sigmoid(xw_zr + h @ Wh_zr); h~ = tanh(xw_h + (r*h) @ Wh_h); h' = (1-z)*h + z*h~.
     Returns hs (T, N, H), acts (T, N, 3H) = [z | r | h~] and rh (T, N, H) = r*h_prev, the
     input of the candidate's recurrent product, which the layer needs for dWh."""
@@ -110,15 +126,16 @@ def gru_forward(xw, Wh, h0):
         a = xw[t, :, :2 * H] + h @ Wh[:, :2 * H]
         z = sigmoid(a[:, :H])
         r = sigmoid(a[:, H:])
-        rh[t] = r * h
+        m = keep(lengths, t)
+        rh[t] = masked(m, r * h)
         ht = xp.tanh(xw[t, :, 2 * H:] + rh[t] @ Wh[:, 2 * H:])
-        h = (1 - z) * h + z * ht
-        acts[t] = xp.concatenate([z, r, ht], axis=1)
+        h = masked(m, (1 - z) * h + z * ht)
+        acts[t] = masked(m, xp.concatenate([z, r, ht], axis=1))
         hs[t] = h
     return hs, acts, rh
 
 
-def gru_backward(dhs, Wh, hs, acts, h0):
+def gru_backward(dhs, Wh, hs, acts, h0, lengths=None):
     """Returns (dA (T, N, 3H), dh0 (N, H)). The candidate block of dWh is rh^T dA[..., 2H:]."""
     xp = array_module(dhs)
     H = h0.shape[1]
@@ -127,18 +144,19 @@ def gru_backward(dhs, Wh, hs, acts, h0):
     for t in range(dhs.shape[0] - 1, -1, -1):
         z, r, ht = (acts[t, :, k * H:(k + 1) * H] for k in range(3))
         h_prev = hs[t - 1] if t > 0 else h0
+        m = keep(lengths, t)
         dh = dhs[t] + dh
-        da_h = dh * z * (1 - ht ** 2)
+        da_h = masked(m, dh * z * (1 - ht ** 2))
         drh = da_h @ Wh[:, 2 * H:].T
         da_z = dh * (ht - h_prev) * z * (1 - z)
         da_r = drh * h_prev * r * (1 - r)
-        dA[t] = xp.concatenate([da_z, da_r, da_h], axis=1)
-        dh = dh * (1 - z) + drh * r + dA[t, :, :2 * H] @ Wh[:, :2 * H].T
+        dA[t] = masked(m, xp.concatenate([da_z, da_r, da_h], axis=1))
+        dh = masked(m, dh * (1 - z) + drh * r) + dA[t, :, :2 * H] @ Wh[:, :2 * H].T
     return dA, dh
 
 
 # ------------------------------------------------------------------------- GRU, reset after
-def gru_ra_forward(xw, Wh, b_hn, h0):
+def gru_ra_forward(xw, Wh, b_hn, h0, lengths=None):
     """cuDNN / PyTorch form: z, r = sigmoid(xw_zr + h @ Wh_zr);
     n = tanh(xw_n + r * (h @ Wh_n + b_hn)); h' = (1-z)*n + z*h.
     Returns hs (T, N, H), acts (T, N, 3H) = [z | r | n] and hn (T, N, H) = h @ Wh_n + b_hn."""
@@ -152,15 +170,17 @@ def gru_ra_forward(xw, Wh, b_hn, h0):
         a = h @ Wh
         z = sigmoid(xw[t, :, :H] + a[:, :H])
         r = sigmoid(xw[t, :, H:2 * H] + a[:, H:2 * H])
-        hn[t] = a[:, 2 * H:] + b_hn
-        n = xp.tanh(xw[t, :, 2 * H:] + r * hn[t])
-        h = (1 - z) * n + z * h
-        acts[t] = xp.concatenate([z, r, n], axis=1)
+        m = keep(lengths, t)
+        q = a[:, 2 * H:] + b_hn
+        n = xp.tanh(xw[t, :, 2 * H:] + r * q)
+        hn[t] = masked(m, q)
+        h = masked(m, (1 - z) * n + z * h)
+        acts[t] = masked(m, xp.concatenate([z, r, n], axis=1))
         hs[t] = h
     return hs, acts, hn
 
 
-def gru_ra_backward(dhs, Wh, hs, acts, hn, h0):
+def gru_ra_backward(dhs, Wh, hs, acts, hn, h0, lengths=None):
     """Returns (dA (T, N, 3H), dhn (T, N, H), dh0 (N, H)).
 
     dA is the gradient of the input-side pre-activations (for dWx, db, dx). The recurrent side
@@ -174,12 +194,13 @@ def gru_ra_backward(dhs, Wh, hs, acts, hn, h0):
     for t in range(dhs.shape[0] - 1, -1, -1):
         z, r, n = (acts[t, :, k * H:(k + 1) * H] for k in range(3))
         h_prev = hs[t - 1] if t > 0 else h0
+        m = keep(lengths, t)
         dh = dhs[t] + dh
         da_n = dh * (1 - z) * (1 - n ** 2)
         da_z = dh * (h_prev - n) * z * (1 - z)
         da_r = da_n * hn[t] * r * (1 - r)
-        dhn[t] = da_n * r
-        dA[t] = xp.concatenate([da_z, da_r, da_n], axis=1)
-        drec = xp.concatenate([da_z, da_r, dhn[t]], axis=1)
-        dh = dh * z + drec @ Wh.T
+        dhn[t] = masked(m, da_n * r)
+        dA[t] = masked(m, xp.concatenate([da_z, da_r, da_n], axis=1))
+        drec = masked(m, xp.concatenate([da_z, da_r, dhn[t]], axis=1))
+        dh = masked(m, dh * z) + drec @ Wh.T
     return dA, dhn, dh
