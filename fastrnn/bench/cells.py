@@ -99,13 +99,11 @@ def finish_args(a):
 
 def child(a):
     """One column (or the sgemm peak) in this process, written as JSON to --out."""
-    keep = hn.apply_threads(int(os.environ["OMP_NUM_THREADS"])) \
-        if os.environ.get("OMP_NUM_THREADS") else None
+    hn.apply_child_threads()
     if a.peak:
         res = {"peak": hn.sgemm_peak(a.dtype)}
     else:
         res = {"rows": cl.measure(a.child, a.cells, a.sizes, a.modes, a.dtype, a.timing)}
-    del keep
     hn.write_json(res, a.out)
     return 0
 
@@ -122,7 +120,7 @@ def run_setting(a, threads, openblas, log):
     if a.isolate:
         peak = hn.run_child("fastrnn.bench.cells", _child_argv(a) + ["--peak"], env)["peak"]
     else:
-        keep = hn.apply_threads(threads)
+        hn.apply_threads(threads)
         peak = hn.sgemm_peak(a.dtype)
     log(f"[{key}] sgemm peak {peak['gflops']:.0f} GFLOP/s ({peak['n']}^3, best of several)")
     per_col = {}
@@ -139,8 +137,6 @@ def run_setting(a, threads, openblas, log):
                                 for c in a.cells for s in a.sizes for m in a.modes]
         else:
             per_col[col] = cl.measure(col, a.cells, a.sizes, a.modes, a.dtype, a.timing, log)
-    if not a.isolate:
-        del keep
     return {"setting": hn.settings_info(threads, openblas), "key": key, "peak": peak,
             "rows": rp.merge(per_col, key, peak["gflops"])}
 
@@ -170,7 +166,7 @@ def main(argv=None):
                                  a.isolate, log)
     if a.load:
         log("char LSTM step under load ...")
-        fast = next((c for c in ("cpu", "numba") if c in a.columns), "numba")
+        fast = tr.fastest_column(a.columns)
         result["load"] = [tr.run_load(fast, "char", ld.MODES, 2.0 if a.quick else 5.0, t, ob)
                           for t, ob in settings]
     if a.cold:

@@ -260,19 +260,24 @@ def versions():
 # -------------------------------------------------------------------- settings and children
 def apply_threads(n):
     """Limit this process to ``n`` threads: BLAS and OpenMP pools (threadpoolctl), the compiled
-    engine (``fastrnn.set_num_threads`` where the library has it) and torch if imported.
-    Returns the threadpoolctl limiter (keep it alive) or None for n None."""
+    engine (``fastrnn.set_num_threads`` where the library has it) and torch if imported; for
+    the rest of the process (n None: no change)."""
     if n is None:
-        return None
+        return
     import threadpoolctl
 
     import fastrnn
-    limiter = threadpoolctl.threadpool_limits(limits=n)
+    threadpoolctl.threadpool_limits(limits=n)
     if hasattr(fastrnn, "set_num_threads"):
         fastrnn.set_num_threads(n)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
-    return limiter
+
+
+def apply_child_threads():
+    """In a child process: the thread count its setting put in the environment (child_env)."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        apply_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def child_env(threads=None, openblas="user"):

@@ -186,6 +186,10 @@ def print_targets(targets, out=print):
 
 
 # ------------------------------------------------------------------------------------- chart
+CHART_LABELS = {"reference": "reference (NumPy loop)", "numba": "fastrnn numba",
+                "cpu": "fastrnn cpu", "torch": "PyTorch", "gemm": "GEMMs alone"}
+
+
 def chart(rows, columns, path, title):
     """PNG: fwd+bwd median per cell and size (log ms), one panel per cell, every timed column
     and the FLOP limit."""
@@ -203,7 +207,8 @@ def chart(rows, columns, path, title):
         for c in columns:
             ys = [r["times_s"].get(c) for r in crow]
             if any(ys):
-                ax.plot(x, [y * 1e3 if y else float("nan") for y in ys], "o-", label=c)
+                ax.plot(x, [y * 1e3 if y else float("nan") for y in ys], "o-",
+                        label=CHART_LABELS.get(c, c))
         ax.plot(x, [r["limit_s"] * 1e3 if r["limit_s"] else float("nan") for r in crow], "k--",
                 label="FLOP limit")
         ax.set_xticks(list(x), [r["label"] for r in crow], rotation=45, ha="right",

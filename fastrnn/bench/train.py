@@ -346,6 +346,19 @@ def run(names, columns, timing, settings, isolate=True, log=lambda m: None):
     return {"models": models, "columns": list(columns)}
 
 
+def fastest_column(columns):
+    """The fastrnn column the load modes time: the compiled engine where it loads, else Numba."""
+    from fastrnn import backend
+    for c in ("cpu", "numba"):
+        if c in columns:
+            try:
+                backend.load(c)
+                return c
+            except ValueError:
+                continue
+    return "numba"
+
+
 def run_load(column, name, modes, seconds, threads, openblas):
     argv = ["--child", column, "--models", name, "--load-modes", ",".join(modes),
             "--load-seconds", str(seconds)]
@@ -375,9 +388,12 @@ def print_table(train, out=print):
         out(f"| {m['name']} | {m['setting']} | " + " | ".join(cells) + f" | "
             f"{hn.fmt_ratio(hn.ratio(t.get('torch'), t.get(fast)))} | "
             f"{hn.fmt_ratio(hn.ratio(t.get('textbook'), t.get(fast)))} |")
+    errs = {}
     for m in train["models"]:
         for c, e in m["errors"].items():
-            out(f"- {c} not timed on {m['name']}: {e}")
+            errs.setdefault((c, e), []).append(m["name"])
+    for (c, e), names in errs.items():
+        out(f"- {c} not timed ({', '.join(names)}): {e}")
 
 
 def build_parser():
@@ -418,6 +434,8 @@ def main(argv=None):
     names = parse_list(a.models or ",".join(QUICK_MODELS if a.quick else SPECS), SPECS, "model")
     timing = hn.timing_from_args(a, budget=1.0)
     log = hn.logger(a.quiet)
+    if a.spin or a.child:
+        hn.apply_child_threads()
     if a.spin:
         spin(a.spin, names[0])
         return 0
@@ -433,7 +451,7 @@ def main(argv=None):
     result.update(run(names, columns, timing, [(None, "user")], a.isolate, log))
     print_table(result)
     if a.load:
-        col = next((c for c in ("cpu", "numba") if c in columns), "numba")
+        col = fastest_column(columns)
         result["load"] = [run_load(col, "char", ld.MODES, 2.0 if a.quick else 5.0, None,
                                    "user")]
         ld.print_load(result["load"])
