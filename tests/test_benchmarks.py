@@ -221,6 +221,21 @@ def test_cold_start_probe():
     assert res["total_s"] >= res["import_s"] > 0 and res["backend"] in ("numba", "cpu")
 
 
+def test_gpu_without_cupy(capsys, monkeypatch):
+    """--device gpu where CuPy cannot be imported: one clear line, exit status 2."""
+    import builtins
+    real_import = builtins.__import__
+
+    def no_cupy(name, *args, **kwargs):
+        if name == "cupy" or name.startswith("cupy."):
+            raise ImportError("No module named 'cupy'")
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_cupy)
+    assert cells.main(["--device", "gpu", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "CuPy" in err[0]
+
+
 def test_bad_arguments():
     for argv in (["--cells", "lstm,nope"], ["--sizes", "2x3x4"], ["--sizes", "0x1x1x1"],
                  ["--threads", "two"], ["--openblas", "mine"], ["--repeat", "0"]):

@@ -41,6 +41,8 @@ def build_parser():
     p.add_argument("--columns", default=",".join(cl.COLUMNS),
                    help=f"comma list of {', '.join(cl.COLUMNS)} (default all)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                   help="gpu: the CUDA backend vs cuDNN (needs CuPy and an NVIDIA GPU)")
     hn.add_timing_args(p, budget=0.2)
     p.add_argument("--threads", default=None,
                    help="comma list of thread counts, one run per count (default: libraries' "
@@ -83,6 +85,7 @@ def parse_sizes(text, default):
 def finish_args(a):
     a.cells = tr.parse_list(a.cells or ("lstm,gru,rnn" if a.quick else ",".join(cl.CELLS)),
                             cl.CELLS, "cell")
+    a.sizes_given = bool(a.sizes)
     a.sizes = parse_sizes(a.sizes, cl.QUICK_GRID if a.quick else cl.CPU_GRID)
     a.modes = tr.parse_list(a.modes, cl.MODES, "mode")
     a.columns = tr.parse_list(a.columns, cl.COLUMNS, "column")
@@ -141,12 +144,32 @@ def run_setting(a, threads, openblas, log):
             "rows": rp.merge(per_col, key, peak["gflops"])}
 
 
+def main_gpu(a, log):
+    from . import gpu
+    res = gpu.run(a, log)
+    if isinstance(res, int):
+        return res
+    result, names = res
+    rp.print_cells(result["rows"], names, f"GPU {result['device']}, {a.dtype}, sgemm peak "
+                   f"{result['peak']['gflops']:.0f} GFLOP/s", fast=[n for n in names
+                                                               if n.startswith("cuda")],
+                   rival="cudnn_fp32")
+    result["targets"] = gpu.targets(result["rows"])
+    rp.print_targets(result["targets"])
+    if a.out:
+        hn.write_json(dict(result, schema=SCHEMA, created=hn.now(), versions=hn.versions()),
+                      a.out)
+    return 1 if rp.wrong_results(result["rows"]) else 0
+
+
 def main(argv=None):
     a = finish_args(build_parser().parse_args(argv))
     if a.child or a.peak:
         return child(a)
     log = hn.logger(a.quiet)
     t0 = time.perf_counter()
+    if a.device == "gpu":
+        return main_gpu(a, log)
     settings = [(t, ob) for ob in a.openblas for t in a.threads]
     result = {"schema": SCHEMA, "created": hn.now(), "argv": list(sys.argv[1:] if argv is None
                                                                  else argv),

@@ -18,10 +18,10 @@ import contextlib
 
 import numpy as np
 
+from ..checks import GATES  # gates per cell, G
 from . import harness as hn
 
 CELLS = ("lstm", "gru", "gru_ra", "rnn")
-GATES = {"lstm": 4, "gru": 3, "gru_ra": 3, "rnn": 1}
 MODES = ("fwdbwd", "fwd")
 FASTRNN_COLUMNS = ("numba", "cpu")  # fastrnn CPU backends, by registry name
 COLUMNS = ("reference",) + FASTRNN_COLUMNS + ("torch", "gemm")
@@ -232,9 +232,9 @@ def as_numpy(a):
     return np.asarray(a)
 
 
-def check(outputs, ref, dtype):
+def check(outputs, ref, dtype, tol=None):
     """Largest |out - ref| scaled by max(1, |ref|max) over the outputs the column returns;
-    raises WrongResult over CHECK_TOL."""
+    raises WrongResult over ``tol`` (default CHECK_TOL of the dtype)."""
     worst = 0.0
     for i, (a, r) in enumerate(zip(outputs, ref)):
         a = as_numpy(a).astype(np.float64)
@@ -244,31 +244,34 @@ def check(outputs, ref, dtype):
             if not np.isfinite(a).all():
                 raise WrongResult(f"output {i} is not finite")
             worst = max(worst, float(np.max(np.abs(a - r)) / max(1.0, float(np.abs(r).max()))))
-    if worst > CHECK_TOL[np.dtype(dtype).name]:
-        raise WrongResult(f"differs from the reference by {worst:.2e} "
-                          f"(> {CHECK_TOL[np.dtype(dtype).name]:g})")
+    tol = tol or CHECK_TOL[np.dtype(dtype).name]
+    if worst > tol:
+        raise WrongResult(f"differs from the reference by {worst:.2e} (> {tol:g})")
     return worst
 
 
-def measure(name, cells, sizes, modes, dtype, timing, log=lambda m: None):
+def measure(name, cells, sizes, modes, dtype, timing, log=lambda m: None, builder=None,
+            block=hn.time_block, tol=None):
     """Rows {cell, size, label, mode, time_s | error, ...} of column ``name``: built, warmed,
-    checked against the reference in every mode, then timed in ``timing.rounds`` blocks."""
+    checked against the reference in every mode, then timed in ``timing.rounds`` blocks.
+    ``builder`` (default ``build``) and ``block`` (default ``harness.time_block``) are what the
+    GPU benchmark replaces; ``tol`` overrides CHECK_TOL."""
     rows = []
     for cell in cells:
         for size in sizes:
             base = {"cell": cell, "size": dict(zip("NTDH", size)), "label": size_label(size)}
             try:
-                fns, context, ref_cell = build(name, cell, size, dtype)
+                fns, context, ref_cell = (builder or build)(name, cell, size, dtype)
                 samples, checks = {m: [] for m in modes}, {}
                 with context():
-                    first = hn.timed(fns["fwdbwd"])
+                    first = block(fns["fwdbwd"], hn.Timing(repeat=1))[0]
                     if ref_cell is not None:
                         ref = reference_outputs(ref_cell, size, dtype, cell)
                         for m in modes:
-                            checks[m] = check(fns[m](), ref[m], dtype)
+                            checks[m] = check(fns[m](), ref[m], dtype, tol)
                     for _ in range(timing.rounds):
                         for m in modes:
-                            samples[m] += hn.time_block(fns[m], timing)
+                            samples[m] += block(fns[m], timing)
             except WrongResult as e:
                 rows += [dict(base, mode=m, error=f"WRONG RESULT: {e}", wrong=True)
                          for m in modes]

@@ -10,9 +10,10 @@ from .columns import FASTRNN_COLUMNS, matrix_flops
 
 
 # ------------------------------------------------------------------------------- assembling
-def merge(column_rows, settings_key, peak_gflops):
+def merge(column_rows, settings_key, peak_gflops, fast=FASTRNN_COLUMNS, rival="torch"):
     """Per-column rows -> one row per (cell, mode, size) with every column's time, the FLOP
-    limit (matrix FLOPs at the sgemm peak of the same setting) and the ratios."""
+    limit (matrix FLOPs at the sgemm peak of the same setting) and the ratios of each ``fast``
+    column to ``rival`` and to the limit."""
     merged, order = {}, []
     for col, rows in column_rows.items():
         for r in rows:
@@ -37,9 +38,9 @@ def merge(column_rows, settings_key, peak_gflops):
     rows = [merged[k] for k in order]
     for r in rows:
         t = r["times_s"]
-        r["ratios"] = {"torch_vs_limit": hn.ratio(t.get("torch"), r["limit_s"])}
-        for c in FASTRNN_COLUMNS:
-            r["ratios"][f"{c}_vs_torch"] = hn.ratio(t.get("torch"), t.get(c))
+        r["ratios"] = {f"{rival}_vs_limit": hn.ratio(t.get(rival), r["limit_s"])}
+        for c in fast:
+            r["ratios"][f"{c}_vs_{rival}"] = hn.ratio(t.get(rival), t.get(c))
             r["ratios"][f"{c}_vs_limit"] = hn.ratio(t.get(c), r["limit_s"])
     return rows
 
@@ -50,8 +51,8 @@ def wrong_results(rows):
 
 
 # ---------------------------------------------------------------------------------- printing
-def print_cells(rows, columns, title, out=print):
-    fast = [c for c in FASTRNN_COLUMNS if c in columns]
+def print_cells(rows, columns, title, out=print, fast=FASTRNN_COLUMNS, rival="torch"):
+    fast = [c for c in fast if c in columns]
     for mode in ("fwdbwd", "fwd"):
         mrows = [r for r in rows if r["mode"] == mode]
         if not mrows:
@@ -61,7 +62,8 @@ def print_cells(rows, columns, title, out=print):
             f"(median ms)")
         out("")
         head = ["cell", "N x T x D x H"] + [f"{c} ms" for c in columns] + ["FLOP limit ms"] + \
-            [f"{c} x torch" for c in fast] + [f"{c} / limit" for c in fast] + ["torch / limit"]
+            [f"{c} x {rival}" for c in fast] + [f"{c} / limit" for c in fast] + \
+            [f"{rival} / limit"]
         out("| " + " | ".join(head) + " |")
         out("|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|")
         for r in mrows:
@@ -71,14 +73,14 @@ def print_cells(rows, columns, title, out=print):
                       if t.get(c) is not None else ("err" if c in r["errors"] else "-")
                       for c in columns]
             cells.append(hn.fmt_ms(r["limit_s"]))
-            cells += [hn.fmt_ratio(r["ratios"][f"{c}_vs_torch"]) for c in fast]
+            cells += [hn.fmt_ratio(r["ratios"][f"{c}_vs_{rival}"]) for c in fast]
             cells += [hn.fmt_ratio(r["ratios"][f"{c}_vs_limit"]) for c in fast]
-            cells.append(hn.fmt_ratio(r["ratios"]["torch_vs_limit"]))
+            cells.append(hn.fmt_ratio(r["ratios"][f"{rival}_vs_limit"]))
             out("| " + " | ".join(cells) + " |")
     out("")
-    out("x torch: torch time / fastrnn time (> 1: fastrnn faster). / limit: time / FLOP limit "
-        "(matrix FLOPs 6*N*T*G*H*(D+H) fwd+bwd, 2*... fwd, at the sgemm peak of this run). "
-        "~: interquartile range over 25% of the median.")
+    out(f"x {rival}: {rival} time / fastrnn time (> 1: fastrnn faster). / limit: time / FLOP "
+        f"limit (matrix FLOPs 6*N*T*G*H*(D+H) fwd+bwd, 2*... fwd, at the sgemm peak of this "
+        f"run). ~: interquartile range over 25% of the median.")
     errs = {}
     for r in rows:
         for c, e in r["errors"].items():
@@ -88,7 +90,7 @@ def print_cells(rows, columns, title, out=print):
 
 
 # ----------------------------------------------------------------------------------- targets
-def _target(name, items):
+def target(name, items):
     """items: [(label, value, ok)] with ok a bool or None when value is None."""
     have = [(lab, v, ok) for lab, v, ok in items if v is not None]
     if not have:
@@ -106,18 +108,18 @@ def cell_targets(rows):
         if not any(r["times_s"].get(c) for r in fb):
             continue
         vt = lambda r: r["ratios"][f"{c}_vs_torch"]  # noqa: E731
-        out.append(_target(f"{c}: GRU (both forms) and RNN fwd+bwd >= 1.2x torch",
+        out.append(target(f"{c}: GRU (both forms) and RNN fwd+bwd >= 1.2x torch",
                            [(lab(r), vt(r), (vt(r) or 0) >= 1.2) for r in fb
                             if r["cell"] != "lstm"]))
 
         def lstm_need(r):
             eff = r["ratios"]["torch_vs_limit"]
             return 1.2 if eff and 1 / eff < 0.65 else 1.0
-        out.append(_target(f"{c}: LSTM fwd+bwd >= 1.0x torch (1.2x where torch < 65% of the "
+        out.append(target(f"{c}: LSTM fwd+bwd >= 1.0x torch (1.2x where torch < 65% of the "
                            f"FLOP limit)", [(lab(r), vt(r), (vt(r) or 0) >= lstm_need(r))
                                             for r in fb if r["cell"] == "lstm"]))
         vl = lambda r: r["ratios"][f"{c}_vs_limit"]  # noqa: E731
-        out.append(_target(f"{c}: within 1.3x of the FLOP limit where N*H >= 10000",
+        out.append(target(f"{c}: within 1.3x of the FLOP limit where N*H >= 10000",
                            [(lab(r), vl(r), (vl(r) or math.inf) <= 1.3) for r in fb
                             if r["size"]["N"] * r["size"]["H"] >= 10000]))
     return out
@@ -138,8 +140,8 @@ def train_targets(train):
                 vt = hn.ratio(t.get("torch"), t[c])
                 items_t.append((m["name"], vt, (vt or 0) >= 1.2))
         if items_t or items_b:
-            out.append(_target(f"{c}: training step >= 1.2x torch", items_t))
-            out.append(_target(f"{c}: training step >= 2.5x the textbook layers (seq2seq 2x)",
+            out.append(target(f"{c}: training step >= 1.2x torch", items_t))
+            out.append(target(f"{c}: training step >= 2.5x the textbook layers (seq2seq 2x)",
                                items_b))
     return out
 
@@ -153,12 +155,12 @@ def load_targets(load):
         modes = entry.get("modes", {})
         idle = modes.get("idle", {}).get("median_s")
         name = f"{entry['column']} {entry['model']} ({entry['setting']})"
-        out.append(_target(f"{name}: step under load <= 2.5x idle (1 busy loop, a second "
+        out.append(target(f"{name}: step under load <= 2.5x idle (1 busy loop, a second "
                            f"training), 3.5x (2 busy loops)",
                            [(k, hn.ratio(modes[k].get("median_s"), idle),
                              (hn.ratio(modes[k].get("median_s"), idle) or 0) <= lim)
                             for k, lim in LOAD_LIMITS.items() if k in modes]))
-        out.append(_target(f"{name}: no heavy tail (p90 <= 1.5x median under load)",
+        out.append(target(f"{name}: no heavy tail (p90 <= 1.5x median under load)",
                            [(k, hn.ratio(v.get("p90_s"), v.get("median_s")),
                              (hn.ratio(v.get("p90_s"), v.get("median_s")) or 0) <= 1.5)
                             for k, v in modes.items() if k != "idle"]))
@@ -168,7 +170,7 @@ def load_targets(load):
 def cold_targets(cold):
     items = [(k, v.get("total_s"), (v.get("total_s") or math.inf) < 1.0)
              for k, v in (cold or {}).items() if k == "empty_cache"]
-    return [_target("cold start: import + first LSTM fwd+bwd after install < 1 s", items)]
+    return [target("cold start: import + first LSTM fwd+bwd after install < 1 s", items)]
 
 
 def print_targets(targets, out=print):
