@@ -124,9 +124,9 @@ def test_merge_limit_and_targets():
 
 
 def test_train_load_and_cold_targets():
-    train = {"models": [{"name": "char", "kind": "lm",
+    train = {"models": [{"name": "char", "kind": "lm", "setting": "s",
                          "times_s": {"numba": 10.0, "torch": 13.0, "textbook": 20.0}},
-                        {"name": "peeky", "kind": "seq2seq",
+                        {"name": "peeky", "kind": "seq2seq", "setting": "s",
                          "times_s": {"numba": 10.0, "torch": 5.0, "textbook": 21.0}}]}
     t = {x["target"]: x for x in rp.train_targets(train)}
     torch_t = t["numba: training step >= 1.2x torch"]

@@ -167,9 +167,16 @@ def main(argv=None):
     if a.child or a.peak:
         return child(a)
     log = hn.logger(a.quiet)
-    t0 = time.perf_counter()
     if a.device == "gpu":
         return main_gpu(a, log)
+    t0 = time.perf_counter()
+    result = collect(a, log)
+    result["wall_s"] = time.perf_counter() - t0
+    return report(a, result, log)
+
+
+def collect(a, log):
+    """Every measurement the options ask for, as the JSON's dict."""
     settings = [(t, ob) for ob in a.openblas for t in a.threads]
     result = {"schema": SCHEMA, "created": hn.now(), "argv": list(sys.argv[1:] if argv is None
                                                                  else argv),
@@ -197,7 +204,12 @@ def main(argv=None):
         result["cold_start"] = ld.cold_start(hn.child_env(None, "user"),
                                              empty_cache=not a.quick)
     result.update(load_average_end=hn.load_average(), other_load=other.report())
+    return result
 
+
+def report(a, result, log):
+    """Print every table and the targets; write the chart and the JSON. Returns the exit
+    status: 1 when a column gave a wrong result."""
     rows = [r for s in result["settings"] for r in s["rows"]]
     targets = []
     for s in result["settings"]:
@@ -228,7 +240,6 @@ def main(argv=None):
                                    f"fastrnn cells, {a.dtype}, {first['key']}, "
                                    f"{m['cpu_model']}")
         log(f"wrote {chart}")
-    result["wall_s"] = time.perf_counter() - t0
     print(f"(total {result['wall_s']:.0f} s)")
     if a.out:
         hn.write_json(result, a.out)

@@ -127,18 +127,21 @@ def cell_targets(rows):
 
 def train_targets(train):
     out = []
+    models = train.get("models", [])
+    several = len({m["setting"] for m in models}) > 1
     for c in FASTRNN_COLUMNS:
         items_t, items_b = [], []
-        for m in train.get("models", []):
+        for m in models:
             t = m["times_s"]
             if t.get(c) is None:
                 continue
+            name = f"{m['name']} [{m['setting']}]" if several else m["name"]
             need_b = 2.0 if m["kind"] == "seq2seq" else 2.5
             vb = hn.ratio(t.get("textbook"), t[c])
-            items_b.append((f"{m['name']} (>= {need_b}x)", vb, (vb or 0) >= need_b))
+            items_b.append((f"{name} (>= {need_b}x)", vb, (vb or 0) >= need_b))
             if m["kind"] != "seq2seq":
                 vt = hn.ratio(t.get("torch"), t[c])
-                items_t.append((m["name"], vt, (vt or 0) >= 1.2))
+                items_t.append((name, vt, (vt or 0) >= 1.2))
         if items_t or items_b:
             out.append(target(f"{c}: training step >= 1.2x torch", items_t))
             out.append(target(f"{c}: training step >= 2.5x the textbook layers (seq2seq 2x)",
