@@ -164,6 +164,7 @@ def main_gpu(a, log):
 
 def main(argv=None):
     a = finish_args(build_parser().parse_args(argv))
+    a.argv = list(sys.argv[1:] if argv is None else argv)
     if a.child or a.peak:
         return child(a)
     log = hn.logger(a.quiet)
@@ -178,8 +179,7 @@ def main(argv=None):
 def collect(a, log):
     """Every measurement the options ask for, as the JSON's dict."""
     settings = [(t, ob) for ob in a.openblas for t in a.threads]
-    result = {"schema": SCHEMA, "created": hn.now(), "argv": list(sys.argv[1:] if argv is None
-                                                                 else argv),
+    result = {"schema": SCHEMA, "created": hn.now(), "argv": a.argv,
               "machine": hn.machine_info(), "versions": hn.versions(),
               "config": {"cells": a.cells, "sizes": a.sizes, "modes": a.modes,
                          "dtype": a.dtype, "quick": a.quick, "isolate": a.isolate,
