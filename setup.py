@@ -55,18 +55,21 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.11",
-    packages=find_packages(include=["fastrnn", "fastrnn.*", "benchmarks"]),
+    # Only the library: the repository's benchmarks/ scripts are not a package of their own
+    # (`fastrnn bench` runs fastrnn.bench, which ships with the library).
+    packages=find_packages(include=["fastrnn", "fastrnn.*"]),
     package_data={"fastrnn": ["cuda/*.cu", "data/*.txt", "engine/src/*.c", "engine/src/*.h"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": OptionalBuildExt},
-    # scipy: Numba's np.dot inside jitted code calls BLAS through scipy's cython_blas.
-    # tqdm / matplotlib: progress and the perplexity plot of `fastrnn train`.
-    # threadpoolctl: one thread count for the engine and NumPy's BLAS.
+    # scipy: its bundled OpenBLAS is where the Numba kernels look for a CBLAS when NumPy's
+    # cannot be found (fastrnn/kernels/_blas.py). tqdm / matplotlib: progress and the plots of
+    # `fastrnn train` and `fastrnn bench`. threadpoolctl: one thread count for the engine and
+    # NumPy's BLAS (fastrnn.set_num_threads, `--threads`).
     install_requires=["numpy>=1.24", "numba>=0.59", "scipy>=1.10", "tqdm>=4.60",
                       "matplotlib>=3.7", "threadpoolctl>=3.1"],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6.80"],
-        "bench": ["torch", "matplotlib>=3.7"],
+        "bench": ["torch"],
         "gpu": ["cupy-cuda13x"],
     },
     entry_points={"console_scripts": ["fastrnn = fastrnn.cli:main"]},

@@ -10,7 +10,6 @@ exit status 2; no traceback.
 """
 import argparse
 import errno
-import inspect
 import json
 import math
 import os
@@ -212,8 +211,8 @@ def build_parser():
 
     # -------------------------------------------------------------------------------- bench
     # parsed by main() itself: every argument after `bench` goes to the benchmark script
-    sub.add_parser("bench", help="run the cell benchmarks (benchmarks/bench_cells.py of a "
-                   "source checkout; `fastrnn bench --help` shows its options)")
+    sub.add_parser("bench", help="run the benchmarks (fastrnn.bench.cells; `fastrnn bench "
+                   "--help` shows its options)")
     return parser
 
 
@@ -772,44 +771,33 @@ def cmd_seq2seq(a):
 
 # -------------------------------------------------------------------------------------- bench
 def _bench_main():
+    """``main(argv)`` of the cell benchmark, or None when it cannot be imported."""
     try:
-        from benchmarks import bench_cells
-        return bench_cells.main
+        from .bench import cells
     except ImportError:
-        pass
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for root in (os.getcwd(), here):
-        path = os.path.join(root, "benchmarks", "bench_cells.py")
-        if os.path.isfile(path):
-            import runpy
-            return runpy.run_path(path, run_name="fastrnn_bench").get("main")
-    return None
+        return None
+    return cells.main
 
 
 def cmd_bench(argv):
-    """Run bench_cells.main with ``argv`` (everything after ``fastrnn bench``)."""
+    """Run the cell benchmark with ``argv`` (everything after ``fastrnn bench``)."""
     main = _bench_main()
     if main is None:
-        raise UsageError("benchmarks/bench_cells.py is not available: it ships with the source "
-                         "checkout, not the installed package; run from the repository root")
+        raise UsageError("the benchmarks (fastrnn.bench) are not available in this install")
     argv = list(argv)
     if argv and argv[0] == "--":
         argv = argv[1:]
-    try:
-        takes_argv = bool(inspect.signature(main).parameters)
-    except (TypeError, ValueError):
-        takes_argv = False
     saved = sys.argv
     sys.argv = ["fastrnn bench"] + argv
     try:
-        rc = main(argv) if takes_argv else main()
+        rc = main(argv)
     except SystemExit as e:  # the benchmark's own argparse (--help, bad option)
         rc = e.code
     finally:
         sys.argv = saved
     if isinstance(rc, str):
         _note(rc)
-        return 1
+        return 2
     return int(rc or 0)
 
 

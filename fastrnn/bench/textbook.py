@@ -145,3 +145,21 @@ class TimeSoftmaxWithLoss:
         dx *= dout / mask.sum()
         dx *= mask[:, None]
         return dx.reshape(N, T, V)
+
+
+class TimeDropout:
+    def __init__(self, dropout_ratio=0.5):
+        self.params, self.grads = [], []
+        self.dropout_ratio = dropout_ratio
+        self.mask = None
+        self.train_flg = True
+
+    def forward(self, xs):
+        if self.train_flg:
+            flg = np.random.rand(*xs.shape) > self.dropout_ratio
+            self.mask = flg.astype(np.float32) / (1.0 - self.dropout_ratio)
+            return xs * self.mask
+        return xs
+
+    def backward(self, dout):
+        return dout * self.mask
