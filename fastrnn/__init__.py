@@ -1,8 +1,10 @@
 """fastrnn: fused recurrent-network kernels behind the classic NumPy time-layer API.
 
 Import ``fastrnn.layers`` for TimeRNN / TimeLSTM / TimeGRU / ...; the array type picks the
-backend (NumPy -> Numba, CuPy -> CUDA), see ``fastrnn.backend``. Importing prints nothing and
-does not import numba, cupy or torch.
+backend (NumPy -> the compiled CPU engine, or the Numba kernels where it was not built; CuPy ->
+CUDA), see ``fastrnn.backend``. ``set_num_threads(n)`` sets the threads of the engine and of
+NumPy's BLAS (``fastrnn.threads``). Importing prints nothing and does not import numba, cupy or
+torch.
 """
 import os
 import sys
@@ -41,6 +43,7 @@ if not os.environ.get("NUMBA_CACHE_DIR"):
         os.environ["NUMBA_CACHE_DIR"] = _dir
 
 from .backend import get_backend, set_backend  # noqa: E402
+from .threads import get_num_threads, set_num_threads  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["get_backend", "set_backend", "__version__"]
+__all__ = ["get_backend", "set_backend", "get_num_threads", "set_num_threads", "__version__"]
