@@ -4,7 +4,9 @@ Same op names, signatures and results as ``fastrnn.reference``. The eight recurr
 in the C engine (``src/engine.c``, bound by the Cython module ``_engine``): one parallel region
 per call, each thread owning a slice of hidden units with all their gate columns, its slice of
 ``Wh`` packed once per call into panels for a register-blocked SIMD microkernel, the step's
-product and gate math fused, one barrier per step (two for the reset-before GRU). The
+product and gate math fused; threads meet once per phase of a step, take over a late thread's
+unstarted tiles, and a call that found the machine busy makes the next calls run on one thread
+for a while (``src/engine.c``). The
 instruction set is picked at run time (AVX-512, AVX2 or a portable build); the environment
 variable ``FASTRNN_ENGINE_ISA=avx512|avx2|portable`` or ``set_isa`` forces one. Results do not
 depend on the thread count: every output element is summed in the same order whatever the

@@ -1,12 +1,13 @@
-/* fastrnn CPU engine: instruction-set dispatch, the step barrier, and the public entry points.
+/* fastrnn CPU engine: instruction-set dispatch, the step scheduler, and the public entry points.
  * The kernels themselves are in impl.h, compiled here once per (instruction set, precision). */
-#define _POSIX_C_SOURCE 200809L /* posix_memalign under -std=c11 */
+#define _GNU_SOURCE /* posix_memalign and syscall under -std=c11 */
 #include "engine.h"
 
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -28,6 +29,15 @@ static void *fr_alloc(size_t n) {
 static void fr_free(void *p) { free(p); }
 #endif
 
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define FR_FUTEX 1
+#else
+#define FR_FUTEX 0
+#endif
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define fr_relax() _mm_pause()
@@ -37,32 +47,140 @@ static void fr_free(void *p) { free(p); }
 #define FR_X86 0
 #endif
 
-/* ---------------------------------------------------------------------------- barrier
- * Threads meet once or twice per time step. Spinning keeps the wake-up in the ~100 ns range
- * when every thread has a core; after FR_SPIN polls a waiter yields its core on every poll,
- * so on a machine busy with other work a waiting thread does not hold a core that the thread
- * it waits for (or another process) needs. */
-#define FR_SPIN 256
+/* ---------------------------------------------------------------------------- scheduling
+ * The work of a time step comes in phases (a product and its gate epilogue; a backward pass's
+ * gate gradients; packing), each cut into items (a tile of hidden units). Every thread owns a
+ * fixed range of items and claims its own first, so that with every thread on a core each
+ * keeps its panels in its own cache, exactly as a static split would; then it claims what the
+ * others have not started. A phase ends when all its items are done (a count, not a barrier):
+ * a thread that the OS has descheduled, on a machine busy with other work, holds up nobody
+ * unless it is inside an item, and finds the phases it missed already done when it wakes.
+ * Waiting spins for up to FR_SPIN_NS (a wake-up in the ~100 ns range when every thread has a
+ * core), then sleeps until the phase is done: on a core shared with another process, a yielding waiter
+ * would hand that process the core for a whole time slice, while a sleeper is woken the moment
+ * the last item finishes (a futex on Linux; elsewhere it yields). */
+#define FR_SPIN_NS 20000
+#define FR_MAXT 64
 
 typedef struct {
-    atomic_int count;
-    atomic_int gen;
-} fr_barrier;
+    _Alignas(64) atomic_long v; /* one cache line each: claims of one owner */
+} fr_counter;
 
-static void fr_barrier_wait(fr_barrier *b, int n) {
-    if (n <= 1) return;
-    int gen = atomic_load_explicit(&b->gen, memory_order_acquire);
-    if (atomic_fetch_add_explicit(&b->count, 1, memory_order_acq_rel) == n - 1) {
-        atomic_store_explicit(&b->count, 0, memory_order_relaxed);
-        atomic_fetch_add_explicit(&b->gen, 1, memory_order_release);
-        return;
+typedef struct {
+    fr_counter claim[FR_MAXT]; /* items claimed from each owner's range, over all phases */
+    fr_counter done;           /* items finished, over all phases */
+    _Alignas(64) atomic_int epoch; /* phases finished: what sleepers wait on */
+    atomic_int sleepers;
+    atomic_long waited_ns; /* time threads spent waiting at phase ends, over the call */
+} fr_sched;
+
+/* One thread's view: how many items each owner's range held in the phases before this one. */
+typedef struct {
+    int tid, nt;
+    long base[FR_MAXT];
+    long target;
+} fr_local;
+
+static void fr_sched_init(fr_sched *s) {
+    for (int r = 0; r < FR_MAXT; r++) atomic_init(&s->claim[r].v, 0);
+    atomic_init(&s->done.v, 0);
+    atomic_init(&s->epoch, 0);
+    atomic_init(&s->sleepers, 0);
+    atomic_init(&s->waited_ns, 0);
+}
+
+static long fr_now_ns(void) {
+    struct timespec ts;
+    timespec_get(&ts, TIME_UTC);
+    return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+/* Contention: when the threads of a call spent more than a tenth of it waiting for each other
+ * (a thread descheduled inside an item: the machine is busy with other work),
+ * the next calls run on one thread, a number that doubles while the contention lasts (up to
+ * 256 calls) and resets after a call that ran well; then the full count is tried again. */
+static atomic_int fr_single_calls, fr_backoff;
+
+static int fr_threads_now(int nt) {
+    if (nt <= 1) return 1;
+    int left = atomic_load(&fr_single_calls);
+    while (left > 0)
+        if (atomic_compare_exchange_weak(&fr_single_calls, &left, left - 1)) return 1;
+    return nt;
+}
+
+static void fr_after_call(int nt, long wall_ns, long waited_ns) {
+    if (nt <= 1) return;
+    if (waited_ns * 10 > wall_ns * (long)(nt - 1)) {
+        int b = atomic_load(&fr_backoff);
+        b = b < 4 ? 4 : (b < 256 ? 2 * b : 256);
+        atomic_store(&fr_backoff, b);
+        atomic_store(&fr_single_calls, b);
+    } else {
+        atomic_store(&fr_backoff, 0);
     }
-    for (int i = 0; atomic_load_explicit(&b->gen, memory_order_acquire) == gen; i++) {
-        if (i < FR_SPIN)
+}
+
+static void fr_local_init(fr_local *l, int tid, int nt) {
+    l->tid = tid;
+    l->nt = nt;
+    l->target = 0;
+    for (int r = 0; r < nt; r++) l->base[r] = 0;
+}
+
+/* Claim the next unstarted item of owner r in the current phase (its range holds len items):
+ * its index, or -1 when all are taken. */
+static long fr_claim(fr_sched *s, const fr_local *l, int r, long len) {
+    long c = atomic_load_explicit(&s->claim[r].v, memory_order_relaxed);
+    while (c < l->base[r] + len)
+        if (atomic_compare_exchange_weak_explicit(&s->claim[r].v, &c, c + 1,
+                                                  memory_order_acquire, memory_order_relaxed))
+            return c - l->base[r];
+    return -1;
+}
+
+/* Mark an item done; `end` is the done count at which its phase is complete. */
+static void fr_finish(fr_sched *s, long end) {
+    if (atomic_fetch_add(&s->done.v, 1) + 1 == end) {
+        atomic_fetch_add(&s->epoch, 1);
+#if FR_FUTEX
+        if (atomic_load(&s->sleepers) > 0)
+            syscall(SYS_futex, &s->epoch, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
+#endif
+    }
+}
+
+/* The done count at which the current phase (owner ranges of lens[r] items) is complete. */
+static long fr_phase_target(const fr_local *l, const long *lens) {
+    long end = l->target;
+    for (int r = 0; r < l->nt; r++) end += lens[r];
+    return end;
+}
+
+/* End of a phase whose owner ranges held lens[r] items: wait until every item is done. */
+static void fr_phase_end(fr_sched *s, fr_local *l, const long *lens) {
+    long end = fr_phase_target(l, lens);
+    for (int r = 0; r < l->nt; r++) l->base[r] += lens[r];
+    l->target = end;
+    if (l->nt <= 1) return;
+    if (atomic_load_explicit(&s->done.v, memory_order_acquire) >= end) return;
+    long t0 = fr_now_ns();
+    for (int i = 1; atomic_load_explicit(&s->done.v, memory_order_acquire) < end; i++) {
+        if (i % 64 || fr_now_ns() - t0 < FR_SPIN_NS) {
             fr_relax();
-        else
-            fr_yield();
+            continue;
+        }
+#if FR_FUTEX
+        int e = atomic_load(&s->epoch);
+        atomic_fetch_add(&s->sleepers, 1);
+        if (atomic_load(&s->done.v) < end) /* seq_cst: else the finisher sees a sleeper */
+            syscall(SYS_futex, &s->epoch, FUTEX_WAIT_PRIVATE, e, NULL, NULL, 0);
+        atomic_fetch_sub(&s->sleepers, 1);
+#else
+        fr_yield();
+#endif
     }
+    atomic_fetch_add(&s->waited_ns, fr_now_ns() - t0);
 }
 
 /* ---------------------------------------------------------------------------- kernels */

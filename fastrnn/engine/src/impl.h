@@ -7,15 +7,18 @@
  *   IS_F64    1 for double
  *
  * Decomposition (the same as the CUDA persistent kernel): hidden units are cut into "unit
- * vectors" of VL consecutive units, and each thread owns a contiguous range of them with all G
- * gate columns of those units, so the gate math of a step needs no data from other threads.
- * A thread packs its columns of Wh (forward) or rows of Wh (backward, for dA @ Wh^T) once per
- * call into panels: a tile covers U unit vectors of G gates, nv = G*U vectors of columns, stored
- * [k][g][u] with zero columns past H, so the microkernel reads one aligned contiguous stream.
- * Per step each thread multiplies all N rows of the shared operand (h_prev, r*h_prev or dA) by
- * its panels into a small scratch block (mr x nv*VL per register tile, L1/L2 resident), applies
- * the gate epilogue from there, and writes its own units of the outputs. Threads then meet at
- * one barrier (two for the reset-before GRU, whose candidate product needs every r*h_prev unit).
+ * vectors" of VL consecutive units; an item of work is a tile of U unit vectors with all G gate
+ * columns of those units, so the gate math of a tile needs no data from other tiles. Each
+ * thread owns a contiguous range of unit vectors and packs its columns of Wh (forward) or rows
+ * of Wh (backward, for dA @ Wh^T) once per call into panels: a tile's panel holds nv = G*U
+ * vectors of columns, stored [k][g][u] with zeros past H, so the microkernel reads one aligned
+ * contiguous stream (forward calls of a few steps read Wh in place instead, see wpack). Per
+ * step a tile multiplies all N rows of the shared operand (h_prev, r*h_prev or dA) by its panel
+ * into a small scratch block (mr x nv*VL per register tile, L1/L2 resident), applies the gate
+ * epilogue from there and writes its units of the outputs. A step is one phase forward (two
+ * for the reset-before GRU, whose candidate product needs every r*h_prev unit) and two or
+ * three backward; threads take their own tiles first and then any left (engine.c explains the
+ * scheduling), and meet when every tile of the phase is done.
  */
 #define CAT_(a, b) a##_##b
 #define CAT(a, b) CAT_(a, b)
@@ -277,22 +280,19 @@ static inline ATTR int FN(in_place)(const FN(wpack) *w, int H, int a, int Uc) {
     return w->direct && w->sj == 1 && (a + Uc) * VL <= H;
 }
 
-/* Pack this thread's tiles of unit vectors [u0, u1) (those not read in place). */
-static ATTR void FN(pack)(const FN(wpack) *wp, int H, int u0, int u1) {
-    for (int a = u0; a < u1; a += wp->U) {
-        int Uc = u1 - a < wp->U ? u1 - a : wp->U;
-        if (FN(in_place)(wp, H, a, Uc)) continue;
-        int w = Uc * VL;
-        REAL *d = wp->buf + (long)a * VL * wp->G * wp->K;
-        for (int k = 0; k < wp->K; k++)
-            for (int g = 0; g < wp->G; g++) {
-                const REAL *s = wp->W + k * wp->sk + g * wp->sg;
-                for (int u = 0; u < w; u++) {
-                    int j = a * VL + u;
-                    *d++ = j < H ? s[j * wp->sj] : (REAL)0;
-                }
+/* Pack the tile of Uc unit vectors from a (unless it is read in place). */
+static ATTR void FN(pack_tile)(const FN(wpack) *wp, int H, int a, int Uc) {
+    if (FN(in_place)(wp, H, a, Uc)) return;
+    int w = Uc * VL;
+    REAL *d = wp->buf + (long)a * VL * wp->G * wp->K;
+    for (int k = 0; k < wp->K; k++)
+        for (int g = 0; g < wp->G; g++) {
+            const REAL *s = wp->W + k * wp->sk + g * wp->sg;
+            for (int u = 0; u < w; u++) {
+                int j = a * VL + u;
+                *d++ = j < H ? s[j * wp->sj] : (REAL)0;
             }
-    }
+        }
 }
 
 static inline ATTR FN(panel) FN(panel_at)(const FN(wpack) *wp, int H, int a, int Uc) {
@@ -318,28 +318,86 @@ typedef struct {
     REAL *hs, *cs, *acts, *rh, *hn, *dA, *dh, *dc, *dhn;
     REAL *pk1, *pk2, *scratch, *shared; /* panels, per-thread product blocks, cell scratch */
     long scratch_stride;
-    fr_barrier bar;
+    fr_sched sch;
 } FN(ctx);
 
 typedef void (*FN(worker))(FN(ctx) *, int tid, int nt);
 
-/* This thread's unit vectors [*u0, *u1) and units [*j0, *j1) of H. */
-static inline ATTR void FN(own)(int H, int tid, int nt, int *u0, int *u1, int *j0, int *j1) {
+/* Owner r's unit vectors [*u0, *u1) of the ceil(H / VL) (near-equal contiguous ranges). */
+static inline ATTR void FN(range)(int H, int r, int nt, int *u0, int *u1) {
     int nuv = (H + VL - 1) / VL;
-    *u0 = (int)((long)tid * nuv / nt);
-    *u1 = (int)((long)(tid + 1) * nuv / nt);
-    *j0 = *u0 * VL;
-    *j1 = *u1 * VL < H ? *u1 * VL : H;
+    *u0 = (int)((long)r * nuv / nt);
+    *u1 = (int)((long)(r + 1) * nuv / nt);
 }
 
-/* Loop over this thread's tiles of wp->U unit vectors: a (first unit vector), nv (vectors of
- * columns = G*Uc), p (the tile's panel), j0/nu (its first unit and valid unit count), w = Uc*VL. */
-#define FOR_TILES(u0, u1, WP)                                                               \
-    for (int a = (u0); a < (u1); a += (WP)->U)                                              \
-        for (int Uc_ = (u1) - a < (WP)->U ? (u1) - a : (WP)->U, once_ = 1; once_; once_ = 0) \
-            for (int nv = (WP)->G * Uc_, w = Uc_ * VL, j0 = a * VL,                         \
-                     nu = (H - j0 < w ? H - j0 : w), once2_ = 1; once2_; once2_ = 0)        \
-                for (FN(panel) p = FN(panel_at)((WP), H, a, Uc_); once2_; once2_ = 0)
+/* A phase over items of U unit vectors: each owner's range [u0, u1) cut into ceil((u1-u0)/U)
+ * items, claimed own range first (fr_claim); `it` keeps which owner is being scanned. */
+typedef struct {
+    int k, a, uc; /* owners scanned so far; the claimed item: first unit vector, count */
+    long end;     /* the done count that completes the phase */
+} FN(item);
+
+static inline ATTR int FN(next)(FN(ctx) *c, fr_local *l, int U, FN(item) *it) {
+    for (; it->k < l->nt; it->k++) {
+        int r = (l->tid + it->k) % l->nt, u0, u1;
+        FN(range)(c->H, r, l->nt, &u0, &u1);
+        long i = fr_claim(&c->sch, l, r, (u1 - u0 + U - 1) / U);
+        if (i >= 0) {
+            it->a = u0 + (int)i * U;
+            it->uc = u1 - it->a < U ? u1 - it->a : U;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Items in each owner's range for a phase of U unit vectors. */
+static inline ATTR void FN(lens)(const FN(ctx) *c, const fr_local *l, int U, long *lens) {
+    for (int r = 0; r < l->nt; r++) {
+        int u0, u1;
+        FN(range)(c->H, r, l->nt, &u0, &u1);
+        lens[r] = (u1 - u0 + U - 1) / U;
+    }
+}
+
+/* The done count that completes the current phase of U unit vectors. */
+static inline ATTR long FN(phase_target)(const FN(ctx) *c, const fr_local *l, int U) {
+    long lens[FR_MAXT];
+    FN(lens)(c, l, U, lens);
+    return fr_phase_target(l, lens);
+}
+
+/* Wait for the phase over items of U unit vectors to be done everywhere. */
+static inline ATTR void FN(sync)(FN(ctx) *c, fr_local *l, int U) {
+    long lens[FR_MAXT];
+    FN(lens)(c, l, U, lens);
+    fr_phase_end(&c->sch, l, lens);
+}
+
+/* The phase that packs the panels of wp, each tile where it will be used first (its owner). */
+static ATTR void FN(pack_phase)(FN(ctx) *c, fr_local *l, const FN(wpack) *wp) {
+    FN(item) it = {0, 0, 0, FN(phase_target)(c, l, wp->U)};
+    while (FN(next)(c, l, wp->U, &it)) {
+        FN(pack_tile)(wp, c->H, it.a, it.uc);
+        fr_finish(&c->sch, it.end);
+    }
+    FN(sync)(c, l, wp->U);
+}
+
+/* Loop over the items of a phase of U unit vectors (then call sync with the same U): a (first
+ * unit vector), Uc_ (how many), j0/nu (first unit, valid units: the last item stops at H). */
+#define FOR_UNITS(U)                                                                        \
+    for (FN(item) it_ = {0, 0, 0, FN(phase_target)(c, &L, (U))}; FN(next)(c, &L, (U), &it_);   \
+         fr_finish(&c->sch, it_.end))                                                       \
+        for (int a = it_.a, Uc_ = it_.uc, j0 = a * VL,                                      \
+                 nu = (H - j0 < Uc_ * VL ? H - j0 : Uc_ * VL), once_ = 1; once_; once_ = 0)
+
+/* Loop over the tiles of a product phase: also nv (vectors of columns = G*Uc), w = Uc*VL and
+ * p, the tile's panel. */
+#define FOR_TILES(WP)                                                                       \
+    FOR_UNITS((WP)->U)                                                                      \
+    for (int nv = (WP)->G * Uc_, w = Uc_ * VL, once2_ = 1; once2_; once2_ = 0)              \
+        for (FN(panel) p = FN(panel_at)((WP), H, a, Uc_); once2_; once2_ = 0)
 
 /* Variable lengths: step t of row n is padding when t >= len[n]. Padding rows get zero outputs,
  * activations and gradients (so no gradient flows from them and the zero h_prev / c_prev they
@@ -384,16 +442,16 @@ static inline ATTR void FN(rnn_bwd_row)(int cnt, CR g, CR dh, CR y, R d) {
 
 static ATTR void FN(rnn_fwd)(FN(ctx) *c, int tid, int nt) {
     const int T = c->T, N = c->N, H = c->H;
-    int u0, u1, q0, q1;
-    FN(own)(H, tid, nt, &u0, &u1, &q0, &q1);
+    fr_local L;
+    fr_local_init(&L, tid, nt);
     FN(wpack) w1 = {c->Wh, H, 0, 1, H, 1, 4, c->direct, c->pk1};
-    FN(pack)(&w1, H, u0, u1);
+    FN(pack_phase)(c, &L, &w1);
     REAL *C = c->scratch + tid * c->scratch_stride;
     for (int t = 0; t < T; t++) {
         const REAL *hp = t ? c->hs + (long)(t - 1) * N * H : c->h0;
         const REAL *x = c->xw + (long)t * N * H;
         REAL *ho = c->hs + (long)t * N * H;
-        FOR_TILES(u0, u1, &w1) {
+        FOR_TILES(&w1) {
             FN(tile_product)(N, H, hp, H, p, nv, C);
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0;
@@ -403,33 +461,36 @@ static ATTR void FN(rnn_fwd)(FN(ctx) *c, int tid, int nt) {
                     FN(rnn_fwd_row)(nu, C + (long)n * w, x + s, ho + s);
             }
         }
-        fr_barrier_wait(&c->bar, nt);
+        FN(sync)(c, &L, w1.U);
     }
 }
 
 static ATTR void FN(rnn_bwd)(FN(ctx) *c, int tid, int nt) {
     const int T = c->T, N = c->N, H = c->H;
-    int u0, u1, q0, q1;
-    FN(own)(H, tid, nt, &u0, &u1, &q0, &q1);
+    fr_local L;
+    fr_local_init(&L, tid, nt);
     FN(wpack) w1 = {c->Wh, 1, 0, H, H, 1, 4, 0, c->pk1}; /* rows of Wh: dA @ Wh^T */
-    FN(pack)(&w1, H, u0, u1);
+    FN(pack_phase)(c, &L, &w1);
     REAL *C = c->scratch + tid * c->scratch_stride;
     for (int t = T - 1; t >= 0; t--) {
         const long o = (long)t * N * H;
-        for (int n = 0; n < N; n++) {
-            const long s = (long)n * H + q0;
-            if (PAD(c, t, n))
-                FN(zero)(c->dA + o + s, q1 - q0);
-            else
-                FN(rnn_bwd_row)(q1 - q0, c->dhs + o + s, c->dh + s, c->hs_in + o + s,
-                                c->dA + o + s);
+        FOR_UNITS(4) {
+            for (int n = 0; n < N; n++) {
+                const long s = (long)n * H + j0;
+                if (PAD(c, t, n))
+                    FN(zero)(c->dA + o + s, nu);
+                else
+                    FN(rnn_bwd_row)(nu, c->dhs + o + s, c->dh + s, c->hs_in + o + s,
+                                    c->dA + o + s);
+            }
         }
-        fr_barrier_wait(&c->bar, nt);
-        FOR_TILES(u0, u1, &w1) {
+        FN(sync)(c, &L, 4);
+        FOR_TILES(&w1) {
             FN(tile_product)(N, H, c->dA + o, H, p, nv, C);
             for (int n = 0; n < N; n++)
                 FN(store_row)(nu, C + (long)n * w, c->dh + (long)n * H + j0);
         }
+        FN(sync)(c, &L, w1.U); /* the next step reads dh of every unit */
     }
 }
 
@@ -473,10 +534,10 @@ static inline ATTR void FN(lstm_bwd_row)(int cnt, int H, CR ar, CR cn, CR cp, CR
 static ATTR void FN(lstm_fwd)(FN(ctx) *c, int tid, int nt) {
     const int T = c->T, N = c->N, H = c->H;
     const long G4 = 4L * H;
-    int u0, u1, q0, q1;
-    FN(own)(H, tid, nt, &u0, &u1, &q0, &q1);
+    fr_local L;
+    fr_local_init(&L, tid, nt);
     FN(wpack) w1 = {c->Wh, G4, H, 1, H, 4, 1, c->direct, c->pk1};
-    FN(pack)(&w1, H, u0, u1);
+    FN(pack_phase)(c, &L, &w1);
     REAL *C = c->scratch + tid * c->scratch_stride;
     for (int t = 0; t < T; t++) {
         const REAL *hp = t ? c->hs + (long)(t - 1) * N * H : c->h0;
@@ -484,7 +545,7 @@ static ATTR void FN(lstm_fwd)(FN(ctx) *c, int tid, int nt) {
         const REAL *x = c->xw + t * N * G4;
         REAL *ac = c->acts + t * N * G4;
         REAL *ho = c->hs + (long)t * N * H, *co = c->cs + (long)t * N * H;
-        FOR_TILES(u0, u1, &w1) {
+        FOR_TILES(&w1) {
             FN(tile_product)(N, H, hp, H, p, nv, C);
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G4 + j0;
@@ -498,38 +559,41 @@ static ATTR void FN(lstm_fwd)(FN(ctx) *c, int tid, int nt) {
                                  ho + s);
             }
         }
-        fr_barrier_wait(&c->bar, nt);
+        FN(sync)(c, &L, w1.U);
     }
 }
 
 static ATTR void FN(lstm_bwd)(FN(ctx) *c, int tid, int nt) {
     const int T = c->T, N = c->N, H = c->H;
     const long G4 = 4L * H;
-    int u0, u1, q0, q1;
-    FN(own)(H, tid, nt, &u0, &u1, &q0, &q1);
+    fr_local L;
+    fr_local_init(&L, tid, nt);
     FN(wpack) w1 = {c->Wh, 1, 0, G4, (int)G4, 1, 4, 0, c->pk1};
-    FN(pack)(&w1, H, u0, u1);
+    FN(pack_phase)(c, &L, &w1);
     REAL *C = c->scratch + tid * c->scratch_stride;
     for (int t = T - 1; t >= 0; t--) {
         const long o = (long)t * N * H;
         const REAL *cp = t ? c->cs_in + o - (long)N * H : c->c0;
         REAL *d = c->dA + t * N * G4;
-        for (int n = 0; n < N; n++) {
-            const long s = (long)n * H + q0, sg = t * N * G4 + n * G4 + q0;
-            if (PAD(c, t, n)) {
-                FN(zero_gates)(c->dA + sg, 4, H, q1 - q0);
-                FN(zero)(c->dc + s, q1 - q0);
-                continue;
+        FOR_UNITS(4) {
+            for (int n = 0; n < N; n++) {
+                const long s = (long)n * H + j0, sg = t * N * G4 + n * G4 + j0;
+                if (PAD(c, t, n)) {
+                    FN(zero_gates)(c->dA + sg, 4, H, nu);
+                    FN(zero)(c->dc + s, nu);
+                    continue;
+                }
+                FN(lstm_bwd_row)(nu, H, c->acts_in + sg, c->cs_in + o + s, cp + s, c->dhs + o + s,
+                                 c->dh + s, c->dc + s, c->dA + sg);
             }
-            FN(lstm_bwd_row)(q1 - q0, H, c->acts_in + sg, c->cs_in + o + s, cp + s, c->dhs + o + s,
-                             c->dh + s, c->dc + s, c->dA + sg);
         }
-        fr_barrier_wait(&c->bar, nt);
-        FOR_TILES(u0, u1, &w1) {
+        FN(sync)(c, &L, 4);
+        FOR_TILES(&w1) {
             FN(tile_product)(N, (int)G4, d, G4, p, nv, C);
             for (int n = 0; n < N; n++)
                 FN(store_row)(nu, C + (long)n * w, c->dh + (long)n * H + j0);
         }
+        FN(sync)(c, &L, w1.U); /* the next step reads dh of every unit */
     }
 }
 
@@ -585,19 +649,19 @@ static inline ATTR void FN(gru_bwd_row_zr)(int nu, int H, CR ar, CR hp, CR dhv, 
 static ATTR void FN(gru_fwd)(FN(ctx) *c, int tid, int nt) {
     const int T = c->T, N = c->N, H = c->H;
     const long G3 = 3L * H;
-    int u0, u1, q0, q1;
-    FN(own)(H, tid, nt, &u0, &u1, &q0, &q1);
+    fr_local L;
+    fr_local_init(&L, tid, nt);
     FN(wpack) w1 = {c->Wh, G3, H, 1, H, 2, 2, c->direct, c->pk1};         /* [Wh_z | Wh_r] */
-    FN(pack)(&w1, H, u0, u1);
+    FN(pack_phase)(c, &L, &w1);
     FN(wpack) w2 = {c->Wh + 2 * H, G3, 0, 1, H, 1, 4, c->direct, c->pk2}; /* Wh_h */
-    FN(pack)(&w2, H, u0, u1);
+    FN(pack_phase)(c, &L, &w2);
     REAL *C = c->scratch + tid * c->scratch_stride;
     for (int t = 0; t < T; t++) {
         const REAL *hp = t ? c->hs + (long)(t - 1) * N * H : c->h0;
         const REAL *x = c->xw + t * N * G3;
         REAL *ac = c->acts + t * N * G3;
         REAL *rh = c->rh + (long)t * N * H, *ho = c->hs + (long)t * N * H;
-        FOR_TILES(u0, u1, &w1) {
+        FOR_TILES(&w1) {
             FN(tile_product)(N, H, hp, H, p, nv, C);
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G3 + j0;
@@ -610,8 +674,8 @@ static ATTR void FN(gru_fwd)(FN(ctx) *c, int tid, int nt) {
                 FN(gru_fwd_row_zr)(nu, H, w, C + (long)n * 2 * w, x + sg, hp + s, ac + sg, rh + s);
             }
         }
-        fr_barrier_wait(&c->bar, nt); /* the candidate product needs every unit of r*h */
-        FOR_TILES(u0, u1, &w2) {
+        FN(sync)(c, &L, w1.U); /* the candidate product needs every unit of r*h */
+        FOR_TILES(&w2) {
             FN(tile_product)(N, H, rh, H, p, nv, C);
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G3 + j0;
@@ -619,36 +683,38 @@ static ATTR void FN(gru_fwd)(FN(ctx) *c, int tid, int nt) {
                 FN(gru_fwd_row_h)(nu, H, C + (long)n * w, x + sg, hp + s, ac + sg, ho + s);
             }
         }
-        fr_barrier_wait(&c->bar, nt);
+        FN(sync)(c, &L, w2.U);
     }
 }
 
 static ATTR void FN(gru_bwd)(FN(ctx) *c, int tid, int nt) {
     const int T = c->T, N = c->N, H = c->H;
     const long G3 = 3L * H;
-    int u0, u1, q0, q1;
-    FN(own)(H, tid, nt, &u0, &u1, &q0, &q1);
+    fr_local L;
+    fr_local_init(&L, tid, nt);
     FN(wpack) w1 = {c->Wh + 2 * H, 1, 0, G3, H, 1, 4, 0, c->pk1}; /* for dA_h @ Wh_h^T */
-    FN(pack)(&w1, H, u0, u1);
+    FN(pack_phase)(c, &L, &w1);
     FN(wpack) w2 = {c->Wh, 1, 0, G3, 2 * H, 1, 4, 0, c->pk2};     /* for dA_zr @ Wh_zr^T */
-    FN(pack)(&w2, H, u0, u1);
+    FN(pack_phase)(c, &L, &w2);
     REAL *C = c->scratch + tid * c->scratch_stride;
-    REAL *dhv = c->shared; /* (N, H): dhs[t] + dh, each thread's own units */
+    REAL *dhv = c->shared; /* (N, H): dhs[t] + dh */
     for (int t = T - 1; t >= 0; t--) {
         const long o = (long)t * N * H;
         const REAL *hp = t ? c->hs_in + o - (long)N * H : c->h0;
         const REAL *ac = c->acts_in + t * N * G3;
         REAL *d = c->dA + t * N * G3;
-        for (int n = 0; n < N; n++) {
-            const long s = (long)n * H + q0, sg = n * G3 + q0;
-            if (PAD(c, t, n)) {
-                FN(zero_gates)(d + sg, 3, H, q1 - q0);
-                continue;
+        FOR_UNITS(4) {
+            for (int n = 0; n < N; n++) {
+                const long s = (long)n * H + j0, sg = n * G3 + j0;
+                if (PAD(c, t, n)) {
+                    FN(zero_gates)(d + sg, 3, H, nu);
+                    continue;
+                }
+                FN(gru_bwd_row_h)(nu, H, ac + sg, c->dhs + o + s, c->dh + s, dhv + s, d + sg);
             }
-            FN(gru_bwd_row_h)(q1 - q0, H, ac + sg, c->dhs + o + s, c->dh + s, dhv + s, d + sg);
         }
-        fr_barrier_wait(&c->bar, nt);
-        FOR_TILES(u0, u1, &w1) {
+        FN(sync)(c, &L, 4);
+        FOR_TILES(&w1) {
             FN(tile_product)(N, H, d + 2 * H, G3, p, nv, C); /* drh = dA_h @ Wh_h^T */
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G3 + j0;
@@ -660,11 +726,12 @@ static ATTR void FN(gru_bwd)(FN(ctx) *c, int tid, int nt) {
                                    c->dh + s);
             }
         }
-        fr_barrier_wait(&c->bar, nt);
-        FOR_TILES(u0, u1, &w2) {
+        FN(sync)(c, &L, w1.U);
+        FOR_TILES(&w2) {
             FN(tile_product)(N, 2 * H, d, G3, p, nv, C); /* [dA_z | dA_r] @ Wh_zr^T */
             for (int n = 0; n < N; n++) FN(add_row)(nu, C + (long)n * w, c->dh + (long)n * H + j0);
         }
+        FN(sync)(c, &L, w2.U); /* the next step reads dh of every unit */
     }
 }
 
@@ -711,17 +778,17 @@ static inline ATTR void FN(gru_ra_bwd_row)(int cnt, int H, CR ar, CR g, CR hp, C
 static ATTR void FN(gru_ra_fwd)(FN(ctx) *c, int tid, int nt) {
     const int T = c->T, N = c->N, H = c->H;
     const long G3 = 3L * H;
-    int u0, u1, q0, q1;
-    FN(own)(H, tid, nt, &u0, &u1, &q0, &q1);
+    fr_local L;
+    fr_local_init(&L, tid, nt);
     FN(wpack) w1 = {c->Wh, G3, H, 1, H, 3, 1, c->direct, c->pk1};
-    FN(pack)(&w1, H, u0, u1);
+    FN(pack_phase)(c, &L, &w1);
     REAL *C = c->scratch + tid * c->scratch_stride;
     for (int t = 0; t < T; t++) {
         const REAL *hp = t ? c->hs + (long)(t - 1) * N * H : c->h0;
         const REAL *x = c->xw + t * N * G3;
         REAL *ac = c->acts + t * N * G3;
         REAL *hn = c->hn + (long)t * N * H, *ho = c->hs + (long)t * N * H;
-        FOR_TILES(u0, u1, &w1) {
+        FOR_TILES(&w1) {
             FN(tile_product)(N, H, hp, H, p, nv, C);
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G3 + j0;
@@ -735,17 +802,17 @@ static ATTR void FN(gru_ra_fwd)(FN(ctx) *c, int tid, int nt) {
                                    ac + sg, hn + s, ho + s);
             }
         }
-        fr_barrier_wait(&c->bar, nt);
+        FN(sync)(c, &L, w1.U);
     }
 }
 
 static ATTR void FN(gru_ra_bwd)(FN(ctx) *c, int tid, int nt) {
     const int T = c->T, N = c->N, H = c->H;
     const long G3 = 3L * H;
-    int u0, u1, q0, q1;
-    FN(own)(H, tid, nt, &u0, &u1, &q0, &q1);
+    fr_local L;
+    fr_local_init(&L, tid, nt);
     FN(wpack) w1 = {c->Wh, 1, 0, G3, (int)G3, 1, 4, 0, c->pk1};
-    FN(pack)(&w1, H, u0, u1);
+    FN(pack_phase)(c, &L, &w1);
     REAL *C = c->scratch + tid * c->scratch_stride;
     for (int t = T - 1; t >= 0; t--) {
         const long o = (long)t * N * H;
@@ -753,23 +820,26 @@ static ATTR void FN(gru_ra_bwd)(FN(ctx) *c, int tid, int nt) {
         /* [dA_z | dA_r | dhn] of this step, double-buffered: a thread may still be reading
          * step t+1's copy while its neighbour writes step t's */
         REAL *rec = c->shared + (long)(t & 1) * N * G3;
-        for (int n = 0; n < N; n++) {
-            const long s = (long)n * H + q0, sg = n * G3 + q0, tg = t * N * G3 + sg;
-            if (PAD(c, t, n)) {
-                FN(zero_gates)(c->dA + tg, 3, H, q1 - q0);
-                FN(zero_gates)(rec + sg, 3, H, q1 - q0);
-                FN(zero)(c->dhn + o + s, q1 - q0);
-                FN(zero)(c->dh + s, q1 - q0);
-                continue;
+        FOR_UNITS(4) {
+            for (int n = 0; n < N; n++) {
+                const long s = (long)n * H + j0, sg = n * G3 + j0, tg = t * N * G3 + sg;
+                if (PAD(c, t, n)) {
+                    FN(zero_gates)(c->dA + tg, 3, H, nu);
+                    FN(zero_gates)(rec + sg, 3, H, nu);
+                    FN(zero)(c->dhn + o + s, nu);
+                    FN(zero)(c->dh + s, nu);
+                    continue;
+                }
+                FN(gru_ra_bwd_row)(nu, H, c->acts_in + tg, c->dhs + o + s, hp + s,
+                                   c->hn_in + o + s, c->dh + s, c->dA + tg, c->dhn + o + s, rec + sg);
             }
-            FN(gru_ra_bwd_row)(q1 - q0, H, c->acts_in + tg, c->dhs + o + s, hp + s,
-                               c->hn_in + o + s, c->dh + s, c->dA + tg, c->dhn + o + s, rec + sg);
         }
-        fr_barrier_wait(&c->bar, nt);
-        FOR_TILES(u0, u1, &w1) {
+        FN(sync)(c, &L, 4);
+        FOR_TILES(&w1) {
             FN(tile_product)(N, (int)G3, rec, G3, p, nv, C);
             for (int n = 0; n < N; n++) FN(add_row)(nu, C + (long)n * w, c->dh + (long)n * H + j0);
         }
+        FN(sync)(c, &L, w1.U); /* the next step reads dh of every unit */
     }
 }
 
@@ -861,6 +931,7 @@ static int FN(threads)(int nthreads, int N, int H, int G) {
     int by_work = (int)(flops / 2e5);
     int nt = nthreads < nuv ? nthreads : nuv;
     nt = nt < by_work ? nt : by_work;
+    nt = nt < FR_MAXT ? nt : FR_MAXT;
     return nt < 1 ? 1 : nt;
 }
 
@@ -878,17 +949,19 @@ static int FN(run)(FN(worker) worker, FN(ctx) *c, int nt, long pk1_len, long pk2
     c->pk2 = buf + p1;
     c->scratch = buf + p1 + p2;
     c->shared = c->scratch + c->scratch_stride * nt;
-    atomic_init(&c->bar.count, 0);
-    atomic_init(&c->bar.gen, 0);
+    fr_sched_init(&c->sch);
+    nt = fr_threads_now(nt);
     if (nt <= 1) {
         worker(c, 0, 1);
     } else {
+        long t0 = fr_now_ns();
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
         worker(c, omp_get_thread_num(), omp_get_num_threads());
 #else
         worker(c, 0, 1);
 #endif
+        fr_after_call(nt, fr_now_ns() - t0, atomic_load(&c->sch.waited_ns));
     }
     fr_free(buf);
     return 0;
