@@ -10,7 +10,9 @@ import pytest
 
 import fastrnn.backend
 import fastrnn.layers as L
+from fastrnn.data import pad_sequences
 from fastrnn.interop import layers_from_torch, to_torch, torch_to_fastrnn
+from fastrnn.models import AttentionSeq2seq, PeekySeq2seq, Seq2seq
 from test_layers import CELLS, make_layer
 from tolerances import assert_close, to_numpy
 
@@ -264,3 +266,100 @@ def test_bidirectional_lstm_matches_torch_packed_sequences(rng):
         grads = _torch_grads("lstm", module, "_l0" + ("_reverse" if k else ""))
         for i, (g, gt) in enumerate(zip(direction.grads, grads)):
             assert_close(f"bi direction {k} param grad {i}", g, gt, kind="grad")
+
+
+# -------------------------------------------------------------------------------- seq2seq
+MODELS = [Seq2seq, PeekySeq2seq, AttentionSeq2seq]
+V = 7
+
+
+def _model(cls, cell="lstm", reverse=False):
+    return cls(V, 4, 5, cell=cell, reverse_input=reverse, reset_after=cell == "gru",
+               dtype="float64", seed=3)
+
+
+def _padded_pairs(rng, src_lengths, tgt_lengths):
+    """Padded (xs, xs_lengths, ts, ts_lengths); ts rows are a start id plus targets."""
+    xs, xl = pad_sequences([rng.integers(0, V, n) for n in src_lengths])
+    ts, tl = pad_sequences([rng.integers(0, V, n) for n in tgt_lengths])
+    return xs, xl, ts, tl
+
+
+@pytest.mark.parametrize("cls", MODELS)
+@pytest.mark.parametrize("cell, reverse", [("lstm", True), ("gru", False)])
+def test_padded_seq2seq_loss_is_the_mean_over_real_target_tokens(cls, cell, reverse, rng):
+    """Loss and gradients of a padded batch equal the token-weighted mean of each pair run
+    alone, unpadded."""
+    m = _model(cls, cell, reverse)
+    xs, xl, ts, tl = _padded_pairs(rng, (4, 1, 3, 2), (3, 6, 2, 4))
+    assert xs.shape == (4, 4) and ts.shape == (4, 6)
+    loss = m.forward(xs, ts, xs_lengths=xl, ts_lengths=tl)
+    m.backward()
+    grads = [g.copy() for g in m.grads]
+
+    weights = (tl - 1) / (tl - 1).sum()
+    expected_loss, expected = 0.0, [np.zeros_like(g) for g in grads]
+    for n, w in enumerate(weights):
+        expected_loss += w * m.forward(xs[n:n + 1, :xl[n]], ts[n:n + 1, :tl[n]])
+        m.backward()
+        for e, g in zip(expected, m.grads):
+            e += w * g
+    assert_close("loss", loss, expected_loss)
+    for i, (g, e) in enumerate(zip(grads, expected)):
+        assert_close(f"grad {i}", g, e, kind="grad")
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_padding_content_and_empty_rows_change_nothing(cls, rng):
+    """Rows with no source (the decoder starts from zeros) or no targets give finite results,
+    and the padded ids are never read."""
+    m = _model(cls, reverse=True)
+    xs, xl, ts, tl = _padded_pairs(rng, (0, 3, 2, 0), (3, 1, 4, 2))
+    runs = []
+    for pad in (0, V - 1):
+        xs2, ts2 = xs.copy(), ts.copy()
+        xs2[np.arange(xs.shape[1]) >= xl[:, None]] = pad
+        ts2[np.arange(ts.shape[1]) >= tl[:, None]] = pad
+        loss = m.forward(xs2, ts2, xs_lengths=xl, ts_lengths=tl)
+        m.backward()
+        runs.append([loss] + [g.copy() for g in m.grads])
+    assert all(np.isfinite(a).all() for a in runs[0])
+    for i, (a, b) in enumerate(zip(*runs)):
+        assert_close(f"value {i}", a, b)
+
+
+def test_attention_never_weights_padded_source_positions(rng):
+    m = _model(AttentionSeq2seq, reverse=True)
+    xs, xl, ts, tl = _padded_pairs(rng, (5, 0, 2, 1), (3, 4, 2, 4))
+    pad = np.arange(xs.shape[1]) >= xl[:, None]
+    m.forward(xs, ts, xs_lengths=xl, ts_lengths=tl)
+    trained = m.attention_weights
+    m.generate(xs, 1, 3, xs_lengths=xl)
+    for w in (trained, m.attention_weights):
+        assert (w.transpose(1, 0, 2)[:, pad] == 0).all()
+        # Rows with a source sum to 1; the row without one has no weight anywhere.
+        np.testing.assert_allclose(w.sum(axis=2), np.broadcast_to((xl > 0)[:, None], w.shape[:2]),
+                                   rtol=1e-12)
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_generate_on_a_padded_batch_equals_each_row_alone(cls, rng):
+    m = _model(cls, reverse=True)
+    xs, xl = pad_sequences([rng.integers(0, V, n) for n in (2, 5, 1, 3)])
+    out = m.generate(xs, 1, 4, xs_lengths=xl)
+    for n in range(len(xl)):
+        np.testing.assert_array_equal(out[n:n + 1], m.generate(xs[n:n + 1, :xl[n]], 1, 4))
+
+
+@pytest.mark.parametrize("kw, error, match", [
+    (dict(xs_lengths=np.array([1, 2])), ValueError, r"xs_lengths must have shape \(N,\)"),
+    (dict(xs_lengths=np.array([1, 2, 9])), ValueError, r"xs_lengths must lie in \[0, T\] = "
+                                                       r"\[0, 4\], found 9"),
+    (dict(ts_lengths=np.array([1.0, 2.0, 3.0])), TypeError, r"ts_lengths must be an integer"),
+    (dict(ts_lengths=np.array([1, -2, 3])), ValueError, r"ts_lengths must lie in .* found -2"),
+])
+def test_bad_model_lengths_are_rejected_naming_the_model(kw, error, match, rng):
+    m = _model(AttentionSeq2seq)
+    xs, ts = rng.integers(0, V, (3, 4)), rng.integers(0, V, (3, 5))
+    with pytest.raises(error, match=f"^AttentionSeq2seq: {match}"):
+        m.forward(xs, ts, **kw)
