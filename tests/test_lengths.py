@@ -363,3 +363,13 @@ def test_bad_model_lengths_are_rejected_naming_the_model(kw, error, match, rng):
     xs, ts = rng.integers(0, V, (3, 4)), rng.integers(0, V, (3, 5))
     with pytest.raises(error, match=f"^AttentionSeq2seq: {match}"):
         m.forward(xs, ts, **kw)
+
+
+def test_readme_snippet_runs_as_documented():
+    from test_readme import _section_code
+    ns = {}
+    exec(_section_code("### Variable-length batches"), ns)
+    assert ns["lengths"].tolist() == [3, 1, 2] and ns["ids"][1].tolist() == [2, 0, 0]
+    hs = ns["hs"]
+    assert hs.shape == (3, 3, 5) and not hs[1, 1:].any() and not hs[2, 2].any()
+    np.testing.assert_array_equal(ns["last_h"], hs[[0, 1, 2], [2, 0, 1]])
