@@ -19,6 +19,14 @@ to ``set_state`` must be finite (``ValueError`` otherwise), because a NaN or inf
 carried silently from batch to batch by a stateful layer; set ``fastrnn.layers.CHECK_FINITE =
 False`` to skip that scan. Weights are not scanned. N=0 or T=0 give correctly shaped empty
 outputs (and zero gradients); a stateful layer keeps its state across a T=0 call.
+
+Variable lengths: the recurrent and bidirectional layers take ``forward(xs, lengths=None)``
+with ``lengths`` (N,) integers in [0, T] (None: every row has all T steps). Step t of row n is
+padding when t >= lengths[n]: its outputs and input gradients are zero, nothing flows to or from
+it, and the state a row carries on (``stateful=True``, ``layer.h`` / ``layer.c``) is its state
+after its own last step (its initial state when the length is 0). ``layer.dh`` / ``layer.dc``
+stay the gradients of the initial state. Rows keep their place: nothing is sorted. The padded
+values of ``xs`` are ignored but must be finite like the rest.
 """
 import numpy as np
 
@@ -78,6 +86,49 @@ def _to_time_major(a):
 def _to_batch_major(a):
     """(T, N, K) -> contiguous (N, T, K)."""
     return array_module(a).ascontiguousarray(a.transpose(1, 0, 2))
+
+
+def check_lengths(owner, name, lengths, N, T, xp):
+    """``lengths`` (N,) as an int64 array of module ``xp`` with values in [0, T], or None.
+    A list or tuple of ints is accepted; anything else gets a TypeError / ValueError that names
+    ``owner`` and ``name``."""
+    if lengths is None:
+        return None
+    if isinstance(lengths, (list, tuple)):
+        lengths = np.asarray(lengths) if len(lengths) else np.zeros(0, dtype=np.int64)
+    require_int(owner, name, lengths)
+    require_shape(owner, name, lengths, (N,), "(N,) with N = xs.shape[0]")
+    if N:
+        lo, hi = int(lengths.min()), int(lengths.max())
+        if lo < 0 or hi > T:
+            raise ValueError(f"{owner}: {name} must lie in [0, T] = [0, {T}], found "
+                             f"{lo if lo < 0 else hi}")
+    return xp.asarray(lengths).astype(np.int64, copy=False)
+
+
+def last_steps(seq, lengths, first):
+    """Each row's value after its own last step: seq (T, N, K) time-major, lengths (N,),
+    ``first`` (N, K) for the rows of length 0 -> (N, K) (a new array)."""
+    xp = array_module(seq)
+    rows = xp.arange(seq.shape[1])
+    last = seq[xp.maximum(lengths - 1, 0), rows]
+    return xp.where((lengths > 0)[:, None], last, first)
+
+
+def reverse_index(lengths, T):
+    """(N, T) time index that reverses each row's first lengths[n] steps and leaves its padding
+    in place; it is its own inverse. ``a[rows, index]`` with ``rows = arange(N)[:, None]``
+    reverses batch-major ``a`` (N, T, ...) row by row."""
+    xp = array_module(lengths)
+    t = xp.arange(T, dtype=lengths.dtype)[None, :]
+    n = lengths[:, None]
+    return xp.where(t < n, n - 1 - t, t)
+
+
+def reverse_rows(a, index):
+    """Batch-major ``a`` (N, T, ...) gathered by a ``reverse_index`` (a new array)."""
+    xp = array_module(a)
+    return a[xp.arange(a.shape[0])[:, None], index]
 
 
 def _set_grad(grad, value):
@@ -167,15 +218,18 @@ class _Recurrent:
         return states
 
     # ---- forward / backward
-    def forward(self, xs):
+    def forward(self, xs, lengths=None):
+        """xs (N, T, D) -> hs (N, T, H); ``lengths`` (N,) ints in [0, T] or None (see the
+        module doc)."""
         name = type(self).__name__
         Wx, Wh, b = self.params[:3]
         require_float(name, "xs", xs, Wx.dtype)
         require_rank(name, "xs", xs, 3, "(N, T, D)")
         N, T, D = xs.shape
         require_shape(name, "xs", xs, (N, T, Wx.shape[0]), "(N, T, D) with D = Wx.shape[0]")
-        _require_finite(name, "xs", xs)
         xp = array_module(xs)
+        lengths = check_lengths(name, "lengths", lengths, N, T, xp)
+        _require_finite(name, "xs", xs)
         states0 = self._initial_states(N, xp)
 
         x_tm = _to_time_major(xs).reshape(T * N, D)
@@ -183,23 +237,31 @@ class _Recurrent:
         xw += b
         xw = xw.reshape(T, N, self.gates * self.H)
         ops = backend.ops_for(xs)
-        hs_tm, saved, last = self._recur_forward(ops, xw, states0)
-        for sname, s0, s in zip(self.state_names, states0, last):
-            setattr(self, sname, s0 if T == 0 else s.copy())
-        self.cache = (ops, x_tm, states0, hs_tm, saved)
+        hs_tm, saved, seqs = self._recur_forward(ops, xw, states0, lengths)
+        for sname, s0, seq in zip(self.state_names, states0, seqs):
+            if T == 0:
+                last = s0
+            elif lengths is None:
+                last = seq[-1].copy()
+            else:
+                last = last_steps(seq, lengths, s0)
+            setattr(self, sname, last)
+        self.cache = (ops, x_tm, states0, hs_tm, saved, lengths)
         return _to_batch_major(hs_tm)
 
     def backward(self, dhs):
         name = type(self).__name__
         if self.cache is None:
             raise RuntimeError(f"{name}.backward called before forward")
-        ops, x_tm, states0, hs_tm, saved = self.cache
+        ops, x_tm, states0, hs_tm, saved, lengths = self.cache
         T, N, H = hs_tm.shape
         Wx = self.params[0]
         require_float(name, "dhs", dhs, Wx.dtype)
         require_rank(name, "dhs", dhs, 3, "(N, T, H)")
         require_shape(name, "dhs", dhs, (N, T, H), "(N, T, H) of the last forward")
-        dA, dstates = self._recur_backward(ops, _to_time_major(dhs), states0, hs_tm, saved)
+        # Padded steps have dA = 0, so every product below ignores them without a mask.
+        dA, dstates = self._recur_backward(ops, _to_time_major(dhs), states0, hs_tm, saved,
+                                           lengths)
 
         dA2 = dA.reshape(T * N, dA.shape[2])
         _set_grad(self.grads[0], x_tm.T @ dA2)
@@ -219,13 +281,13 @@ class TimeRNN(_Recurrent):
 
     gates = 1
 
-    def _recur_forward(self, ops, xw, states0):
+    def _recur_forward(self, ops, xw, states0, lengths):
         (h0,) = states0
-        hs = ops.rnn_forward(xw, self.params[1], h0)
-        return hs, (), (hs[-1] if hs.shape[0] else None,)
+        hs = ops.rnn_forward(xw, self.params[1], h0, lengths)
+        return hs, (), (hs,)
 
-    def _recur_backward(self, ops, dhs, states0, hs, saved):
-        dA, dh0 = ops.rnn_backward(dhs, self.params[1], hs, states0[0])
+    def _recur_backward(self, ops, dhs, states0, hs, saved, lengths):
+        dA, dh0 = ops.rnn_backward(dhs, self.params[1], hs, states0[0], lengths)
         self._set_dWh(states0, hs, dA)
         return dA, (dh0,)
 
@@ -244,15 +306,14 @@ class TimeLSTM(_Recurrent):
     def set_state(self, h, c=None):
         super().set_state(h, c)
 
-    def _recur_forward(self, ops, xw, states0):
+    def _recur_forward(self, ops, xw, states0, lengths):
         h0, c0 = states0
-        hs, cs, acts = ops.lstm_forward(xw, self.params[1], h0, c0)
-        last = (hs[-1], cs[-1]) if hs.shape[0] else (None, None)
-        return hs, (cs, acts), last
+        hs, cs, acts = ops.lstm_forward(xw, self.params[1], h0, c0, lengths)
+        return hs, (cs, acts), (hs, cs)
 
-    def _recur_backward(self, ops, dhs, states0, hs, saved):
+    def _recur_backward(self, ops, dhs, states0, hs, saved, lengths):
         cs, acts = saved
-        dA, dh0, dc0 = ops.lstm_backward(dhs, self.params[1], cs, acts, states0[1])
+        dA, dh0, dc0 = ops.lstm_backward(dhs, self.params[1], cs, acts, states0[1], lengths)
         self._set_dWh(states0, hs, dA)
         return dA, (dh0, dc0)
 
@@ -280,32 +341,33 @@ class TimeGRU(_Recurrent):
         elif b_hn is not None:
             raise ValueError("TimeGRU: b_hn is only used with reset_after=True")
 
-    def _recur_forward(self, ops, xw, states0):
+    def _recur_forward(self, ops, xw, states0, lengths):
         (h0,) = states0
         Wh = self.params[1]
         if self.reset_after:
-            hs, acts, hn = ops.gru_ra_forward(xw, Wh, self.params[3], h0)
+            hs, acts, hn = ops.gru_ra_forward(xw, Wh, self.params[3], h0, lengths)
             saved = (acts, hn)
         else:
-            hs, acts, rh = ops.gru_forward(xw, Wh, h0)
+            hs, acts, rh = ops.gru_forward(xw, Wh, h0, lengths)
             saved = (acts, rh)
-        return hs, saved, (hs[-1] if hs.shape[0] else None,)
+        return hs, saved, (hs,)
 
-    def _recur_backward(self, ops, dhs, states0, hs, saved):
+    def _recur_backward(self, ops, dhs, states0, hs, saved, lengths):
         h0 = states0[0]
         Wh, H = self.params[1], self.H
         xp = array_module(hs)
         dWh = xp.empty_like(Wh)
         if self.reset_after:
             acts, hn = saved
-            dA, dhn, dh0 = ops.gru_ra_backward(dhs, Wh, hs, acts, hn, h0)
-            # Recurrent side of the candidate block sees dA_n * r (= dhn), not dA_n.
+            dA, dhn, dh0 = ops.gru_ra_backward(dhs, Wh, hs, acts, hn, h0, lengths)
+            # Recurrent side of the candidate block sees dA_n * r (= dhn), not dA_n; dhn is
+            # zero on padded steps like dA.
             dWh[:, :2 * H] = _prev_state_product(h0, hs, dA[..., :2 * H])
             dWh[:, 2 * H:] = _prev_state_product(h0, hs, dhn)
             _set_grad(self.grads[3], dhn.reshape(-1, H).sum(axis=0))
         else:
             acts, rh = saved
-            dA, dh0 = ops.gru_backward(dhs, Wh, hs, acts, h0)
+            dA, dh0 = ops.gru_backward(dhs, Wh, hs, acts, h0, lengths)
             # The candidate's recurrent product multiplies r*h of the same step.
             dWh[:, :2 * H] = _prev_state_product(h0, hs, dA[..., :2 * H])
             dWh[:, 2 * H:] = rh.reshape(-1, H).T @ dA[..., 2 * H:].reshape(-1, H)
@@ -316,7 +378,11 @@ class TimeGRU(_Recurrent):
 # ------------------------------------------------------------------------------ bidirectional
 class TimeBidirectional:
     """Runs ``forward_layer`` left to right and ``backward_layer`` right to left over xs and
-    concatenates their outputs on the last axis: (N, T, H1 + H2). Input gradients are summed."""
+    concatenates their outputs on the last axis: (N, T, H1 + H2). Input gradients are summed.
+
+    With ``lengths`` the backward direction starts at each row's own last real step: it reads
+    each row's first lengths[n] steps reversed (padding stays at the end), and its outputs are
+    put back in place, so padded positions are zero in both halves."""
 
     def __init__(self, forward_layer, backward_layer):
         self.forward_layer = forward_layer
@@ -324,12 +390,26 @@ class TimeBidirectional:
         self.params = forward_layer.params + backward_layer.params
         self.grads = forward_layer.grads + backward_layer.grads
         self.H1 = self.H2 = None
+        self.index = None
 
-    def forward(self, xs):
-        o1 = self.forward_layer.forward(xs)
-        o2 = self.backward_layer.forward(xs[:, ::-1])
+    def forward(self, xs, lengths=None):
+        """xs (N, T, D) -> (N, T, H1 + H2); ``lengths`` (N,) ints in [0, T] or None."""
+        if lengths is not None:
+            name = type(self).__name__
+            require_array(name, "xs", xs)
+            require_rank(name, "xs", xs, 3, "(N, T, D)")
+            lengths = check_lengths(name, "lengths", lengths, xs.shape[0], xs.shape[1],
+                                    array_module(xs))
+        o1 = self.forward_layer.forward(xs, lengths)
+        if lengths is None:
+            self.index = None
+            o2 = self.backward_layer.forward(xs[:, ::-1])[:, ::-1]
+        else:
+            self.index = reverse_index(lengths, xs.shape[1])
+            o2 = reverse_rows(self.backward_layer.forward(reverse_rows(xs, self.index),
+                                                          lengths), self.index)
         self.H1, self.H2 = o1.shape[2], o2.shape[2]
-        return array_module(o1).concatenate((o1, o2[:, ::-1]), axis=2)
+        return array_module(o1).concatenate((o1, o2), axis=2)
 
     def backward(self, dhs):
         name = type(self).__name__
@@ -341,9 +421,11 @@ class TimeBidirectional:
         if dhs.shape[2] != H:
             raise ValueError(f"{name}: dhs must have shape (N, T, H1 + H2) with H1 + H2 = {H}, "
                              f"got {tuple(dhs.shape)}")
-        dx1 = self.forward_layer.backward(dhs[:, :, :self.H1])
-        dx2 = self.backward_layer.backward(dhs[:, ::-1, self.H1:])
-        return dx1 + dx2[:, ::-1]
+        dx1 = self.forward_layer.backward(dhs[:, :, :self.H1])  # checks (N, T) too
+        if self.index is None:
+            return dx1 + self.backward_layer.backward(dhs[:, ::-1, self.H1:])[:, ::-1]
+        dx2 = self.backward_layer.backward(reverse_rows(dhs[:, :, self.H1:], self.index))
+        return dx1 + reverse_rows(dx2, self.index)
 
     def reset_state(self):
         self.forward_layer.reset_state()

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from fastrnn.data import (DEFAULT_CORPUS, DataError, Vocab, arrays_from_lines, load_ptb,
-                          load_seq2seq, load_text_corpus, make_addition, tokenize)
+                          load_seq2seq, load_text_corpus, make_addition, pad_sequences,
+                          tokenize)
 from fastrnn.data import ptb as ptb_mod
 from fastrnn.data.seq2seq import parse_lines
 
@@ -182,3 +183,22 @@ def test_load_seq2seq_missing_file(tmp_path):
     (tmp_path / "bad.txt").write_text("abc\n")
     with pytest.raises(ValueError, match="bad.txt"):
         load_seq2seq(str(tmp_path / "bad.txt"))
+
+
+def test_pad_sequences_keeps_order_and_returns_lengths():
+    ids, lengths = pad_sequences([[5, 6, 7], [], np.array([9], dtype=np.int32), [1, 2]],
+                                 pad_value=-3, dtype=np.int32)
+    assert ids.dtype == np.int32 and lengths.dtype == np.int64
+    assert ids.tolist() == [[5, 6, 7], [-3, -3, -3], [9, -3, -3], [1, 2, -3]]
+    assert lengths.tolist() == [3, 0, 1, 2]
+    ids, lengths = pad_sequences([])
+    assert ids.shape == (0, 0) and lengths.shape == (0,)
+    ids, lengths = pad_sequences([[], []])
+    assert ids.shape == (2, 0) and lengths.tolist() == [0, 0]
+
+
+def test_pad_sequences_rejects_bad_rows():
+    with pytest.raises(ValueError, match="sequence 1 must be 1-D"):
+        pad_sequences([[1], [[1, 2]]])
+    with pytest.raises(TypeError, match="sequence 0 must hold integers, got dtype float64"):
+        pad_sequences([[1.5]])

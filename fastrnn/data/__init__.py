@@ -1,13 +1,15 @@
 """Corpora for the models: vocabularies, word/char text corpora (the bundled "The Time Machine"
-is the default), Penn Treebank with md5 checks, and the seq2seq question_answer format."""
+is the default), Penn Treebank with md5 checks, the seq2seq question_answer format, and padding
+of ragged id sequences."""
 from .corpus import DEFAULT_CORPUS, Corpus, load_text_corpus, read_text, tokenize
+from .padding import pad_sequences
 from .ptb import DataError, load_ptb
 from .seq2seq import START, arrays_from_lines, load_seq2seq, make_addition
 from .vocab import EOS, UNK, Vocab
 
 __all__ = ["Vocab", "EOS", "UNK", "Corpus", "DEFAULT_CORPUS", "load_text_corpus", "read_text",
            "tokenize", "load_ptb", "DataError", "load_seq2seq", "START", "make_addition",
-           "arrays_from_lines", "shared_data_dir"]
+           "arrays_from_lines", "pad_sequences", "shared_data_dir"]
 
 
 def shared_data_dir():

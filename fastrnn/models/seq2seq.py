@@ -6,6 +6,15 @@ decodes greedily, a whole batch at once. ``reverse_input=True`` reverses the sou
 inside the model (Sutskever et al.), so callers never reverse by hand and generate agrees with
 training. The encoder hands its last hidden state ``h`` to the decoder; an LSTM decoder starts
 from c = 0, because the time-layer API has no gradient path into the encoder's last cell.
+
+Padded batches: ``forward(xs, ts, xs_lengths=..., ts_lengths=...)`` and ``generate(xs, ...,
+xs_lengths=...)`` take per-row lengths (N,) of the source ``xs`` and of ``ts`` (its start
+symbol included, so the targets of row n are ``ts[n, 1:ts_lengths[n]]``); None means the whole
+row. The encoder runs each row for its own length and hands over the state after the row's own
+last token (``reverse_input`` reverses each row's real tokens, the padding stays at the end);
+attention gives padded source positions weight 0; padded targets do not enter the loss, which
+is the mean over the real target tokens. The padding ids themselves are never read as data
+(any valid id will do, e.g. ``fastrnn.data.pad_sequences``'s default 0).
 """
 import numpy as np
 
@@ -18,6 +27,28 @@ def _concat(xp, *arrays):
     return xp.concatenate(arrays, axis=2)
 
 
+def final_state(hs, lengths):
+    """Each row's hidden state after its own last step, from an encoder's batch-major outputs
+    hs (N, T, H) and lengths (N,) or None; rows of length 0 keep the encoder's initial state,
+    zeros."""
+    xp = array_module(hs)
+    N, T, H = hs.shape
+    zeros = xp.zeros((N, H), dtype=hs.dtype)
+    if lengths is None:
+        return hs[:, -1] if T else zeros
+    return L.last_steps(hs.transpose(1, 0, 2), lengths, zeros)
+
+
+def add_at_final_step(dhs, dh, lengths):
+    """The backward of ``final_state``: dhs (N, T, H) += dh (N, H) at each row's last step, in
+    place (rows of length 0 started from constant zeros: nothing to add)."""
+    if lengths is None:
+        dhs[:, -1:] += dh[:, None]  # nothing when T = 0
+        return
+    rows = array_module(dh).flatnonzero(lengths)
+    dhs[rows, lengths[rows] - 1] += dh[rows]
+
+
 class Encoder:
     """Embedding -> recurrent layer (not stateful); ``forward`` returns all hidden states."""
 
@@ -28,8 +59,8 @@ class Encoder:
         self.params = self.embed.params + self.rnn.params
         self.grads = self.embed.grads + self.rnn.grads
 
-    def forward(self, xs):
-        return self.rnn.forward(self.embed.forward(xs))
+    def forward(self, xs, lengths=None):
+        return self.rnn.forward(self.embed.forward(xs), lengths)
 
     def backward(self, dhs):
         self.embed.backward(self.rnn.backward(dhs))
@@ -50,13 +81,14 @@ class Decoder:
         """Start decoding from the encoder's output."""
         self.rnn.set_state(h)
 
-    def forward(self, xs, h):
+    def forward(self, xs, h, lengths=None):
         self.begin(h)
-        return self.step(xs)
+        return self.step(xs, lengths)
 
-    def step(self, x):
-        """One decoding step from the carried state: ids (N, 1) -> scores (N, 1, V)."""
-        return self.affine.forward(self.rnn.forward(self.embed.forward(x)))
+    def step(self, xs, lengths=None):
+        """Decode from the carried state: ids (N, T) -> scores (N, T, V) (generation feeds one
+        step at a time, T = 1)."""
+        return self.affine.forward(self.rnn.forward(self.embed.forward(xs), lengths))
 
     def backward(self, dscore):
         self.embed.backward(self.rnn.backward(self.affine.backward(dscore)))
@@ -76,23 +108,16 @@ class PeekyDecoder(Decoder):
         self.H = H
         self.peek = None
 
-    def _run(self, xs, h):
-        xp = array_module(h)
-        N, T = xs.shape
-        hs = xp.broadcast_to(h[:, None, :], (N, T, self.H))
-        out = self.rnn.forward(_concat(xp, hs, self.embed.forward(xs)))
-        return self.affine.forward(_concat(xp, hs, out))
-
     def begin(self, h):
         self.rnn.set_state(h)
         self.peek = h
 
-    def forward(self, xs, h):
-        self.begin(h)
-        return self._run(xs, h)
-
-    def step(self, x):
-        return self._run(x, self.peek)
+    def step(self, xs, lengths=None):
+        xp = array_module(self.peek)
+        N, T = xs.shape
+        hs = xp.broadcast_to(self.peek[:, None, :], (N, T, self.H))
+        out = self.rnn.forward(_concat(xp, hs, self.embed.forward(xs)), lengths)
+        return self.affine.forward(_concat(xp, hs, out))
 
     def backward(self, dscore):
         H = self.H
@@ -107,26 +132,45 @@ class PeekyDecoder(Decoder):
 class _EncoderDecoder(Model):
     """Shared forward/backward/generate for the encoder-decoder models."""
 
-    def _source(self, xs):
-        return xs[:, ::-1] if self.reverse_input else xs
+    def _source(self, xs, lengths):
+        if not self.reverse_input:
+            return xs
+        if lengths is None:
+            return xs[:, ::-1]
+        return L.reverse_rows(xs, L.reverse_index(lengths, xs.shape[1]))
 
-    def _encode(self, xs):
-        """Run the encoder; returns what the decoder starts from (here: the last h)."""
-        return self.encoder.forward(self._source(xs))[:, -1, :]
+    def _begin(self, xs, lengths):
+        """Run the encoder over xs and start the decoder from it (here: from the final h)."""
+        self.decoder.begin(final_state(self.encoder.forward(self._source(xs, lengths), lengths),
+                                       lengths))
 
     def _encode_backward(self, dh):
+        """The encoder's backward from the gradient of what the decoder started from."""
         N, H = dh.shape
-        xp = self.xp
-        dhs = xp.zeros((N, self._src_T, H), dtype=dh.dtype)
-        dhs[:, -1, :] = dh
+        dhs = self.xp.zeros((N, self._src_T, H), dtype=dh.dtype)
+        add_at_final_step(dhs, dh, self._src_lengths)
         self.encoder.backward(dhs)
 
-    def forward(self, xs, ts, train_flg=True):
+    def forward(self, xs, ts, train_flg=True, *, xs_lengths=None, ts_lengths=None):
+        """Mean loss over the real target tokens; ``xs_lengths`` / ``ts_lengths`` (N,) ints
+        (or None) give the real lengths of padded xs and ts (see the module doc)."""
         self._check(xs, ts)
-        self._src_T = xs.shape[1]
-        start = self._encode(xs)
-        score = self.decoder.forward(ts[:, :-1], start)
-        return self.loss_layer.forward(score, ts[:, 1:])
+        xp = self.xp
+        name = type(self).__name__
+        xs_lengths = L.check_lengths(name, "xs_lengths", xs_lengths, *xs.shape, xp)
+        ts_lengths = L.check_lengths(name, "ts_lengths", ts_lengths, *ts.shape, xp)
+        self._src_T, self._src_lengths = xs.shape[1], xs_lengths
+        self._begin(xs, xs_lengths)
+        targets = ts[:, 1:]
+        dec_lengths = None
+        if ts_lengths is not None:
+            # Input step t predicts ts[:, t + 1]: row n has ts_lengths[n] - 1 of both.
+            dec_lengths = xp.maximum(ts_lengths - 1, 0)
+            real = xp.arange(targets.shape[1])[None, :] < dec_lengths[:, None]
+            targets = xp.where(real, targets.astype(np.int64, copy=False),
+                               self.loss_layer.ignore_label)
+        score = self.decoder.step(ts[:, :-1], dec_lengths)
+        return self.loss_layer.forward(score, targets)
 
     def backward(self, dout=1):
         dscore = self.loss_layer.backward(dout)
@@ -142,14 +186,19 @@ class _EncoderDecoder(Model):
         if ts is not None and ts.shape[1] < 2:
             raise ValueError(f"{type(self).__name__}: ts needs a start symbol and at least one "
                              f"target, got shape {ts.shape}")
+        if ts is not None and ts.shape[0] != xs.shape[0]:
+            raise ValueError(f"{type(self).__name__}: xs and ts must have the same batch size "
+                             f"N, got shapes {xs.shape} and {ts.shape}")
 
-    def generate(self, xs, start_id, length):
+    def generate(self, xs, start_id, length, *, xs_lengths=None):
         """Greedy decoding: ids xs (N, T) -> (N, length) ids, started from ``start_id`` (an int
-        or (N,) ids)."""
+        or (N,) ids); ``xs_lengths`` (N,) ints or None: the real lengths of a padded xs."""
         self._check(xs)
         xp = self.xp
         N = xs.shape[0]
-        self.decoder.begin(self._encode(xs))
+        xs_lengths = L.check_lengths(type(self).__name__, "xs_lengths", xs_lengths, *xs.shape,
+                                     xp)
+        self._begin(xs, xs_lengths)
         x = np.broadcast_to(np.asarray(to_numpy(start_id), dtype=np.int32), (N,)).reshape(N, 1)
         x = xp.asarray(np.ascontiguousarray(x))
         out = xp.empty((N, int(length)), dtype=np.int32)
