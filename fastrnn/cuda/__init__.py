@@ -10,6 +10,10 @@ strategies, chosen per call by ``plan()`` (rule in ``fastrnn.cuda.planning``):
   memory (or streamed from L2), ``grid.sync()`` between steps;
 - ``"graph"``: per-step kernels captured once per shape into a CUDA graph and replayed.
 
+Both strategies take per-row ``lengths`` (see ``fastrnn.contract``): the step's product runs over
+the whole batch and the gate epilogue stores zeros for a padded row; ``lengths=None`` passes a
+null pointer (every row runs all T steps).
+
 Override with ``set_strategy("persistent" | "graph" | None)`` or the environment variable
 ``FASTRNN_CUDA_STRATEGY`` (``set_strategy`` wins; ``None``/``"auto"`` restores the rule).
 Sources: ``recurrence.cu`` and ``ops.cu``, compiled by ``fastrnn.cuda.compile``.
