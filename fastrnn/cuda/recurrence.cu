@@ -91,7 +91,7 @@ __device__ __forceinline__ float ldg_(const float* p) { return __ldg(p); }
 __device__ __forceinline__ double ldg_(const double* p) { return __ldg(p); }
 
 // Whether step t of row n is padding, and a value stored there: a select, so NaN or inf computed
-// from a padded row's inputs never reaches the outputs (the contract's zero, as the reference).
+// from a padded row's inputs never reaches an output (exact zero, as in the reference).
 __device__ __forceinline__ bool padded_(const RecArgs& a, int t, idx_t n) {
     return a.lengths != nullptr && t >= __ldg(a.lengths + n);
 }
