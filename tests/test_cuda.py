@@ -103,7 +103,7 @@ def test_rec_args_layout_matches_source():
     text = (CUDA_DIR / "recurrence.cu").read_text()
     struct = re.search(r"struct RecArgs \{(.*?)\};", text, re.S).group(1)
     struct = re.sub(r"//[^\n]*", "", struct)
-    pointers = re.findall(r"real\*\s*(\w+);", struct)
+    pointers = re.findall(r"(?:real|long long)\*\s*(\w+);", struct)
     ints = [n for decl in re.findall(r"\bint ([\w ,]+);", struct)
             for n in (s.strip() for s in decl.split(","))]
     assert tuple(pointers) == planning.REC_ARGS_POINTERS
@@ -111,7 +111,29 @@ def test_rec_args_layout_matches_source():
     params = re.search(r"void rec_set_args\((.*?)\)", text, re.S).group(1)
     names = [p.strip().split()[-1].lstrip("*") for p in params.split(",")]
     assert tuple(names) == ("dst",) + planning.REC_ARGS_POINTERS + planning.REC_ARGS_INTS
-    assert planning.REC_ARGS_BYTES == 8 * 14 + 4 * 12
+    assert planning.REC_ARGS_BYTES == 8 * 15 + 4 * 12
+
+
+def test_rec_args_byte_layout(tmp_path):
+    """nvcc lays struct RecArgs out as the host assumes: 8-byte pointers in REC_ARGS_POINTERS
+    order, then int32 fields, REC_ARGS_BYTES in all; lengths is the int64 pointer the contract
+    hands over (checked at compile time, so no device is needed)."""
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc is not on PATH: cannot compile-check the CUDA sources")
+    pointers, ints = planning.REC_ARGS_POINTERS, planning.REC_ARGS_INTS
+    offsets = [(name, 8 * i) for i, name in enumerate(pointers)]
+    offsets += [(name, 8 * len(pointers) + 4 * i) for i, name in enumerate(ints)]
+    checks = [f'static_assert(__builtin_offsetof(RecArgs, {name}) == {offset}, "{name}");'
+              for name, offset in offsets]
+    checks += [f'static_assert(sizeof(RecArgs) == {planning.REC_ARGS_BYTES}, "size");',
+               "template <class A, class B> struct same { static const bool value = false; };",
+               "template <class A> struct same<A, A> { static const bool value = true; };",
+               'static_assert(same<decltype(RecArgs::lengths), const long long*>::value &&'
+               ' sizeof(long long) == 8, "lengths must be int64");']
+    source = tmp_path / "rec_args_layout.cu"
+    source.write_text(f'#include "{CUDA_DIR / "recurrence.cu"}"\n' + "\n".join(checks) + "\n")
+    cmd, rc, log = _compile_one(source, ARCHS[0], np.float32, False, tmp_path)
+    assert rc == 0, f"{' '.join(cmd)} failed:\n{log}"
 
 
 # -------------------------------------------------------------------------- 2. planning logic
@@ -235,8 +257,9 @@ def test_rec_args_marshalling():
     xw, Wh = object(), object()
     args = planning.rec_args(p, dict(xw=xw, Wh=Wh))
     assert len(args) == len(planning.REC_ARGS_POINTERS) + len(planning.REC_ARGS_INTS)
-    assert args[0] is xw and args[1] is Wh and all(a is None for a in args[2:14])
-    ints = args[14:]
+    npointers = len(planning.REC_ARGS_POINTERS)
+    assert args[0] is xw and args[1] is Wh and all(a is None for a in args[2:npointers])
+    ints = args[npointers:]
     assert all(type(v) is np.int32 for v in ints)  # CuPy passes Python ints as int64
     assert dict(zip(planning.REC_ARGS_INTS, map(int, ints)))["H"] == 37
     assert int(ints[-1]) == int(p.resident)
@@ -244,6 +267,7 @@ def test_rec_args_marshalling():
         planning.rec_args(p, dict(bogus=xw))
     for (kind, direction), names in planning.REC_ARRAYS.items():
         assert set(names) <= set(planning.REC_ARGS_POINTERS), (kind, direction)
+        assert "lengths" in names, (kind, direction)  # null when the caller gives None
 
 
 def test_elementwise_grid():
@@ -346,24 +370,39 @@ def test_recurrence_matches_reference_under_each_strategy(cp, fc, cuda_backend, 
     for T, N, H in REC_SHAPES:
         p = fc.plan(kind, T, N, H, dtype, "forward")
         assert p.strategy == strategy, p
-        _poison(cp, dtype)
-        check_recurrence(cuda_backend, rec, kind, dtype, T, N, H, seed=T * N * H)
+        # Row n runs n mod (T + 1) steps: row 0 is all padding, every length in [0, T] occurs
+        # once N > T.
+        for lengths in (None, np.arange(N) % (T + 1)):
+            _poison(cp, dtype)
+            check_recurrence(cuda_backend, rec, kind, dtype, T, N, H, seed=T * N * H,
+                             lengths=lengths)
 
 
 @pytest.mark.gpu
 def test_graph_replays_on_new_arrays(cp, fc, cuda_backend, rec):
-    """The captured graph is reused for a second call of the same shape with other arrays."""
+    """The captured graph is reused for later calls of the same shape with other arrays, and
+    other lengths (none, then two different sets): nothing of a call is baked into it."""
     import fastrnn.reference as ref
+
+    def ref_call(name, *a):
+        return getattr(ref, name)(*a)
+
     previous = fc.get_strategy()
     fc.set_strategy("graph")
     try:
         fc.clear_graph_cache()
-        for seed in range(3):
+        runs = (None, np.array([4, 0, 2, 1, 3]), np.array([1, 4, 0, 4, 2]))
+        for seed, lengths in enumerate(runs):
             p = rec.inputs("lstm", 4, 5, 19, np.float32, seed)
-            got = rec.forward(cuda_backend.call, "lstm", p)
-            want = rec.forward(lambda name, *a: getattr(ref, name)(*a), "lstm", p)
-            assert_close("lstm graph replay hs", got["hs"], want["hs"], "output")
-            rec.backward(cuda_backend.call, "lstm", p, got, np.ones_like(got["hs"]))
+            got = rec.forward(cuda_backend.call, "lstm", p, lengths)
+            want = rec.forward(ref_call, "lstm", p, lengths)
+            assert_close(f"lstm graph replay hs, lengths {lengths}", got["hs"], want["hs"],
+                         "output")
+            dhs = np.ones_like(got["hs"])
+            got_b = rec.backward(cuda_backend.call, "lstm", p, got, dhs, lengths)
+            want_b = rec.backward(ref_call, "lstm", p, got, dhs, lengths)
+            assert_close(f"lstm graph replay dA, lengths {lengths}", got_b["dA"], want_b["dA"],
+                         "grad")
         assert len(fc._graphs) == 2  # one forward, one backward graph
     finally:
         fc.set_strategy(previous)

@@ -10,6 +10,10 @@ strategies, chosen per call by ``plan()`` (rule in ``fastrnn.cuda.planning``):
   memory (or streamed from L2), ``grid.sync()`` between steps;
 - ``"graph"``: per-step kernels captured once per shape into a CUDA graph and replayed.
 
+Both strategies take per-row ``lengths`` (see ``fastrnn.contract``): the step's product runs over
+the whole batch and the gate epilogue stores zeros for a padded row; ``lengths=None`` passes a
+null pointer (every row runs all T steps).
+
 Override with ``set_strategy("persistent" | "graph" | None)`` or the environment variable
 ``FASTRNN_CUDA_STRATEGY`` (``set_strategy`` wins; ``None``/``"auto"`` restores the rule).
 Sources: ``recurrence.cu`` and ``ops.cu``, compiled by ``fastrnn.cuda.compile``.
@@ -185,7 +189,10 @@ def _require_cupy(op, arrays):
                             f"{type(a).__module__}.{type(a).__name__}")
 
 
-def _recurrence(kind, direction, T, N, H, dtype, arrays):
+def _recurrence(kind, direction, T, N, H, dtype, arrays, lengths):
+    # lengths (N,) int64 or None (a null pointer: every row runs all T steps). Like every other
+    # pointer it goes through the argument table, so a captured graph replays on new lengths.
+    arrays = dict(arrays, lengths=lengths)
     _require_cupy(f"{kind}_{direction}", arrays)
     p = plan(kind, T, N, H, dtype, direction)
     if p.strategy == "persistent":
@@ -199,17 +206,17 @@ def _empty_state(T, N, H):
 
 
 # ----------------------------------------------------------------------------------------- RNN
-def rnn_forward(xw, Wh, h0):
+def rnn_forward(xw, Wh, h0, lengths=None):
     """h' = tanh(xw[t] + h @ Wh). Returns hs (T, N, H)."""
     T, N, _ = xw.shape
     H = Wh.shape[0]
     hs = cupy.empty((T, N, H), dtype=xw.dtype)
     if not _empty_state(T, N, H):
-        _recurrence("rnn", "forward", T, N, H, xw.dtype, dict(xw=xw, Wh=Wh, h0=h0, hs=hs))
+        _recurrence("rnn", "forward", T, N, H, xw.dtype, dict(xw=xw, Wh=Wh, h0=h0, hs=hs), lengths)
     return hs
 
 
-def rnn_backward(dhs, Wh, hs, h0):
+def rnn_backward(dhs, Wh, hs, h0, lengths=None):
     """Returns (dA (T, N, H), dh0 (N, H))."""
     T, N, H = dhs.shape
     dA = cupy.empty_like(dhs)
@@ -217,12 +224,12 @@ def rnn_backward(dhs, Wh, hs, h0):
         return dA, cupy.zeros((N, H), dtype=dhs.dtype)
     dh0 = cupy.empty((N, H), dtype=dhs.dtype)
     _recurrence("rnn", "backward", T, N, H, dhs.dtype,
-                dict(dhs=dhs, Wh=Wh, hs=hs, dA=dA, dh0=dh0))
+                dict(dhs=dhs, Wh=Wh, hs=hs, dA=dA, dh0=dh0), lengths)
     return dA, dh0
 
 
 # ---------------------------------------------------------------------------------------- LSTM
-def lstm_forward(xw, Wh, h0, c0):
+def lstm_forward(xw, Wh, h0, c0, lengths=None):
     """Gates [f | g | i | o]. Returns hs, cs (T, N, H) and acts (T, N, 4H)."""
     T, N, _ = xw.shape
     H = Wh.shape[0]
@@ -231,11 +238,11 @@ def lstm_forward(xw, Wh, h0, c0):
     acts = cupy.empty_like(xw)
     if not _empty_state(T, N, H):
         _recurrence("lstm", "forward", T, N, H, xw.dtype,
-                    dict(xw=xw, Wh=Wh, h0=h0, c0=c0, hs=hs, cs=cs, acts=acts))
+                    dict(xw=xw, Wh=Wh, h0=h0, c0=c0, hs=hs, cs=cs, acts=acts), lengths)
     return hs, cs, acts
 
 
-def lstm_backward(dhs, Wh, cs, acts, c0):
+def lstm_backward(dhs, Wh, cs, acts, c0, lengths=None):
     """Returns (dA (T, N, 4H), dh0 (N, H), dc0 (N, H))."""
     T, N, H = dhs.shape
     dA = cupy.empty_like(acts)
@@ -244,12 +251,12 @@ def lstm_backward(dhs, Wh, cs, acts, c0):
     dh0 = cupy.empty((N, H), dtype=dhs.dtype)
     dc0 = cupy.empty((N, H), dtype=dhs.dtype)
     _recurrence("lstm", "backward", T, N, H, dhs.dtype,
-                dict(dhs=dhs, Wh=Wh, cs=cs, acts=acts, c0=c0, dA=dA, dh0=dh0, dc0=dc0))
+                dict(dhs=dhs, Wh=Wh, cs=cs, acts=acts, c0=c0, dA=dA, dh0=dh0, dc0=dc0), lengths)
     return dA, dh0, dc0
 
 
 # ------------------------------------------------------------------------ GRU, reset before
-def gru_forward(xw, Wh, h0):
+def gru_forward(xw, Wh, h0, lengths=None):
     """Gates [z | r | h~]. Returns hs (T, N, H), acts (T, N, 3H) and rh (T, N, H) = r * h_prev."""
     T, N, _ = xw.shape
     H = Wh.shape[0]
@@ -258,11 +265,11 @@ def gru_forward(xw, Wh, h0):
     acts = cupy.empty_like(xw)
     if not _empty_state(T, N, H):
         _recurrence("gru", "forward", T, N, H, xw.dtype,
-                    dict(xw=xw, Wh=Wh, h0=h0, hs=hs, acts=acts, aux=rh))
+                    dict(xw=xw, Wh=Wh, h0=h0, hs=hs, acts=acts, aux=rh), lengths)
     return hs, acts, rh
 
 
-def gru_backward(dhs, Wh, hs, acts, h0):
+def gru_backward(dhs, Wh, hs, acts, h0, lengths=None):
     """Returns (dA (T, N, 3H), dh0 (N, H))."""
     T, N, H = dhs.shape
     dA = cupy.empty_like(acts)
@@ -270,12 +277,12 @@ def gru_backward(dhs, Wh, hs, acts, h0):
         return dA, cupy.zeros((N, H), dtype=dhs.dtype)
     dh0 = cupy.empty((N, H), dtype=dhs.dtype)
     _recurrence("gru", "backward", T, N, H, dhs.dtype,
-                dict(dhs=dhs, Wh=Wh, hs=hs, acts=acts, h0=h0, dA=dA, dh0=dh0))
+                dict(dhs=dhs, Wh=Wh, hs=hs, acts=acts, h0=h0, dA=dA, dh0=dh0), lengths)
     return dA, dh0
 
 
 # ------------------------------------------------------------------------- GRU, reset after
-def gru_ra_forward(xw, Wh, b_hn, h0):
+def gru_ra_forward(xw, Wh, b_hn, h0, lengths=None):
     """Gates [z | r | n]. Returns hs (T, N, H), acts (T, N, 3H), hn (T, N, H) = h@Wh_n + b_hn."""
     T, N, _ = xw.shape
     H = Wh.shape[0]
@@ -284,11 +291,11 @@ def gru_ra_forward(xw, Wh, b_hn, h0):
     acts = cupy.empty_like(xw)
     if not _empty_state(T, N, H):
         _recurrence("gru_ra", "forward", T, N, H, xw.dtype,
-                    dict(xw=xw, Wh=Wh, b_hn=b_hn, h0=h0, hs=hs, acts=acts, aux=hn))
+                    dict(xw=xw, Wh=Wh, b_hn=b_hn, h0=h0, hs=hs, acts=acts, aux=hn), lengths)
     return hs, acts, hn
 
 
-def gru_ra_backward(dhs, Wh, hs, acts, hn, h0):
+def gru_ra_backward(dhs, Wh, hs, acts, hn, h0, lengths=None):
     """Returns (dA (T, N, 3H), dhn (T, N, H), dh0 (N, H))."""
     T, N, H = dhs.shape
     dA = cupy.empty_like(acts)
@@ -297,7 +304,8 @@ def gru_ra_backward(dhs, Wh, hs, acts, hn, h0):
         return dA, dhn, cupy.zeros((N, H), dtype=dhs.dtype)
     dh0 = cupy.empty((N, H), dtype=dhs.dtype)
     _recurrence("gru_ra", "backward", T, N, H, dhs.dtype,
-                dict(dhs=dhs, Wh=Wh, hs=hs, acts=acts, aux=hn, h0=h0, dA=dA, dhn=dhn, dh0=dh0))
+                dict(dhs=dhs, Wh=Wh, hs=hs, acts=acts, aux=hn, h0=h0, dA=dA, dhn=dhn, dh0=dh0),
+                lengths)
     return dA, dhn, dh0
 
 

@@ -54,14 +54,15 @@ STRATEGIES = ("persistent", "graph")
 ENV_STRATEGY = "FASTRNN_CUDA_STRATEGY"
 
 # Argument table of the recurrence kernels (struct RecArgs in recurrence.cu), in order.
-REC_ARGS_POINTERS = ("xw", "Wh", "h0", "c0", "b_hn", "dhs", "hs", "cs", "acts", "aux",
-                     "dA", "dhn", "dh0", "dc0")
+REC_ARGS_POINTERS = ("xw", "Wh", "h0", "c0", "b_hn", "dhs", "lengths", "hs", "cs", "acts",
+                     "aux", "dA", "dhn", "dh0", "dc0")
 REC_ARGS_INTS = ("T", "N", "H", "U", "ntiles", "ngroups", "rows_per_group", "NB", "KC",
                  "resident")
 REC_ARGS_BYTES = 8 * len(REC_ARGS_POINTERS) + 4 * (len(REC_ARGS_INTS) + 2)  # + 2 pad ints
 
-# Which arrays each op hands to the kernel (the rest are null).
-REC_ARRAYS = {
+# Which arrays each op hands to the kernel (the rest are null); every op also hands
+# ``lengths``, null when the caller gave None.
+REC_ARRAYS = {key: names + ("lengths",) for key, names in {
     ("rnn", "forward"): ("xw", "Wh", "h0", "hs"),
     ("lstm", "forward"): ("xw", "Wh", "h0", "c0", "hs", "cs", "acts"),
     ("gru", "forward"): ("xw", "Wh", "h0", "hs", "acts", "aux"),
@@ -70,7 +71,7 @@ REC_ARRAYS = {
     ("lstm", "backward"): ("dhs", "Wh", "cs", "acts", "c0", "dA", "dh0", "dc0"),
     ("gru", "backward"): ("dhs", "Wh", "hs", "acts", "h0", "dA", "dh0"),
     ("gru_ra", "backward"): ("dhs", "Wh", "hs", "acts", "aux", "h0", "dA", "dhn", "dh0"),
-}
+}.items()}
 
 
 @dataclasses.dataclass(frozen=True)

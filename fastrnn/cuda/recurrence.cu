@@ -6,7 +6,8 @@
 // and by tests/test_cuda.py with nvcc for every target it checks. No standard headers: NVRTC has none.
 //
 // Shapes (time-major, see fastrnn/reference/cells.py): T time, N batch, H hidden, G gates,
-//   xw (T, N, G*H), Wh (H, G*H), h0/c0 (N, H), hs/cs/aux/dhs/dhn (T, N, H), acts/dA (T, N, G*H).
+//   xw (T, N, G*H), Wh (H, G*H), h0/c0 (N, H), hs/cs/aux/dhs/dhn (T, N, H), acts/dA (T, N, G*H),
+//   lengths (N,) int64 steps of each row (null: all T).
 //
 // Work split (both strategies): a block owns a tile of U consecutive hidden units (all G gate
 // columns of those units, so the gate math never leaves the block) and a group of batch rows.
@@ -20,6 +21,9 @@
 // (a phase reads what every block wrote in the previous one: h_t, r*h_t, dA_t).
 // Strategy "graph": one ordinary launch per phase (*_step kernels), captured once into a CUDA
 // graph by the host; kernel boundaries separate phases.
+// Variable lengths: step t of row n is padding when t >= lengths[n]. The step's product still
+// covers every row; the gate epilogue stores zero (masked_) in every output, activation and
+// gradient of a padded row, so the zero state it leaves makes the rest of the row zero as well.
 // Arguments live in a device-side RecArgs table (written by rec_set_args before each call), so a
 // captured graph can be replayed on new arrays without re-capture.
 
@@ -59,6 +63,7 @@ struct RecArgs {
     const real* c0;    // (N, H), LSTM
     const real* b_hn;  // (H,), GRU reset-after
     const real* dhs;   // backward input (T, N, H)
+    const long long* lengths;  // (N,) steps of each row; null: all T
     real* hs;          // forward output / backward input (T, N, H)
     real* cs;          // LSTM cell states (T, N, H)
     real* acts;        // activated gates (T, N, G*H)
@@ -84,6 +89,13 @@ __device__ __forceinline__ double tanh_(double x) { return tanh(x); }
 __device__ __forceinline__ real sigmoid_(real x) { return real(0.5) * (real(1) + tanh_(real(0.5) * x)); }
 __device__ __forceinline__ float ldg_(const float* p) { return __ldg(p); }
 __device__ __forceinline__ double ldg_(const double* p) { return __ldg(p); }
+
+// Whether step t of row n is padding, and a value stored there: a select, so NaN or inf computed
+// from a padded row's inputs never reaches an output (exact zero, as in the reference).
+__device__ __forceinline__ bool padded_(const RecArgs& a, int t, idx_t n) {
+    return a.lengths != nullptr && t >= __ldg(a.lengths + n);
+}
+__device__ __forceinline__ real masked_(bool pad, real v) { return pad ? real(0) : v; }
 
 // Four consecutive shared-memory values in one (float4) or two (double2) 16-byte loads.
 __device__ __forceinline__ void lds4(const float* p, float v[4]) {
@@ -265,30 +277,32 @@ __device__ void fwd_phase(const RecArgs& a, const Ctx& c, int rbeg, int rend, in
             const real* P = c.s.outs + r * Jc + uu;
             const idx_t ih = (idx_t)t * NH + n * H + hu;       // (t, n, hu) in a (T, N, H) array
             real* act = a.acts + (idx_t)t * NGH + n * GH + hu;  // (t, n, hu) of gate 0
+            const bool pad = padded_(a, t, n);
             if (CELL == CELL_RNN) {
-                a.hs[ih] = tanh_(ldg_(x) + P[0]);
+                a.hs[ih] = masked_(pad, tanh_(ldg_(x) + P[0]));
             } else if (CELL == CELL_LSTM) {
                 const real f = sigmoid_(ldg_(x) + P[0]);
                 const real g = tanh_(ldg_(x + H) + P[U]);
                 const real i = sigmoid_(ldg_(x + 2 * H) + P[2 * U]);
                 const real og = sigmoid_(ldg_(x + 3 * H) + P[3 * U]);
                 const real cp = t > 0 ? a.cs[ih - NH] : ldg_(a.c0 + n * H + hu);
-                const real cn = f * cp + g * i;
+                const real cn = masked_(pad, f * cp + g * i);
                 a.cs[ih] = cn;
-                a.hs[ih] = og * tanh_(cn);
-                act[0] = f; act[H] = g; act[2 * H] = i; act[3 * H] = og;
+                a.hs[ih] = masked_(pad, og * tanh_(cn));
+                act[0] = masked_(pad, f); act[H] = masked_(pad, g);
+                act[2 * H] = masked_(pad, i); act[3 * H] = masked_(pad, og);
             } else if (CELL == CELL_GRU) {
                 const real hp = hprev[n * H + hu];
                 if (phase == 0) {
                     const real z = sigmoid_(ldg_(x) + P[0]);
                     const real rr = sigmoid_(ldg_(x + H) + P[U]);
-                    a.aux[ih] = rr * hp;
-                    act[0] = z; act[H] = rr;
+                    a.aux[ih] = masked_(pad, rr * hp);
+                    act[0] = masked_(pad, z); act[H] = masked_(pad, rr);
                 } else {
                     const real ht = tanh_(ldg_(x + 2 * H) + P[0]);
                     const real z = act[0];  // written by this block in phase 0
-                    a.hs[ih] = (real(1) - z) * hp + z * ht;
-                    act[2 * H] = ht;
+                    a.hs[ih] = masked_(pad, (real(1) - z) * hp + z * ht);
+                    act[2 * H] = masked_(pad, ht);
                 }
             } else {  // CELL_GRU_RA
                 const real hp = hprev[n * H + hu];
@@ -296,9 +310,9 @@ __device__ void fwd_phase(const RecArgs& a, const Ctx& c, int rbeg, int rend, in
                 const real rr = sigmoid_(ldg_(x + H) + P[U]);
                 const real hn = P[2 * U] + ldg_(a.b_hn + hu);
                 const real nn = tanh_(ldg_(x + 2 * H) + rr * hn);
-                a.aux[ih] = hn;
-                a.hs[ih] = (real(1) - z) * nn + z * hp;
-                act[0] = z; act[H] = rr; act[2 * H] = nn;
+                a.aux[ih] = masked_(pad, hn);
+                a.hs[ih] = masked_(pad, (real(1) - z) * nn + z * hp);
+                act[0] = masked_(pad, z); act[H] = masked_(pad, rr); act[2 * H] = masked_(pad, nn);
             }
         }
     }
@@ -347,34 +361,35 @@ __device__ void bwd_phase(const RecArgs& a, const Ctx& c, int rbeg, int rend, in
             const idx_t ih = (idx_t)t * NH + i0;
             const real* act = a.acts + (idx_t)t * NGH + n * GH + hu;
             real* dA = a.dA + (idx_t)t * NGH + n * GH + hu;
+            const bool pad = padded_(a, t, n);
             if (CELL == CELL_RNN) {
                 const real dh = ldg_(a.dhs + ih) + P;
                 const real h = a.hs[ih];
-                dA[0] = dh * (real(1) - h * h);
+                dA[0] = masked_(pad, dh * (real(1) - h * h));
             } else if (CELL == CELL_LSTM) {
                 const real dh = ldg_(a.dhs + ih) + P;
                 const real f = act[0], g = act[H], i = act[2 * H], og = act[3 * H];
                 const real tc = tanh_(a.cs[ih]);
                 const real cp = t > 0 ? a.cs[ih - NH] : ldg_(a.c0 + i0);
                 const real dc = (t < T - 1 ? a.dc0[i0] : real(0)) + dh * og * (real(1) - tc * tc);
-                dA[0] = dc * cp * f * (real(1) - f);
-                dA[H] = dc * i * (real(1) - g * g);
-                dA[2 * H] = dc * g * i * (real(1) - i);
-                dA[3 * H] = dh * tc * og * (real(1) - og);
-                a.dc0[i0] = dc * f;
+                dA[0] = masked_(pad, dc * cp * f * (real(1) - f));
+                dA[H] = masked_(pad, dc * i * (real(1) - g * g));
+                dA[2 * H] = masked_(pad, dc * g * i * (real(1) - i));
+                dA[3 * H] = masked_(pad, dh * tc * og * (real(1) - og));
+                a.dc0[i0] = masked_(pad, dc * f);
             } else if (CELL == CELL_GRU) {
                 const real z = act[0], rr = act[H], ht = act[2 * H];
                 const real hp = t > 0 ? a.hs[ih - NH] : ldg_(a.h0 + i0);
                 if (phase == 0) {
                     const real dh = ldg_(a.dhs + ih) + (has_next ? a.dh0[i0] + P : real(0));
-                    dA[2 * H] = dh * z * (real(1) - ht * ht);
-                    dA[0] = dh * (ht - hp) * z * (real(1) - z);
-                    a.dh0[i0] = dh;  // kept for phase 1
+                    dA[2 * H] = masked_(pad, dh * z * (real(1) - ht * ht));
+                    dA[0] = masked_(pad, dh * (ht - hp) * z * (real(1) - z));
+                    a.dh0[i0] = dh;  // kept for phase 1, which masks what it carries on
                 } else {
                     const real drh = c.s.outs[r * U + uu];
                     const real dh = a.dh0[i0];
-                    dA[H] = drh * hp * rr * (real(1) - rr);
-                    a.dh0[i0] = dh * (real(1) - z) + drh * rr;
+                    dA[H] = masked_(pad, drh * hp * rr * (real(1) - rr));
+                    a.dh0[i0] = masked_(pad, dh * (real(1) - z) + drh * rr);
                 }
             } else {  // CELL_GRU_RA
                 const real z = act[0], rr = act[H], nn = act[2 * H];
@@ -382,11 +397,11 @@ __device__ void bwd_phase(const RecArgs& a, const Ctx& c, int rbeg, int rend, in
                 const real hn = a.aux[ih];
                 const real dh = ldg_(a.dhs + ih) + (has_next ? a.dh0[i0] + P : real(0));
                 const real da_n = dh * (real(1) - z) * (real(1) - nn * nn);
-                dA[0] = dh * (hp - nn) * z * (real(1) - z);
-                dA[H] = da_n * hn * rr * (real(1) - rr);
-                dA[2 * H] = da_n;
-                a.dhn[ih] = da_n * rr;
-                a.dh0[i0] = dh * z;
+                dA[0] = masked_(pad, dh * (hp - nn) * z * (real(1) - z));
+                dA[H] = masked_(pad, da_n * hn * rr * (real(1) - rr));
+                dA[2 * H] = masked_(pad, da_n);
+                a.dhn[ih] = masked_(pad, da_n * rr);
+                a.dh0[i0] = masked_(pad, dh * z);
             }
         }
     }
@@ -520,13 +535,14 @@ STEP(gru_ra_bwd_step, CELL_GRU_RA, false)
 // Writes the argument table in stream order, so a captured graph that reads it replays on the
 // arrays of the current call. Parameter order: planning.REC_ARGS_POINTERS, then REC_ARGS_INTS.
 extern "C" __global__ void rec_set_args(RecArgs* dst, const real* xw, const real* Wh, const real* h0,
-                                        const real* c0, const real* b_hn, const real* dhs, real* hs,
-                                        real* cs, real* acts, real* aux, real* dA, real* dhn, real* dh0,
-                                        real* dc0, int T, int N, int H, int U, int ntiles, int ngroups,
+                                        const real* c0, const real* b_hn, const real* dhs,
+                                        const long long* lengths, real* hs, real* cs, real* acts,
+                                        real* aux, real* dA, real* dhn, real* dh0, real* dc0, int T,
+                                        int N, int H, int U, int ntiles, int ngroups,
                                         int rows_per_group, int NB, int KC, int resident) {
     if (threadIdx.x != 0 || blockIdx.x != 0) return;
     RecArgs a;
-    a.xw = xw; a.Wh = Wh; a.h0 = h0; a.c0 = c0; a.b_hn = b_hn; a.dhs = dhs;
+    a.xw = xw; a.Wh = Wh; a.h0 = h0; a.c0 = c0; a.b_hn = b_hn; a.dhs = dhs; a.lengths = lengths;
     a.hs = hs; a.cs = cs; a.acts = acts; a.aux = aux; a.dA = dA; a.dhn = dhn; a.dh0 = dh0; a.dc0 = dc0;
     a.T = T; a.N = N; a.H = H; a.U = U; a.ntiles = ntiles; a.ngroups = ngroups;
     a.rows_per_group = rows_per_group; a.NB = NB; a.KC = KC; a.resident = resident;
