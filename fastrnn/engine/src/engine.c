@@ -95,7 +95,7 @@ static long fr_now_ns(void) {
     return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-/* Contention: when the threads of a call spent more than a tenth of it waiting for each other
+/* Contention: when the threads of a call spent more than 30% of it waiting for each other
  * (a thread descheduled inside an item: the machine is busy with other work),
  * the next calls run on one thread, a number that doubles while the contention lasts (up to
  * 256 calls) and resets after a call that ran well; then the full count is tried again. */
@@ -111,7 +111,7 @@ static int fr_threads_now(int nt) {
 
 static void fr_after_call(int nt, long wall_ns, long waited_ns) {
     if (nt <= 1) return;
-    if (waited_ns * 10 > wall_ns * (long)(nt - 1)) {
+    if (waited_ns * 10 > wall_ns * 3L * (nt - 1)) {
         int b = atomic_load(&fr_backoff);
         b = b < 4 ? 4 : (b < 256 ? 2 * b : 256);
         atomic_store(&fr_backoff, b);
