@@ -60,9 +60,11 @@ _ratio = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def _common(p):
-    p.add_argument("--backend", choices=("auto", "numba", "numpy", "cuda"), default="auto",
-                   help="kernel backend: auto (Numba on the CPU), numba, numpy (the plain NumPy "
-                        "reference) or cuda (CuPy arrays on the GPU) (default: auto)")
+    p.add_argument("--backend", choices=("auto", "cpu", "numba", "numpy", "cuda"),
+                   default="auto",
+                   help="kernel backend: auto (the compiled engine on the CPU, Numba where it "
+                        "was not built), cpu, numba, numpy (the plain NumPy reference) or cuda "
+                        "(CuPy arrays on the GPU) (default: auto)")
     p.add_argument("--seed", type=int, default=0, help="random seed for weights, data order, "
                    "dropout and sampling (default: 0)")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
@@ -351,8 +353,12 @@ def _run_dir(out, kind):
 
 def _warm_up(model, xs, ts):
     """Compile the kernels on a tiny copy of ``model`` (same class, cells and dtype) so that
-    compilation is shown as its own step and not counted in the first epoch's speed."""
+    compilation is shown as its own step and not counted in the first epoch's speed. Only the
+    Numba backend compiles at run time; the compiled engine and the reference need nothing."""
+    from . import backend
     from .models import build_model
+    if backend.name_for(model.xp.zeros(1)) != "numba":
+        return
     config = dict(model.config)
     small = {"vocab_size": int(max(xs.max(), ts.max())) + 1, "wordvec_size": 2,
              "hidden_size": 2}

@@ -223,13 +223,24 @@ def test_seq2seq_writes_outputs_to_a_default_folder(tmp_path, capsys):
 
 
 def test_compilation_is_shown_before_training(small_corpus, tmp_path, capsys):
+    # Only the Numba backend compiles at run time.
     rc, out, err = _run(["train", "--corpus", small_corpus, "--epochs", "1", "--out",
-                         str(tmp_path / "o")] + TINY[:-4] + ["--sample-length", "0"], capsys)
+                         str(tmp_path / "o"), "--backend", "numba"] + TINY[:-4]
+                        + ["--sample-length", "0"], capsys)
     assert rc == 0, err
     lines = out.splitlines()
     i = next(k for k, l in enumerate(lines) if l == "compiling kernels...")
     assert lines[i + 1].startswith("compiling kernels: done in")
     assert lines.index(next(l for l in lines if l.startswith("epoch 1:"))) > i
+
+
+def test_no_compile_step_on_the_compiled_engine(small_corpus, tmp_path, capsys):
+    pytest.importorskip("fastrnn.engine", reason="compiled engine not built")
+    rc, out, err = _run(["train", "--corpus", small_corpus, "--epochs", "1", "--out",
+                         str(tmp_path / "o"), "--backend", "cpu"] + TINY[:-4]
+                        + ["--sample-length", "0"], capsys)
+    assert rc == 0, err
+    assert "compiling kernels..." not in out
 
 
 def test_threads_option_limits_blas(small_corpus, tmp_path, capsys, monkeypatch):
