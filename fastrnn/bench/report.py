@@ -124,8 +124,8 @@ def print_lengths(rows, columns, title, out, fast, rival):
     out("")
     out(f"fill: sum of the lengths / (N*T), the share of steps left to compute. with/without: "
         f"the column's time with the lengths / its fwd+bwd time on the full T (the "
-        f"forward + backward table). x {rival} packed: {rival} through pack_padded_sequence / fastrnn with the "
-        f"lengths (> 1: fastrnn faster).")
+        f"forward + backward table). x {rival} packed: {rival} through "
+        f"pack_padded_sequence / fastrnn with the lengths (> 1: fastrnn faster).")
 
 
 # ----------------------------------------------------------------------------------- targets
