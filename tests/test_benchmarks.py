@@ -46,7 +46,9 @@ def test_matrix_flops():
 def test_columns_are_checked_then_timed(cell):
     for name in ("reference", "numba", "cpu", "gemm"):
         rows = cl.measure(name, [cell], [TINY], cl.MODES, "float32", ONE)
-        assert [r["mode"] for r in rows] == list(cl.MODES)
+        # the GEMM floor has no lengths mode
+        assert [r["mode"] for r in rows] == [m for m in cl.MODES
+                                             if name != "gemm" or m != "lengths"]
         for r in rows:
             if name in ("cpu", "numba") and "error" in r:  # a backend this machine lacks
                 assert not r["error"].startswith("WRONG"), r["error"]
@@ -69,6 +71,28 @@ def test_torch_column_matches_reference(tmp_path):
     for r in s["rows"]:
         assert not r["errors"], r["errors"]
         assert r["check_err"]["torch"] <= cl.CHECK_TOL["float32"]
+
+
+def test_lengths_mode_checks_the_lengths(monkeypatch):
+    """A column that ignored the lengths would be caught before timing."""
+    size = (3, 6, 4, 5)
+    lengths = cl.make_lengths(size)
+    assert lengths.min() >= 3 and lengths.max() <= 6 and lengths.min() < 6  # ragged
+    assert cl.matrix_flops("rnn", size, "lengths") == \
+        cl.matrix_flops("rnn", size, "fwdbwd") * lengths.sum() // 18
+    (row,) = cl.measure("reference", ["gru"], [size], ["lengths"], "float32", ONE)
+    assert _is_time(row["time_s"])
+    real = cl.build
+
+    def full_t(name, cell, size, dtype):
+        fns, ctx, ref = real(name, cell, size, dtype)
+        return dict(fns, lengths=fns["fwdbwd"]), ctx, ref
+    # the reference layer, checked as if it were a fastrnn column
+    monkeypatch.setattr(cl, "build", lambda *a: full_t("reference", *a[1:])[:2] + ("gru",))
+    (fb,) = cl.measure("numba", ["gru"], [size], ["fwdbwd"], "float32", ONE)
+    assert "time_s" in fb, fb
+    rows = cl.measure("numba", ["gru"], [size], ["fwdbwd", "lengths"], "float32", ONE)
+    assert len(rows) == 2 and all(r["error"].startswith("WRONG RESULT") for r in rows)
 
 
 def test_a_wrong_column_is_not_timed(monkeypatch):
@@ -141,6 +165,55 @@ def test_train_load_and_cold_targets():
     assert slow["failing"] == {"busy2": 3.6} and tail["failing"] == {"busy1": 1.75}
     assert rp.cold_targets({"empty_cache": {"total_s": 0.5}})[0]["status"] == "pass"
     assert rp.cold_targets({})[0]["status"] == "not measured"
+
+
+def test_merge_lengths_ratios():
+    size = (3, 6, 4, 5)
+    done = dict(spread={}, samples_s=[])
+    per_col = {"cpu": [dict(_row("gru", size, "fwdbwd"), time_s=2.0, **done),
+                       dict(_row("gru", size, "lengths"), time_s=1.5, **done)],
+               "torch": [dict(_row("gru", size, "fwdbwd"), time_s=3.0, **done),
+                         dict(_row("gru", size, "lengths"), time_s=6.0, **done)]}
+    ln = next(r for r in rp.merge(per_col, "s", 10.0) if r["mode"] == "lengths")
+    assert ln["fill"] == pytest.approx(cl.make_lengths(size).sum() / 18)
+    assert ln["ratios"]["cpu_with_vs_without"] == pytest.approx(0.75)
+    assert ln["ratios"]["torch_with_vs_without"] == pytest.approx(2.0)
+    assert ln["ratios"]["cpu_vs_torch"] == pytest.approx(4.0)
+    lines = []
+    rp.print_cells(rp.merge(per_col, "s", 10.0), ["cpu", "torch"], "t", out=lines.append)
+    row = next(x for x in lines if x.startswith("| gru | 3x6x4x5 | 0."))
+    assert row.endswith("| 0.75x | 2.00x | 4.00x |")
+
+
+def test_cells_lengths_mode(tmp_path, capsys):
+    """--modes lengths brings its fwdbwd baseline; torch (packed) in a child process."""
+    cols = "reference,numba,cpu" + (",torch" if _has_torch() else "")
+    out = tmp_path / "r.json"
+    rc = cells.main(["--cells", "rnn,gru", "--sizes", "3x6x4x5", "--columns", cols,
+                     "--modes", "lengths", "--repeat", "1", "--rounds", "1", "--no-train",
+                     "--no-load", "--no-cold-start", "--quiet", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "random lengths in [T/2, T]" in printed and "cpu with/without" in printed
+    (s,) = json.loads(out.read_text())["settings"]
+    assert {(r["cell"], r["mode"]) for r in s["rows"]} == {
+        (c, m) for c in ("rnn", "gru") for m in ("fwdbwd", "lengths")}
+    for r in (r for r in s["rows"] if r["mode"] == "lengths"):
+        assert set(r["errors"]) <= {"cpu"}, r["errors"]  # a machine without the engine
+        assert r["check_err"]["numba"] <= cl.CHECK_TOL["float32"]
+        assert r["ratios"]["numba_with_vs_without"] > 0
+        assert r["ratios"]["reference_with_vs_without"] > 0
+        if _has_torch():  # the reset-before gru is checked against torch's reset-after form
+            assert r["check_err"]["torch"] <= cl.CHECK_TOL["float32"]
+            assert r["ratios"]["numba_vs_torch"] > 0
+
+
+def _has_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def test_chart_is_a_png(tmp_path):

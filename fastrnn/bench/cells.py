@@ -37,7 +37,10 @@ def build_parser():
     p.add_argument("--cells", default=None,
                    help=f"comma list of {', '.join(cl.CELLS)} (default all; --quick lstm,gru,rnn)")
     p.add_argument("--sizes", default=None, help="comma list of NxTxDxH (default: the grid)")
-    p.add_argument("--modes", default="fwdbwd,fwd", help="comma list of fwdbwd, fwd")
+    p.add_argument("--modes", default=",".join(cl.MODES),
+                   help="comma list of fwdbwd, fwd, lengths (fwd+bwd with random per-row "
+                        "lengths in [T/2, T], torch through packed sequences; brings fwdbwd "
+                        "along, its baseline)")
     p.add_argument("--columns", default=",".join(cl.COLUMNS),
                    help=f"comma list of {', '.join(cl.COLUMNS)} (default all)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
@@ -88,6 +91,8 @@ def finish_args(a):
     a.sizes_given = bool(a.sizes)
     a.sizes = parse_sizes(a.sizes, cl.QUICK_GRID if a.quick else cl.CPU_GRID)
     a.modes = tr.parse_list(a.modes, cl.MODES, "mode")
+    if "lengths" in a.modes and "fwdbwd" not in a.modes:
+        a.modes = ("fwdbwd",) + tuple(a.modes)
     a.columns = tr.parse_list(a.columns, cl.COLUMNS, "column")
     a.openblas = tr.parse_list(a.openblas, ("user", "default"), "--openblas setting")
     try:

@@ -10,7 +10,12 @@
   same-FLOPs stand-in on the ``gru`` rows.
 - ``gemm``: the matrix products of this design alone, no gate math (the design's floor).
 
-Modes: ``fwdbwd`` (forward, then backward of ``sum(out * w)``) and ``fwd``. Every cell column is
+Modes: ``fwdbwd`` (forward, then backward of ``sum(out * w)``), ``fwd``, and ``lengths``: fwdbwd
+with fixed random per-row lengths in [T/2, T] (``make_lengths``). In ``lengths`` the fastrnn
+columns pass the lengths to the layer; torch runs ``pack_padded_sequence(...,
+enforce_sorted=False)``, the module, then ``pad_packed_sequence`` to T steps; gemm has no such
+mode. Its rows set beside the fwdbwd rows give the cost of the lengths against the full T.
+Every cell column is
 checked against the reference on its warm-up call, in every mode, before anything is timed: a
 column that disagrees gets a "wrong result" error and no time.
 """
@@ -22,7 +27,7 @@ from ..checks import GATES  # gates per cell, G
 from . import harness as hn
 
 CELLS = ("lstm", "gru", "gru_ra", "rnn")
-MODES = ("fwdbwd", "fwd")
+MODES = ("fwdbwd", "fwd", "lengths")
 FASTRNN_COLUMNS = ("numba", "cpu")  # fastrnn CPU backends, by registry name
 COLUMNS = ("reference",) + FASTRNN_COLUMNS + ("torch", "gemm")
 CPU_GRID = ((10, 5, 100, 100), (20, 35, 200, 200), (20, 35, 650, 650), (20, 30, 128, 1024),
@@ -41,10 +46,12 @@ def size_label(size):
 
 
 def matrix_flops(cell, size, mode):
-    """Matrix FLOPs of one call: 2*N*T*G*H*(D+H) forward, three times that forward+backward."""
+    """Matrix FLOPs of one call: 2*N*T*G*H*(D+H) forward, three times that forward+backward;
+    in ``lengths`` mode the N*T steps are the sum of the lengths."""
     N, T, D, H = size
-    fwd = 2 * N * T * GATES[cell] * H * (D + H)
-    return 3 * fwd if mode == "fwdbwd" else fwd
+    steps = int(make_lengths(size).sum()) if mode == "lengths" else N * T
+    fwd = 2 * steps * GATES[cell] * H * (D + H)
+    return fwd if mode == "fwd" else 3 * fwd
 
 
 def make_weights(cell, D, H, dtype, seed=0):
@@ -66,6 +73,13 @@ def make_inputs(size, dtype, seed=1):
             rng.standard_normal((N, T, H)).astype(dtype))
 
 
+def make_lengths(size, seed=3):
+    """Per-row lengths (N,) int64, uniform in [ceil(T/2), T]: the ragged batch of ``lengths``
+    mode, the same in every column and process."""
+    N, T = size[:2]
+    return np.random.default_rng(seed).integers((T + 1) // 2, T + 1, size=N, dtype=np.int64)
+
+
 def make_layer(cell, weights, xp=np):
     from fastrnn import layers
     Wx, Wh, b, b_hn = (None if a is None else xp.asarray(a) for a in weights)
@@ -78,19 +92,24 @@ def make_layer(cell, weights, xp=np):
     return layers.TimeGRU(Wx, Wh, b)
 
 
-def layer_fns(layer, xs, w):
-    """mode -> callable returning what the check compares: hs, then dxs and the grads."""
+def layer_fns(layer, xs, w, lengths=None):
+    """mode -> callable returning what the check compares: hs, then dxs and the grads (the
+    ``lengths`` mode only when ``lengths`` (N,) is given)."""
     def fwd():
         return (layer.forward(xs),)
 
-    def fwdbwd():
-        hs = layer.forward(xs)
+    def fwdbwd(lens=None):
+        hs = layer.forward(xs, lens)
         return (hs, layer.backward(w)) + tuple(layer.grads)
-    return {"fwd": fwd, "fwdbwd": fwdbwd}
+    fns = {"fwd": fwd, "fwdbwd": fwdbwd}
+    if lengths is not None:
+        fns["lengths"] = lambda: fwdbwd(lengths)
+    return fns
 
 
-def torch_fns(cell, weights, xs_np, w_np, device="cpu"):
-    """torch.nn.LSTM / GRU / RNN with ``weights``: fwd (no_grad) and fwdbwd (hs, dxs)."""
+def torch_fns(cell, weights, xs_np, w_np, device="cpu", lengths=None):
+    """torch.nn.LSTM / GRU / RNN with ``weights``: fwd (no_grad), fwdbwd (hs, dxs) and, when
+    ``lengths`` (N,) is given, lengths (the same through packed sequences)."""
     import torch
 
     from fastrnn import interop
@@ -114,14 +133,27 @@ def torch_fns(cell, weights, xs_np, w_np, device="cpu"):
         with torch.no_grad():
             return (mod(x)[0],)
 
-    def fwdbwd():
+    def run(x):
+        return mod(x)[0]
+
+    def fwdbwd(forward=run):
         for p in params:
             p.grad = None
         x_grad.grad = None
-        out = mod(x_grad)[0]
+        out = forward(x_grad)
         (out * w).sum().backward()
         return out, x_grad.grad
-    return {"fwd": fwd, "fwdbwd": fwdbwd}
+    fns = {"fwd": fwd, "fwdbwd": fwdbwd}
+    if lengths is not None:
+        from torch.nn.utils import rnn
+        lens = torch.from_numpy(np.asarray(lengths, np.int64))  # on the CPU, as torch wants
+
+        def packed(x):
+            seq = rnn.pack_padded_sequence(x, lens, batch_first=True, enforce_sorted=False)
+            return rnn.pad_packed_sequence(mod(seq)[0], batch_first=True,
+                                           total_length=x.shape[1])[0]
+        fns["lengths"] = lambda: fwdbwd(packed)
+    return fns
 
 
 class GemmFloor:
@@ -201,14 +233,15 @@ def build(name, cell, size, dtype):
     from fastrnn import backend
     weights = make_weights(cell, size[2], size[3], dtype)
     xs, w = make_inputs(size, dtype)
+    lengths = make_lengths(size)
     if name == "gemm":
         return GemmFloor(cell, size, weights).fns(), contextlib.nullcontext, None
     if name == "torch":
         ref_cell = "gru_ra" if cell == "gru" else cell
-        return torch_fns(cell, weights, xs, w), contextlib.nullcontext, ref_cell
+        return torch_fns(cell, weights, xs, w, lengths=lengths), contextlib.nullcontext, ref_cell
     bname = "numpy" if name == "reference" else name
     backend.load(bname)  # ValueError with the reason when it cannot load here
-    return (layer_fns(make_layer(cell, weights), xs, w), lambda: backend.use(bname),
+    return (layer_fns(make_layer(cell, weights), xs, w, lengths), lambda: backend.use(bname),
             None if name == "reference" else cell)
 
 
@@ -219,7 +252,8 @@ def reference_outputs(cell, size, dtype, src_cell):
     Wx, Wh, b, b_hn = make_weights(src_cell, size[2], size[3], dtype)
     if cell == "gru_ra" and b_hn is None:
         b_hn = np.zeros(Wh.shape[0], dtype)
-    fns = layer_fns(make_layer(cell, (Wx, Wh, b, b_hn)), *make_inputs(size, dtype))
+    fns = layer_fns(make_layer(cell, (Wx, Wh, b, b_hn)), *make_inputs(size, dtype),
+                    make_lengths(size))
     with backend.use("numpy"):
         return {m: [np.array(o) for o in fn()] for m, fn in fns.items()}
 
@@ -255,35 +289,37 @@ def measure(name, cells, sizes, modes, dtype, timing, log=lambda m: None, builde
     """Rows {cell, size, label, mode, time_s | error, ...} of column ``name``: built, warmed,
     checked against the reference in every mode, then timed in ``timing.rounds`` blocks.
     ``builder`` (default ``build``) and ``block`` (default ``harness.time_block``) are what the
-    GPU benchmark replaces; ``tol`` overrides CHECK_TOL."""
+    GPU benchmark replaces; ``tol`` overrides CHECK_TOL. A mode the column does not have
+    (gemm's lengths) gives no row."""
     rows = []
     for cell in cells:
         for size in sizes:
             base = {"cell": cell, "size": dict(zip("NTDH", size)), "label": size_label(size)}
             try:
                 fns, context, ref_cell = (builder or build)(name, cell, size, dtype)
-                samples, checks = {m: [] for m in modes}, {}
+                own = [m for m in modes if m in fns]
+                samples, checks = {m: [] for m in own}, {}
                 with context():
                     first = block(fns["fwdbwd"], hn.Timing(repeat=1))[0]
                     if ref_cell is not None:
                         ref = reference_outputs(ref_cell, size, dtype, cell)
-                        for m in modes:
+                        for m in own:
                             checks[m] = check(fns[m](), ref[m], dtype, tol)
                     for _ in range(timing.rounds):
-                        for m in modes:
+                        for m in own:
                             samples[m] += block(fns[m], timing)
             except WrongResult as e:
                 rows += [dict(base, mode=m, error=f"WRONG RESULT: {e}", wrong=True)
-                         for m in modes]
+                         for m in own]
                 log(f"  {name:9s} {cell:6s} {base['label']:16s} WRONG RESULT: {e}")
                 continue
             except Exception as e:
                 rows += [dict(base, mode=m, error=hn.short_error(e)) for m in modes]
                 continue
-            for m in modes:
+            for m in own:
                 rows.append(dict(base, mode=m, time_s=hn.median(samples[m]),
                                  spread=hn.spread(samples[m]), samples_s=samples[m],
                                  check_err=checks.get(m), first_call_s=first))
             log(f"  {name:9s} {cell:6s} {base['label']:16s} "
-                + "  ".join(f"{m} {hn.fmt_ms(hn.median(samples[m]))} ms" for m in modes))
+                + "  ".join(f"{m} {hn.fmt_ms(hn.median(samples[m]))} ms" for m in own))
     return rows

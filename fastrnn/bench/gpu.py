@@ -71,15 +71,16 @@ def builder(cupy):
         from fastrnn import backend
         weights = cl.make_weights(cell, size[2], size[3], dtype)
         xs, w = cl.make_inputs(size, dtype)
+        lengths = cl.make_lengths(size)
         if name == "gemm":
             return cl.GemmFloor(cell, size, weights, cupy).fns(), contextlib.nullcontext, None
         if name.startswith("cudnn"):
             import torch
-            fns = cl.torch_fns(cell, weights, xs, w, device="cuda")
+            fns = cl.torch_fns(cell, weights, xs, w, device="cuda", lengths=lengths)
             return (fns, lambda: _tf32(torch, name.endswith("tf32")),
                     "gru_ra" if cell == "gru" else cell)
         layer = cl.make_layer(cell, weights, cupy)
-        fns = cl.layer_fns(layer, cupy.asarray(xs), cupy.asarray(w))
+        fns = cl.layer_fns(layer, cupy.asarray(xs), cupy.asarray(w), lengths)
         if name == "reference":
             return fns, lambda: backend.use("numpy"), None
         cuda_mod = backend.load("cuda")

@@ -6,14 +6,16 @@ by the test suite, whose machine and load are unknown.
 import math
 
 from . import harness as hn
-from .columns import FASTRNN_COLUMNS, matrix_flops
+from .columns import FASTRNN_COLUMNS, make_lengths, matrix_flops
 
 
 # ------------------------------------------------------------------------------- assembling
 def merge(column_rows, settings_key, peak_gflops, fast=FASTRNN_COLUMNS, rival="torch"):
     """Per-column rows -> one row per (cell, mode, size) with every column's time, the FLOP
     limit (matrix FLOPs at the sgemm peak of the same setting) and the ratios of each ``fast``
-    column to ``rival`` and to the limit."""
+    column to ``rival`` and to the limit. ``lengths`` rows also get ``fill`` (sum of the
+    lengths / N*T) and, per column, ``{c}_with_vs_without``: its lengths time / its fwdbwd
+    time on the same cell and size."""
     merged, order = {}, []
     for col, rows in column_rows.items():
         for r in rows:
@@ -42,6 +44,12 @@ def merge(column_rows, settings_key, peak_gflops, fast=FASTRNN_COLUMNS, rival="t
         for c in fast:
             r["ratios"][f"{c}_vs_{rival}"] = hn.ratio(t.get(rival), t.get(c))
             r["ratios"][f"{c}_vs_limit"] = hn.ratio(t.get(c), r["limit_s"])
+        if r["mode"] == "lengths":
+            size = tuple(r["size"].values())
+            r["fill"] = float(make_lengths(size).sum()) / (size[0] * size[1])
+            full = merged.get((r["cell"], "fwdbwd", r["label"]), {}).get("times_s", {})
+            for c in t:
+                r["ratios"][f"{c}_with_vs_without"] = hn.ratio(t[c], full.get(c))
     return rows
 
 
@@ -87,6 +95,37 @@ def print_cells(rows, columns, title, out=print, fast=FASTRNN_COLUMNS, rival="to
             errs.setdefault((c, e), []).append(f"{r['cell']} {r['label']}")
     for (c, e), where in errs.items():
         out(f"- column {c} not timed ({len(set(where))} cell/size pairs): {e}")
+    print_lengths(rows, columns, title, out, fast, rival)
+
+
+def print_lengths(rows, columns, title, out, fast, rival):
+    """The lengths table: each column's time with the lengths, its ratio to its own full-T
+    fwd+bwd, and each ``fast`` column against ``rival`` through packed sequences."""
+    lrows = [r for r in rows if r["mode"] == "lengths"]
+    if not lrows:
+        return
+    cols = [c for c in columns if any(c in r["times_s"] or c in r["errors"] for r in lrows)]
+    out("")
+    out(f"### {title}: forward + backward with random lengths in [T/2, T] (median ms)")
+    out("")
+    head = ["cell", "N x T x D x H", "fill"] + [f"{c} ms" for c in cols] + \
+        [f"{c} with/without" for c in cols] + [f"{c} x {rival} packed" for c in fast]
+    out("| " + " | ".join(head) + " |")
+    out("|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|")
+    for r in lrows:
+        t = r["times_s"]
+        cells = [r["cell"], r["label"], f"{r['fill']:.2f}"]
+        cells += [hn.fmt_ms(t[c]) + ("~" if hn.noisy(r["spread"].get(c)) else "")
+                  if t.get(c) is not None else ("err" if c in r["errors"] else "-")
+                  for c in cols]
+        cells += [hn.fmt_ratio(r["ratios"].get(f"{c}_with_vs_without")) for c in cols]
+        cells += [hn.fmt_ratio(r["ratios"][f"{c}_vs_{rival}"]) for c in fast]
+        out("| " + " | ".join(cells) + " |")
+    out("")
+    out(f"fill: sum of the lengths / (N*T), the share of steps left to compute. with/without: "
+        f"the column's time with the lengths / its fwd+bwd time on the full T (the "
+        f"forward + backward table). x {rival} packed: {rival} through "
+        f"pack_padded_sequence / fastrnn with the lengths (> 1: fastrnn faster).")
 
 
 # ----------------------------------------------------------------------------------- targets
