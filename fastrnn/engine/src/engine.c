@@ -56,9 +56,9 @@ static void fr_free(void *p) { free(p); }
  * a thread that the OS has descheduled, on a machine busy with other work, holds up nobody
  * unless it is inside an item, and finds the phases it missed already done when it wakes.
  * Waiting spins for up to FR_SPIN_NS (a wake-up in the ~100 ns range when every thread has a
- * core), then sleeps until the phase is done: on a core shared with another process, a yielding waiter
- * would hand that process the core for a whole time slice, while a sleeper is woken the moment
- * the last item finishes (a futex on Linux; elsewhere it yields). */
+ * core), then sleeps until the phase is done: on a core shared with another process, a
+ * yielding waiter would hand that process the core for a whole time slice, while a sleeper is
+ * woken the moment the last item finishes (a futex on Linux; elsewhere it yields). */
 #define FR_SPIN_NS 20000
 #define FR_MAXT 64
 
@@ -392,3 +392,127 @@ void fr_dropout_##P(long n, const REAL *x, unsigned long long seed, unsigned lon
 
 FR_OPS(float, f32)
 FR_OPS(double, f64)
+
+/* ---------------------------------------------------------------------------- by precision */
+int fr_rnn_forward(int f64, int T, int N, int H, const void *xw, const void *Wh, const void *h0,
+                   void *hs, const int64_t *lengths, int nthreads) {
+    if (f64)
+        return fr_rnn_forward_f64(T, N, H, (const double *)xw, (const double *)Wh,
+                                  (const double *)h0, (double *)hs, lengths, nthreads);
+    return fr_rnn_forward_f32(T, N, H, (const float *)xw, (const float *)Wh, (const float *)h0,
+                              (float *)hs, lengths, nthreads);
+}
+
+int fr_rnn_backward(int f64, int T, int N, int H, const void *dhs, const void *Wh, const void *hs,
+                    void *dA, void *dh, const int64_t *lengths, int nthreads) {
+    if (f64)
+        return fr_rnn_backward_f64(T, N, H, (const double *)dhs, (const double *)Wh,
+                                   (const double *)hs, (double *)dA, (double *)dh, lengths,
+                                   nthreads);
+    return fr_rnn_backward_f32(T, N, H, (const float *)dhs, (const float *)Wh, (const float *)hs,
+                               (float *)dA, (float *)dh, lengths, nthreads);
+}
+
+int fr_lstm_forward(int f64, int T, int N, int H, const void *xw, const void *Wh, const void *h0,
+                    const void *c0, void *hs, void *cs, void *acts, const int64_t *lengths,
+                    int nthreads) {
+    if (f64)
+        return fr_lstm_forward_f64(T, N, H, (const double *)xw, (const double *)Wh,
+                                   (const double *)h0, (const double *)c0, (double *)hs,
+                                   (double *)cs, (double *)acts, lengths, nthreads);
+    return fr_lstm_forward_f32(T, N, H, (const float *)xw, (const float *)Wh, (const float *)h0,
+                               (const float *)c0, (float *)hs, (float *)cs, (float *)acts, lengths,
+                               nthreads);
+}
+
+int fr_lstm_backward(int f64, int T, int N, int H, const void *dhs, const void *Wh, const void *cs,
+                     const void *acts, const void *c0, void *dA, void *dh, void *dc,
+                     const int64_t *lengths, int nthreads) {
+    if (f64)
+        return fr_lstm_backward_f64(T, N, H, (const double *)dhs, (const double *)Wh,
+                                    (const double *)cs, (const double *)acts, (const double *)c0,
+                                    (double *)dA, (double *)dh, (double *)dc, lengths, nthreads);
+    return fr_lstm_backward_f32(T, N, H, (const float *)dhs, (const float *)Wh, (const float *)cs,
+                                (const float *)acts, (const float *)c0, (float *)dA, (float *)dh,
+                                (float *)dc, lengths, nthreads);
+}
+
+int fr_gru_forward(int f64, int T, int N, int H, const void *xw, const void *Wh, const void *h0,
+                   void *hs, void *acts, void *rh, const int64_t *lengths, int nthreads) {
+    if (f64)
+        return fr_gru_forward_f64(T, N, H, (const double *)xw, (const double *)Wh,
+                                  (const double *)h0, (double *)hs, (double *)acts, (double *)rh,
+                                  lengths, nthreads);
+    return fr_gru_forward_f32(T, N, H, (const float *)xw, (const float *)Wh, (const float *)h0,
+                              (float *)hs, (float *)acts, (float *)rh, lengths, nthreads);
+}
+
+int fr_gru_backward(int f64, int T, int N, int H, const void *dhs, const void *Wh, const void *hs,
+                    const void *acts, const void *h0, void *dA, void *dh, const int64_t *lengths,
+                    int nthreads) {
+    if (f64)
+        return fr_gru_backward_f64(T, N, H, (const double *)dhs, (const double *)Wh,
+                                   (const double *)hs, (const double *)acts, (const double *)h0,
+                                   (double *)dA, (double *)dh, lengths, nthreads);
+    return fr_gru_backward_f32(T, N, H, (const float *)dhs, (const float *)Wh, (const float *)hs,
+                               (const float *)acts, (const float *)h0, (float *)dA, (float *)dh,
+                               lengths, nthreads);
+}
+
+int fr_gru_ra_forward(int f64, int T, int N, int H, const void *xw, const void *Wh,
+                      const void *b_hn, const void *h0, void *hs, void *acts, void *hn,
+                      const int64_t *lengths, int nthreads) {
+    if (f64)
+        return fr_gru_ra_forward_f64(T, N, H, (const double *)xw, (const double *)Wh,
+                                     (const double *)b_hn, (const double *)h0, (double *)hs,
+                                     (double *)acts, (double *)hn, lengths, nthreads);
+    return fr_gru_ra_forward_f32(T, N, H, (const float *)xw, (const float *)Wh,
+                                 (const float *)b_hn, (const float *)h0, (float *)hs,
+                                 (float *)acts, (float *)hn, lengths, nthreads);
+}
+
+int fr_gru_ra_backward(int f64, int T, int N, int H, const void *dhs, const void *Wh,
+                       const void *hs, const void *acts, const void *hn, const void *h0, void *dA,
+                       void *dhn, void *dh, const int64_t *lengths, int nthreads) {
+    if (f64)
+        return fr_gru_ra_backward_f64(T, N, H, (const double *)dhs, (const double *)Wh,
+                                      (const double *)hs, (const double *)acts, (const double *)hn,
+                                      (const double *)h0, (double *)dA, (double *)dhn,
+                                      (double *)dh, lengths, nthreads);
+    return fr_gru_ra_backward_f32(T, N, H, (const float *)dhs, (const float *)Wh,
+                                  (const float *)hs, (const float *)acts, (const float *)hn,
+                                  (const float *)h0, (float *)dA, (float *)dhn, (float *)dh,
+                                  lengths, nthreads);
+}
+
+int fr_softmax_cross_entropy(int f64, long M, long V, const void *x, const int64_t *t, void *dx,
+                             double *loss, int nthreads) {
+    if (f64)
+        return fr_softmax_cross_entropy_f64(M, V, (const double *)x, t, (double *)dx, loss,
+                                            nthreads);
+    return fr_softmax_cross_entropy_f32(M, V, (const float *)x, t, (float *)dx, loss, nthreads);
+}
+
+void fr_embedding_forward(int f64, long M, long D, const void *W, const int64_t *idx, void *out) {
+    if (f64)
+        fr_embedding_forward_f64(M, D, (const double *)W, idx, (double *)out);
+    else
+        fr_embedding_forward_f32(M, D, (const float *)W, idx, (float *)out);
+}
+
+void fr_embedding_backward(int f64, long M, long D, long V, const void *dout,
+                           const int64_t *idx, void *dW) {
+    if (f64)
+        fr_embedding_backward_f64(M, D, V, (const double *)dout, idx, (double *)dW);
+    else
+        fr_embedding_backward_f32(M, D, V, (const float *)dout, idx, (float *)dW);
+}
+
+void fr_dropout(int f64, long n, const void *x, uint64_t seed, uint64_t thr, double keep_value,
+                void *y, void *mask) {
+    if (f64)
+        fr_dropout_f64(n, (const double *)x, seed, thr, keep_value, (double *)y, (double *)mask);
+    else
+        fr_dropout_f32(n, (const float *)x, seed, thr, (float)keep_value, (float *)y,
+                       (float *)mask);
+}

@@ -65,6 +65,30 @@ FR_DECLARE(double, f64)
 FR_DECLARE_OPS(float, f32)
 FR_DECLARE_OPS(double, f64)
 
+/* The same entry points with the precision as an argument (f64: double, else float), for the
+ * binding: pointers are to arrays of that type. */
+int fr_rnn_forward(int f64, int T, int N, int H, const void *xw, const void *Wh, const void *h0,
+                   void *hs, const int64_t *lengths, int nthreads);
+int fr_rnn_backward(int f64, int T, int N, int H, const void *dhs, const void *Wh, const void *hs,
+                    void *dA, void *dh, const int64_t *lengths, int nthreads);
+int fr_lstm_forward(int f64, int T, int N, int H, const void *xw, const void *Wh, const void *h0,
+                    const void *c0, void *hs, void *cs, void *acts, const int64_t *lengths,
+                    int nthreads);
+int fr_lstm_backward(int f64, int T, int N, int H, const void *dhs, const void *Wh, const void *cs,
+                     const void *acts, const void *c0, void *dA, void *dh, void *dc,
+                     const int64_t *lengths, int nthreads);
+int fr_gru_forward(int f64, int T, int N, int H, const void *xw, const void *Wh, const void *h0,
+                   void *hs, void *acts, void *rh, const int64_t *lengths, int nthreads);
+int fr_gru_backward(int f64, int T, int N, int H, const void *dhs, const void *Wh, const void *hs,
+                    const void *acts, const void *h0, void *dA, void *dh, const int64_t *lengths,
+                    int nthreads);
+int fr_gru_ra_forward(int f64, int T, int N, int H, const void *xw, const void *Wh,
+                      const void *b_hn, const void *h0, void *hs, void *acts, void *hn,
+                      const int64_t *lengths, int nthreads);
+int fr_gru_ra_backward(int f64, int T, int N, int H, const void *dhs, const void *Wh,
+                       const void *hs, const void *acts, const void *hn, const void *h0, void *dA,
+                       void *dhn, void *dh, const int64_t *lengths, int nthreads);
+
 /* Instruction set the kernels run with: "avx512", "avx2" or "portable". fr_set_isa picks one
  * by name (NULL or "" = the best this CPU supports) and returns 0, or -1 for an unknown name,
  * -2 for one this CPU (or this build) cannot run. */
@@ -72,5 +96,12 @@ int fr_set_isa(const char *name);
 const char *fr_isa(void);
 /* The largest thread count the engine uses (1 in a build without OpenMP). */
 int fr_max_threads(void);
+int fr_softmax_cross_entropy(int f64, long M, long V, const void *x, const int64_t *t, void *dx,
+                             double *loss, int nthreads);
+void fr_embedding_forward(int f64, long M, long D, const void *W, const int64_t *idx, void *out);
+void fr_embedding_backward(int f64, long M, long D, long V, const void *dout,
+                           const int64_t *idx, void *dW);
+void fr_dropout(int f64, long n, const void *x, uint64_t seed, uint64_t thr, double keep_value,
+                void *y, void *mask);
 
 #endif

@@ -831,7 +831,8 @@ static ATTR void FN(gru_ra_bwd)(FN(ctx) *c, int tid, int nt) {
                     continue;
                 }
                 FN(gru_ra_bwd_row)(nu, H, c->acts_in + tg, c->dhs + o + s, hp + s,
-                                   c->hn_in + o + s, c->dh + s, c->dA + tg, c->dhn + o + s, rec + sg);
+                                   c->hn_in + o + s, c->dh + s, c->dA + tg, c->dhn + o + s,
+                                   rec + sg);
             }
         }
         FN(sync)(c, &L, 4);
