@@ -2,8 +2,9 @@
 
 Every layer is a plain object with ``params`` (list of arrays), ``grads`` (same shapes, allocated
 once and written in place by ``backward``), ``forward`` and ``backward``. Arrays are batch-major:
-xs (N, T, D), hs (N, T, H), word ids (N, T). NumPy arrays run on the Numba kernels, CuPy arrays
-on the CUDA kernels (see ``fastrnn.backend``).
+xs (N, T, D), hs (N, T, H), word ids (N, T). NumPy arrays run on the compiled CPU engine (the
+Numba kernels where it was not built), CuPy arrays on the CUDA kernels (see
+``fastrnn.backend``).
 
 Recurrent layers (``TimeRNN``, ``TimeLSTM``, ``TimeGRU``) take ``Wx (D, G*H)``, ``Wh (H, G*H)``,
 ``b (G*H,)`` and compute ``x @ Wx + h @ Wh + b``; gate layouts: LSTM ``[f | g | i | o]``, GRU
