@@ -25,15 +25,18 @@ class OptionalBuildExt(build_ext):
                 return super().build_extension(ext)
             except Exception as e:  # a compiler error, a missing compiler or a missing OpenMP
                 error = e
+        self._skipped = True
         self.warn(f"fastrnn: the compiled CPU engine was not built ({error}); fastrnn will "
                   f"run its Numba kernels instead")
 
     def run(self):
+        self._skipped = False
         try:
             super().run()
-        except Exception as e:  # no compiler at all
-            self.warn(f"fastrnn: the compiled CPU engine was not built ({e}); fastrnn will run "
-                      f"its Numba kernels instead")
+        except Exception as e:  # no compiler at all, or the copy of an extension never built
+            if not self._skipped:
+                self.warn(f"fastrnn: the compiled CPU engine was not built ({e}); fastrnn will "
+                          f"run its Numba kernels instead")
 
 
 def extensions():

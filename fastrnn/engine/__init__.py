@@ -19,7 +19,12 @@ at install time); ``fastrnn.backend`` then falls back to the Numba backend.
 import os
 
 from .. import contract
-from . import _engine, cells, ops
+
+try:
+    from . import _engine
+except ImportError as e:  # built without a C compiler: the backend reports itself unavailable
+    raise ImportError("the compiled extension fastrnn.engine._engine is not built") from e
+from . import cells, ops  # noqa: E402
 
 def set_isa(name=None):
     """Force instruction set ``name`` ("avx512", "avx2", "portable"), or None for the best."""
