@@ -9,7 +9,7 @@ import pytest
 
 import fastrnn.backend
 import fastrnn.layers as L
-from tolerances import FD_EPS, assert_close, to_numpy
+from tolerances import FD_EPS, assert_close, central_difference, to_numpy
 
 CELLS = {  # name -> (class, G, extra kwargs)
     "rnn": (L.TimeRNN, 1, {}),
@@ -42,13 +42,7 @@ def numerical_grad(f, a, eps=FD_EPS):
     """Central differences of the scalar f() with respect to every element of NumPy array a."""
     g = np.zeros(a.shape)
     for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + eps
-        fp = f()
-        a[i] = old - eps
-        fm = f()
-        a[i] = old
-        g[i] = (fp - fm) / (2 * eps)
+        g[i] = central_difference(f, a, i, eps)
     return g
 
 

@@ -1,6 +1,6 @@
 """Models: float64 gradient checks, tying, state, save/load, generation, seq2seq decoding.
 
-Runs on the default backend (Numba where it imports, else whatever ``fastrnn.backend`` picks);
+Runs on the default backend (whatever ``fastrnn.backend`` picks for NumPy arrays);
 sizes are tiny, so the whole file takes seconds."""
 import numpy as np
 import pytest
@@ -9,6 +9,7 @@ from fastrnn.models import (AttentionSeq2seq, BetterRnnlm, GRUlm, PeekySeq2seq, 
                             Seq2seq, SimpleRnnlm, TimeAttention, build_model, load_model,
                             sample_id)
 from fastrnn.optim import Adam, merge_tied, tie_groups
+from tolerances import central_difference
 
 V = 11
 
@@ -33,13 +34,7 @@ def numerical_check(model, xs, ts, entries=5, eps=1e-6, seed=0):
         assert g.shape == p.shape
         for _ in range(entries):
             idx = tuple(int(r.integers(0, s)) for s in p.shape)
-            old = p[idx]
-            p[idx] = old + eps
-            lp = loss()
-            p[idx] = old - eps
-            lm = loss()
-            p[idx] = old
-            num = (lp - lm) / (2 * eps)
+            num = central_difference(loss, p, idx, eps)
             assert abs(num - g[idx]) <= 1e-7 + 1e-5 * abs(num), \
                 f"param {k} {p.shape} at {idx}: numerical {num:.10g} vs analytical {g[idx]:.10g}"
 

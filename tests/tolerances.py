@@ -84,3 +84,14 @@ def assert_close(name, actual, ref, kind="output", dtype=None):
         f"worst at index {tuple(map(int, worst))}: "
         f"actual={a64[worst]:.9g} reference={r64[worst]:.9g} |error|={err[worst]:.3e} > "
         f"allowed {bound[worst]:.3e}")
+
+
+def central_difference(f, a, idx, eps=FD_EPS):
+    """(f() at a[idx] + eps - f() at a[idx] - eps) / 2 eps; a[idx] is restored."""
+    old = a[idx]
+    a[idx] = old + eps
+    fp = f()
+    a[idx] = old - eps
+    fm = f()
+    a[idx] = old
+    return (fp - fm) / (2 * eps)
