@@ -12,12 +12,16 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 # Argument kinds of the contract: FLOAT arrays share the op's float dtype; INT arrays hold ids or
-# labels of any integer dtype; OUT is a FLOAT array the op overwrites and returns; LENGTHS is an
-# optional (None: every row has all T steps) integer array of per-row lengths in [0, T], handed
-# to the implementation as int64; RATIO, SEED and FLAG are scalars.
-FLOAT, INT, OUT, LENGTHS, RATIO, SEED, FLAG = ("float", "int", "out", "lengths", "ratio", "seed",
-                                               "flag")
-ARRAY_KINDS = (FLOAT, INT, OUT)
+# labels of any integer dtype; OUT is a FLOAT array the op overwrites and returns; MAT and
+# MAT_OUT are a 2-D FLOAT / OUT array that may also be in Fortran order (a transposed view, as
+# in weight tying), which matrix products read or write in place; LENGTHS is an optional (None:
+# every row has all T steps) integer array of per-row lengths in [0, T], handed to the
+# implementation as int64; RATIO, SEED and FLAG are scalars.
+FLOAT, INT, OUT, MAT, MAT_OUT, LENGTHS, RATIO, SEED, FLAG = (
+    "float", "int", "out", "mat", "mat out", "lengths", "ratio", "seed", "flag")
+ARRAY_KINDS = (FLOAT, INT, OUT, MAT, MAT_OUT)
+FLOAT_KINDS = (FLOAT, OUT, MAT, MAT_OUT)
+OUT_KINDS = (OUT, MAT_OUT)
 
 
 def array_module(a):
@@ -42,6 +46,11 @@ def c_strides(shape, itemsize):
 
 def has_c_strides(a):
     return a.size == 0 or tuple(a.strides) == c_strides(a.shape, a.itemsize)
+
+
+def has_f_strides(a):
+    """Exactly the strides of a Fortran-order array (a transposed C-order array)."""
+    return a.size == 0 or tuple(a.strides) == c_strides(a.shape[::-1], a.itemsize)[::-1]
 
 
 def c_layout(a):
@@ -117,7 +126,7 @@ def _plain(op, arg, v):
     if isinstance(v, np.ma.MaskedArray):
         raise TypeError(f"{op.name}: {arg.name} is a masked array; pass a plain array (e.g. "
                         f".filled(...))")
-    if type(v) is not np.ndarray and isinstance(v, np.ndarray) and arg.kind != OUT:
+    if type(v) is not np.ndarray and isinstance(v, np.ndarray) and arg.kind not in OUT_KINDS:
         return np.asarray(v)
     return v
 
@@ -141,7 +150,7 @@ def check(op, values):
               for arg, v in zip(op.args, values)]
     dtype = None
     for arg, v in zip(op.args, values):
-        if arg.kind in (FLOAT, OUT):
+        if arg.kind in FLOAT_KINDS:
             require_float(op.name, arg.name, v, dtype)
             dtype = v.dtype
         elif arg.kind == INT or (arg.kind == LENGTHS and v is not None):
@@ -174,12 +183,15 @@ def check(op, values):
         require_range(op.name, name, by_name[name], sizes.get(lo, lo), sizes.get(hi, hi))
     out = []
     for a, v in zip(op.args, values):
-        if a.kind == OUT:
+        if a.kind in OUT_KINDS:
             if not getattr(v.flags, "writeable", True):  # CuPy arrays are always writeable
                 raise ValueError(f"{op.name}: {a.name} is written in place and must be writeable")
-            if not has_c_strides(v):
+            if not has_c_strides(v) and not (a.kind == MAT_OUT and has_f_strides(v)):
+                order = "C- or Fortran-contiguous" if a.kind == MAT_OUT else "C-contiguous"
                 raise ValueError(f"{op.name}: {a.name} is written in place and must be "
-                                 f"C-contiguous (strides {v.strides} for shape {v.shape})")
+                                 f"{order} (strides {v.strides} for shape {v.shape})")
+            out.append(v)
+        elif a.kind == MAT and has_f_strides(v):
             out.append(v)
         elif a.kind == INT and not v.dtype.isnative:  # compiled kernels take native order only
             out.append(v.astype(v.dtype.newbyteorder("=")))

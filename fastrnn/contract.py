@@ -10,9 +10,23 @@ contract fails at import, so a renamed parameter cannot silently change what is 
 backend may also re-export ops another backend already bound (``export(globals(), own_impls,
 fastrnn.kernels)`` takes what ``own_impls`` lacks from the Numba backend, unchanged).
 
-Shapes use N batch, T time, D input or embedding width, H hidden, V vocabulary (classes),
-M rows, G gates per cell (``GATES``) and ``...`` for any leading shape. Recurrences are
-time-major: one step is one contiguous (N, .) block.
+Shapes use N batch, T time, D input or embedding width, H hidden, V vocabulary (classes, or
+the output width of a linear op), M rows, G gates per cell (``GATES``) and ``...`` for any
+leading shape. Recurrences are time-major: one step is one contiguous (N, .) block.
+
+Two levels of recurrent ops:
+
+- ``{cell}_forward`` / ``{cell}_backward``: the sequential part alone, on the input projection
+  ``xw = x @ Wx + b`` that the caller computed (time-major throughout).
+- ``{cell}_layer_forward`` / ``{cell}_layer_backward``: a whole recurrent layer, as the layers
+  of ``fastrnn.layers`` call it. The forward takes the batch-major input xs (N, T, D) and the
+  weights and returns the batch-major hs (N, T, H), each row's final state (``h_last``, LSTM
+  also ``c_last``: the state after the row's own last step, h0 / c0 for length 0) and what the
+  backward needs (time-major, as the recurrence returns it). The backward takes dhs (N, T, H)
+  and returns dxs (N, T, D), the initial-state gradients, and writes the weight gradients into
+  the ``dWx``, ``dWh``, ``db`` (and ``db_hn``) it is given, which it also returns. A backend may
+  run a layer op as one fused computation (the compiled engine does); the others compose it
+  from the recurrence op and matrix products (``fastrnn.reference.layer``).
 
 Checks, in order (the first failure is raised, its message starts with the op name):
 1. every array argument is a NumPy or CuPy array; float arguments are float32 or float64 and
@@ -21,11 +35,13 @@ Checks, in order (the first failure is raised, its message starts with the op na
    exactly its declared shape (``ValueError`` naming the symbolic and the actual shape);
 3. ids lie in [0, V), labels in [-1, V); a dropout ratio in [0, 1); a seed is an integer in
    [0, 2**64); a flag is a bool (``ValueError`` / ``TypeError``);
-4. an argument written in place (``dW``) is writeable and exactly C-strided (``ValueError``:
-   a copy would not be seen by the caller); every other array is copied unless its strides are
-   exactly the C strides of its shape. NumPy calls a one-row view with stride 0 or a negative
-   stride (``w[None, :]``, ``np.broadcast_to``, ``Wh[::-1]`` with H = 1) C-contiguous; kernels
-   hand strides to BLAS as leading dimensions, so only the exact layout is passed through.
+4. an argument written in place (``dW``) is writeable and exactly C-strided, or for a matrix
+   argument (kind ``mat out``) C- or Fortran-strided (``ValueError``: a copy would not be seen
+   by the caller); every other array is copied unless its strides are exactly the C strides of
+   its shape, or for a matrix argument (kind ``mat``, such as a tied weight ``embed_W.T``) the
+   Fortran strides. NumPy calls a one-row view with stride 0 or a negative stride
+   (``w[None, :]``, ``np.broadcast_to``, ``Wh[::-1]`` with H = 1) C-contiguous; kernels hand
+   strides to BLAS as leading dimensions, so only the exact layout is passed through.
 
 Empty sizes: N = 0, T = 0, H = 0, D = 0 and V = 0 (with no ids) give correctly shaped empty
 outputs and zero state gradients on every backend. ``softmax_cross_entropy`` needs V >= 1 (a
@@ -44,14 +60,15 @@ NumPy reference computes from it, never a finite made-up value. Rows of
 ``softmax * 0`` (NaN where the row holds NaN or +inf). The layers additionally reject non-finite
 inputs and states before a recurrence carries them on (see ``fastrnn.layers``).
 
-Adding a cell: one entry in ``GATES``, a forward and a backward ``Op`` below, and the two
-implementations in every backend (reference first: it is the oracle of the test suite).
+Adding a cell: one entry in ``GATES`` (and ``_LAYER_SAVED``), a forward and a backward ``Op``
+below, and the implementations in every backend (reference first: it is the oracle of the test
+suite); its layer ops follow from ``_layer_ops``.
 """
 import dataclasses
 import functools
 import inspect
 
-from .checks import ARRAY_KINDS, FLAG, FLOAT, INT, LENGTHS, OUT, RATIO, SEED, check
+from .checks import ARRAY_KINDS, FLAG, FLOAT, INT, LENGTHS, MAT, MAT_OUT, OUT, RATIO, SEED, check
 
 # Gates per cell: the only place this fact is written.
 GATES = {"rnn": 1, "lstm": 4, "gru": 3, "gru_ra": 3}
@@ -138,6 +155,49 @@ def _recurrence(cell, direction, args, returns, summary):
               gates=GATES[cell])
 
 
+# Every argument and result of the layer ops, by name; the weight gradients are written in place.
+_LAYER_SHAPES = {
+    "xs": "(N, T, D)", "dxs": "(N, T, D)", "Wx": "(D, G*H)", "b": "(G*H,)", "Wh": "(H, G*H)",
+    "b_hn": "(H,)", "h0": "(N, H)", "c0": "(N, H)", "hs": "(N, T, H)", "dhs": "(N, T, H)",
+    "h_last": "(N, H)", "c_last": "(N, H)", "cs": "(T, N, H)", "acts": "(T, N, G*H)",
+    "rh": "(T, N, H)", "hn": "(T, N, H)", "dh0": "(N, H)", "dc0": "(N, H)",
+    "dWx": "(D, G*H)", "dWh": "(H, G*H)", "db": "(G*H,)", "db_hn": "(H,)",
+}
+_WRITTEN = ("dWx", "dWh", "db", "db_hn")
+
+
+def _layer(cell, direction, args, returns, summary):
+    """A layer op: N and T are read from its first argument (xs or dhs), D from Wx, H from Wh;
+    ``lengths`` last, as for the recurrences."""
+    return Op(f"{cell}_layer_{direction}",
+              tuple(Arg(n, OUT if n in _WRITTEN else FLOAT, _LAYER_SHAPES[n]) for n in args)
+              + (Arg("lengths", LENGTHS, "(N,)", default=None),),
+              tuple((n, _LAYER_SHAPES[n]) for n in returns),
+              sizes={"N": args[0], "T": args[0], "D": "Wx", "H": "Wh"}, summary=summary,
+              gates=GATES[cell])
+
+
+# The forward and backward layer ops of every cell: what each saves for the backward pass.
+_LAYER_SAVED = {"rnn": (), "lstm": ("cs", "acts"), "gru": ("acts", "rh"), "gru_ra": ("acts", "hn")}
+
+
+def _layer_ops(cell):
+    b_hn = ("b_hn",) if cell == "gru_ra" else ()
+    states = ("h0", "c0") if cell == "lstm" else ("h0",)
+    last = ("h_last", "c_last") if cell == "lstm" else ("h_last",)
+    dstates = tuple("d" + s for s in states)
+    saved = _LAYER_SAVED[cell]
+    grads = ("dWx", "dWh", "db") + (("db_hn",) if cell == "gru_ra" else ())
+    return (
+        _layer(cell, "forward", ("xs", "Wx", "b", "Wh") + b_hn + states,
+               ("hs",) + last + saved,
+               f"the whole {cell} layer: hs = the recurrence over xs @ Wx + b."),
+        _layer(cell, "backward", ("dhs", "xs", "Wx", "Wh", "hs") + saved + states + grads,
+               ("dxs",) + dstates + grads,
+               "input and initial-state gradients; weight gradients written in place."),
+    )
+
+
 OPS = (
     _recurrence("rnn", "forward", ("xw", "Wh", "h0"), ("hs",), "h' = tanh(xw[t] + h @ Wh)."),
     _recurrence("rnn", "backward", ("dhs", "Wh", "hs", "h0"), ("dA", "dh0"),
@@ -155,6 +215,17 @@ OPS = (
     _recurrence("gru_ra", "backward", ("dhs", "Wh", "hs", "acts", "hn", "h0"),
                 ("dA", "dhn", "dh0"),
                 "gradients of the input-side pre-activations, of hn, and of h0."),
+    *(op for cell in CELLS for op in _layer_ops(cell)),
+    Op("linear_forward", (Arg("x", FLOAT, "(M, D)"), Arg("W", MAT, "(D, V)"),
+                          Arg("b", FLOAT, "(V,)")),
+       (("y", "(M, V)"),), sizes={"M": "x", "D": "W", "V": "W"},
+       summary="y = x @ W + b; W may be a transposed view (a tied weight)."),
+    Op("linear_backward", (Arg("dy", FLOAT, "(M, V)"), Arg("x", FLOAT, "(M, D)"),
+                           Arg("W", MAT, "(D, V)"), Arg("dW", MAT_OUT, "(D, V)"),
+                           Arg("db", OUT, "(V,)")),
+       (("dx", "(M, D)"), ("dW", "(D, V)"), ("db", "(V,)")),
+       sizes={"M": "dy", "V": "dy", "D": "x"},
+       summary="dx = dy @ W.T; dW and db (= x.T @ dy, the column sums of dy) written in place."),
     Op("embedding_forward", (Arg("W", FLOAT, "(V, D)"), Arg("idx", INT, "(...)")),
        (("out", "(..., D)"),), sizes={"V": "W", "D": "W", "...": "idx"},
        ranges={"idx": (0, "V")}, summary="rows of W picked by idx (usually idx (N, T))."),
@@ -184,6 +255,14 @@ def forward_op(cell):
 
 def backward_op(cell):
     return OPS_BY_NAME[f"{cell}_backward"]
+
+
+def layer_forward_op(cell):
+    return OPS_BY_NAME[f"{cell}_layer_forward"]
+
+
+def layer_backward_op(cell):
+    return OPS_BY_NAME[f"{cell}_layer_backward"]
 
 
 # ------------------------------------------------------------------------------- binding

@@ -10,9 +10,12 @@ Recurrent layers (``TimeRNN``, ``TimeLSTM``, ``TimeGRU``) take ``Wx (D, G*H)``, 
 ``b (G*H,)`` and compute ``x @ Wx + h @ Wh + b``; gate layouts: LSTM ``[f | g | i | o]``, GRU
 ``[z | r | h~]`` (``reset_after=True``: ``[z | r | n]`` plus a recurrent bias ``b_hn``).
 
-Work split: the layer does the big matrix products over all ``N*T`` rows
-(``X @ Wx + b`` before the loop; ``dWx``, ``dWh``, ``db``, ``dX`` after it) and the kernel only the
-sequential recurrence, on time-major ``(T, N, K)`` buffers.
+Work split: a recurrent layer makes one call per direction to its cell's layer op
+(``lstm_layer_forward`` / ``lstm_layer_backward`` ...), which does the big matrix products over
+all ``N*T`` rows (``X @ Wx + b`` before the time loop; ``dWx``, ``dWh``, ``db``, ``dX`` after
+it) and the sequential recurrence: the compiled engine in one parallel region, the other
+backends as a recurrence kernel between array-library products (``fastrnn.reference.layer``).
+``TimeAffine`` calls the linear ops the same way.
 
 Input checks: shapes, ranks and dtypes are checked before any kernel runs (``ValueError`` /
 ``TypeError`` naming the expected shape or dtype). Inputs of recurrent layers and states given
@@ -32,8 +35,10 @@ values of ``xs`` are ignored but must be finite like the rest.
 import numpy as np
 
 from . import backend
-from .checks import (array_module, require_array, require_float, require_int, require_range,
-                     require_rank, require_shape)
+from .checks import (array_module, c_layout, has_c_strides, has_f_strides, require_array,
+                     require_float, require_int, require_range, require_rank, require_shape)
+from .contract import GATES, OPS_BY_NAME
+from .reference.layer import last_steps  # noqa: F401 (each row's final state, for the models)
 
 CHECK_FINITE = True
 
@@ -79,16 +84,6 @@ def _require_nonempty_dims(layer, what, **sizes):
                          + ", ".join(f"{k}={v}" for k, v in sizes.items()))
 
 
-def _to_time_major(a):
-    """(N, T, K) -> contiguous (T, N, K)."""
-    return array_module(a).ascontiguousarray(a.transpose(1, 0, 2))
-
-
-def _to_batch_major(a):
-    """(T, N, K) -> contiguous (N, T, K)."""
-    return array_module(a).ascontiguousarray(a.transpose(1, 0, 2))
-
-
 def check_lengths(owner, name, lengths, N, T, xp):
     """``lengths`` (N,) as an int64 array of module ``xp`` with values in [0, T], or None.
     A list or tuple of ints is accepted; anything else gets a TypeError / ValueError that names
@@ -105,15 +100,6 @@ def check_lengths(owner, name, lengths, N, T, xp):
             raise ValueError(f"{owner}: {name} must lie in [0, T] = [0, {T}], found "
                              f"{lo if lo < 0 else hi}")
     return xp.asarray(lengths).astype(np.int64, copy=False)
-
-
-def last_steps(seq, lengths, first):
-    """Each row's value after its own last step: seq (T, N, K) time-major, lengths (N,),
-    ``first`` (N, K) for the rows of length 0 -> (N, K) (a new array)."""
-    xp = array_module(seq)
-    rows = xp.arange(seq.shape[1])
-    last = seq[xp.maximum(lengths - 1, 0), rows]
-    return xp.where((lengths > 0)[:, None], last, first)
 
 
 def reverse_index(lengths, T):
@@ -137,25 +123,29 @@ def _set_grad(grad, value):
     grad[...] = value
 
 
-def _prev_state_product(h0, hs, dR):
-    """Hprev^T @ dR where Hprev = [h0, hs[0], ..., hs[T-2]], without building Hprev.
-
-    h0 (N, H), hs (T, N, H), dR (T, N, K) -> (H, K)."""
-    if hs.shape[0] == 0:
-        return array_module(h0).zeros((h0.shape[1], dR.shape[2]), dtype=h0.dtype)
-    out = h0.T @ dR[0]
-    if hs.shape[0] > 1:
-        H, K = hs.shape[2], dR.shape[2]
-        out += hs[:-1].reshape(-1, H).T @ dR[1:].reshape(-1, K)
-    return out
+def _writable(grad, fortran=False):
+    """``grad`` itself where an op can write it in place (writeable, exactly C-strided, or
+    Fortran-strided when ``fortran``), else a fresh C-ordered array to copy into it afterwards."""
+    if getattr(grad.flags, "writeable", True) and (
+            has_c_strides(grad) or (fortran and has_f_strides(grad))):
+        return grad
+    return array_module(grad).empty(grad.shape, grad.dtype)
 
 
 # ------------------------------------------------------------------------- recurrent layers
 class _Recurrent:
-    """Shared machinery of TimeRNN / TimeLSTM / TimeGRU: checks, state, and the big GEMMs."""
+    """Shared machinery of TimeRNN / TimeLSTM / TimeGRU: checks, state, and the calls of the
+    cell's layer ops (``{cell}_layer_forward`` / ``_backward`` of ``fastrnn.contract``), whose
+    arguments are gathered by name from the layer's parameters, states and cache."""
 
-    gates = 1          # G
+    cell = "rnn"
     state_names = ("h",)
+    # parameter names in ``params`` order (TimeGRU(reset_after=True) adds b_hn)
+    param_names = ("Wx", "Wh", "b")
+
+    @property
+    def gates(self):
+        return GATES[self.cell]
 
     def __init__(self, Wx, Wh, b, stateful=False):
         name = type(self).__name__
@@ -218,12 +208,16 @@ class _Recurrent:
         self._state_set = False
         return states
 
+    def _call(self, ops, direction, values):
+        op = OPS_BY_NAME[f"{self.cell}_layer_{direction}"]
+        return getattr(ops, op.name)(*(values[a.name] for a in op.args))
+
     # ---- forward / backward
     def forward(self, xs, lengths=None):
         """xs (N, T, D) -> hs (N, T, H); ``lengths`` (N,) ints in [0, T] or None (see the
         module doc)."""
         name = type(self).__name__
-        Wx, Wh, b = self.params[:3]
+        Wx = self.params[0]
         require_float(name, "xs", xs, Wx.dtype)
         require_rank(name, "xs", xs, 3, "(N, T, D)")
         N, T, D = xs.shape
@@ -231,72 +225,55 @@ class _Recurrent:
         xp = array_module(xs)
         lengths = check_lengths(name, "lengths", lengths, N, T, xp)
         _require_finite(name, "xs", xs)
+        xs = c_layout(xs)  # kept for backward: the op would copy any other layout each time
         states0 = self._initial_states(N, xp)
-
-        x_tm = _to_time_major(xs).reshape(T * N, D)
-        xw = x_tm @ Wx
-        xw += b
-        xw = xw.reshape(T, N, self.gates * self.H)
+        values = dict(zip(self.param_names, self.params), xs=xs, lengths=lengths,
+                      **{s + "0": v for s, v in zip(self.state_names, states0)})
         ops = backend.ops_for(xs)
-        hs_tm, saved, seqs = self._recur_forward(ops, xw, states0, lengths)
-        for sname, s0, seq in zip(self.state_names, states0, seqs):
-            if T == 0:
-                last = s0
-            elif lengths is None:
-                last = seq[-1].copy()
-            else:
-                last = last_steps(seq, lengths, s0)
+        out = self._call(ops, "forward", values)
+        ns = len(self.state_names)
+        hs, saved = out[0], out[1 + ns:]
+        for sname, last in zip(self.state_names, out[1:1 + ns]):
             setattr(self, sname, last)
-        self.cache = (ops, x_tm, states0, hs_tm, saved, lengths)
-        return _to_batch_major(hs_tm)
+        self.cache = (ops, xs, states0, hs, saved, lengths)
+        # a copy: the caller may change what it gets back, and backward reads hs
+        return hs.copy()
 
     def backward(self, dhs):
         name = type(self).__name__
         if self.cache is None:
             raise RuntimeError(f"{name}.backward called before forward")
-        ops, x_tm, states0, hs_tm, saved, lengths = self.cache
-        T, N, H = hs_tm.shape
+        ops, xs, states0, hs, saved, lengths = self.cache
+        N, T, H = hs.shape
         Wx = self.params[0]
         require_float(name, "dhs", dhs, Wx.dtype)
         require_rank(name, "dhs", dhs, 3, "(N, T, H)")
         require_shape(name, "dhs", dhs, (N, T, H), "(N, T, H) of the last forward")
-        # Padded steps have dA = 0, so every product below ignores them without a mask.
-        dA, dstates = self._recur_backward(ops, _to_time_major(dhs), states0, hs_tm, saved,
-                                           lengths)
-
-        dA2 = dA.reshape(T * N, dA.shape[2])
-        _set_grad(self.grads[0], x_tm.T @ dA2)
-        _set_grad(self.grads[2], dA2.sum(axis=0))
-        dxs = (dA2 @ Wx.T).reshape(T, N, Wx.shape[0])
-        for sname, d in zip(self.state_names, dstates):
+        fwd = OPS_BY_NAME[f"{self.cell}_layer_forward"]
+        grads = {"d" + n: _writable(g) for n, g in zip(self.param_names, self.grads)}
+        values = dict(zip(self.param_names, self.params), dhs=dhs, xs=xs, hs=hs,
+                      lengths=lengths, **grads,
+                      **dict(zip((n for n, _ in fwd.returns[1 + len(self.state_names):]), saved)),
+                      **{s + "0": v for s, v in zip(self.state_names, states0)})
+        out = self._call(ops, "backward", values)
+        for g, target in zip(self.grads, grads.values()):
+            if g is not target:
+                _set_grad(g, target)
+        for sname, d in zip(self.state_names, out[1:1 + len(self.state_names)]):
             setattr(self, "d" + sname, d)
-        return _to_batch_major(dxs)
-
-    # The recurrent side of dWh: Hprev^T dA for RNN and LSTM; GRU overrides.
-    def _set_dWh(self, states0, hs_tm, dA):
-        _set_grad(self.grads[1], _prev_state_product(states0[0], hs_tm, dA))
+        return out[0]
 
 
 class TimeRNN(_Recurrent):
     """h' = tanh(x @ Wx + h @ Wh + b)."""
 
-    gates = 1
-
-    def _recur_forward(self, ops, xw, states0, lengths):
-        (h0,) = states0
-        hs = ops.rnn_forward(xw, self.params[1], h0, lengths)
-        return hs, (), (hs,)
-
-    def _recur_backward(self, ops, dhs, states0, hs, saved, lengths):
-        dA, dh0 = ops.rnn_backward(dhs, self.params[1], hs, states0[0], lengths)
-        self._set_dWh(states0, hs, dA)
-        return dA, (dh0,)
+    cell = "rnn"
 
 
 class TimeLSTM(_Recurrent):
     """Gates [f | g | i | o]: c' = f*c + g*i, h' = o*tanh(c')."""
 
-    gates = 4
+    cell = "lstm"
     state_names = ("h", "c")
 
     def __init__(self, Wx, Wh, b, stateful=False):
@@ -307,17 +284,6 @@ class TimeLSTM(_Recurrent):
     def set_state(self, h, c=None):
         super().set_state(h, c)
 
-    def _recur_forward(self, ops, xw, states0, lengths):
-        h0, c0 = states0
-        hs, cs, acts = ops.lstm_forward(xw, self.params[1], h0, c0, lengths)
-        return hs, (cs, acts), (hs, cs)
-
-    def _recur_backward(self, ops, dhs, states0, hs, saved, lengths):
-        cs, acts = saved
-        dA, dh0, dc0 = ops.lstm_backward(dhs, self.params[1], cs, acts, states0[1], lengths)
-        self._set_dWh(states0, hs, dA)
-        return dA, (dh0, dc0)
-
 
 class TimeGRU(_Recurrent):
     """Gates [z | r | h~]; h' = (1-z)*h + z*h~.
@@ -326,12 +292,14 @@ class TimeGRU(_Recurrent):
     reset_after=True (cuDNN / PyTorch form): n = tanh(x Wx_n + b_n + r*(h Wh_n + b_hn)),
     h' = (1-z)*n + z*h, with the recurrent bias b_hn (H,) appended to params (zeros if None)."""
 
-    gates = 3
+    cell = "gru"
 
     def __init__(self, Wx, Wh, b, stateful=False, reset_after=False, b_hn=None):
         super().__init__(Wx, Wh, b, stateful)
         self.reset_after = bool(reset_after)
         if self.reset_after:
+            self.cell = "gru_ra"
+            self.param_names = ("Wx", "Wh", "b", "b_hn")
             xp = array_module(Wx)
             if b_hn is None:
                 b_hn = xp.zeros(self.H, dtype=Wx.dtype)
@@ -341,39 +309,6 @@ class TimeGRU(_Recurrent):
             self.grads.append(xp.zeros_like(b_hn))
         elif b_hn is not None:
             raise ValueError("TimeGRU: b_hn is only used with reset_after=True")
-
-    def _recur_forward(self, ops, xw, states0, lengths):
-        (h0,) = states0
-        Wh = self.params[1]
-        if self.reset_after:
-            hs, acts, hn = ops.gru_ra_forward(xw, Wh, self.params[3], h0, lengths)
-            saved = (acts, hn)
-        else:
-            hs, acts, rh = ops.gru_forward(xw, Wh, h0, lengths)
-            saved = (acts, rh)
-        return hs, saved, (hs,)
-
-    def _recur_backward(self, ops, dhs, states0, hs, saved, lengths):
-        h0 = states0[0]
-        Wh, H = self.params[1], self.H
-        xp = array_module(hs)
-        dWh = xp.empty_like(Wh)
-        if self.reset_after:
-            acts, hn = saved
-            dA, dhn, dh0 = ops.gru_ra_backward(dhs, Wh, hs, acts, hn, h0, lengths)
-            # Recurrent side of the candidate block sees dA_n * r (= dhn), not dA_n; dhn is
-            # zero on padded steps like dA.
-            dWh[:, :2 * H] = _prev_state_product(h0, hs, dA[..., :2 * H])
-            dWh[:, 2 * H:] = _prev_state_product(h0, hs, dhn)
-            _set_grad(self.grads[3], dhn.reshape(-1, H).sum(axis=0))
-        else:
-            acts, rh = saved
-            dA, dh0 = ops.gru_backward(dhs, Wh, hs, acts, h0, lengths)
-            # The candidate's recurrent product multiplies r*h of the same step.
-            dWh[:, :2 * H] = _prev_state_product(h0, hs, dA[..., :2 * H])
-            dWh[:, 2 * H:] = rh.reshape(-1, H).T @ dA[..., 2 * H:].reshape(-1, H)
-        _set_grad(self.grads[1], dWh)
-        return dA, (dh0,)
 
 
 # ------------------------------------------------------------------------------ bidirectional
@@ -509,8 +444,7 @@ class TimeAffine:
             raise ValueError(f"TimeAffine: x must have shape (..., D) with D = {W.shape[0]}, "
                              f"got {tuple(x.shape)}")
         self.x = x
-        out = x.reshape(-1, W.shape[0]) @ W
-        out += b
+        out = backend.ops_for(x).linear_forward(x.reshape(-1, W.shape[0]), W, b)
         return out.reshape(x.shape[:-1] + (W.shape[1],))
 
     def backward(self, dout):
@@ -521,10 +455,13 @@ class TimeAffine:
         expected = x.shape[:-1] + (W.shape[1],)
         require_float("TimeAffine", "dout", dout, W.dtype)
         require_shape("TimeAffine", "dout", dout, expected, "x.shape[:-1] + (M,)")
-        dout2 = dout.reshape(-1, W.shape[1])
-        _set_grad(self.grads[0], x.reshape(-1, W.shape[0]).T @ dout2)
-        _set_grad(self.grads[1], dout2.sum(axis=0))
-        return (dout2 @ W.T).reshape(x.shape)
+        dW, db = _writable(self.grads[0], fortran=True), _writable(self.grads[1])
+        dx, _, _ = backend.ops_for(dout).linear_backward(dout.reshape(-1, W.shape[1]),
+                                                         x.reshape(-1, W.shape[0]), W, dW, db)
+        for g, target in zip(self.grads, (dW, db)):
+            if g is not target:
+                _set_grad(g, target)
+        return dx.reshape(x.shape)
 
 
 class TimeSoftmaxWithLoss:

@@ -161,6 +161,13 @@ def _required(op):
 
 
 FORWARD_ARGS = {c: _required(contract.forward_op(c)) for c in CELLS}
+LAYER_FORWARD_ARGS = {c: _required(contract.layer_forward_op(c)) for c in CELLS}
+LAYER_BACKWARD_ARGS = {c: _required(contract.layer_backward_op(c)) for c in CELLS}
+LAYER_FORWARD_OUT = {c: tuple(n for n, _ in contract.layer_forward_op(c).returns) for c in CELLS}
+LAYER_BACKWARD_OUT = {c: tuple(n for n, _ in contract.layer_backward_op(c).returns)
+                      for c in CELLS}
+# The arguments a layer backward writes in place, by name.
+WRITTEN = {a.name for c in CELLS for a in contract.layer_backward_op(c).args if a.kind == "out"}
 BACKWARD_ARGS = {c: _required(contract.backward_op(c)) for c in CELLS}
 FORWARD_OUT = {c: tuple(n for n, _ in contract.forward_op(c).returns) for c in CELLS}
 BACKWARD_OUT = {c: tuple(n for n, _ in contract.backward_op(c).returns) for c in CELLS}
@@ -185,6 +192,52 @@ def recurrence_inputs(cell, T, N, H, dtype=np.float64, seed=0, *, scale=1.0, wsc
     return {k: v.astype(dtype) for k, v in p.items()}
 
 
+def layer_inputs(cell, N, T, D, H, dtype=np.float64, seed=0, *, scale=1.0, wscale=1.0,
+                 zero_state=False):
+    """Random inputs of ``cell``'s layer ops as a dict: xs (N, T, D) ~ scale * N(0, 1), Wx,
+    Wh ~ wscale * N(0, 1/fan-in), b, the initial states (as ``recurrence_inputs``), b_hn."""
+    rng = np.random.default_rng(seed)
+    G = GATES[cell]
+    p = recurrence_inputs(cell, 1, N, H, np.float64, seed, wscale=wscale, zero_state=zero_state)
+    del p["xw"]
+    p.update(xs=rng.standard_normal((N, T, D)) * scale,
+             Wx=rng.standard_normal((D, G * H)) * (wscale / np.sqrt(max(D, 1))),
+             b=0.3 * rng.standard_normal(G * H))
+    return {k: v.astype(dtype) for k, v in p.items()}
+
+
+def written_outputs(cell, N, T, D, H, dtype):
+    """Fresh NaN-filled arrays for the gradients a layer backward writes in place (NaN: a
+    backend that adds to them instead of overwriting shows)."""
+    G = GATES[cell]
+    shapes = {"dWx": (D, G * H), "dWh": (H, G * H), "db": (G * H,), "db_hn": (H,)}
+    return {n: np.full(shapes[n], np.nan, dtype) for n in LAYER_BACKWARD_ARGS[cell]
+            if n in WRITTEN}
+
+
+def run_layer_forward(call, cell, p, lengths=None):
+    """Layer forward op of ``cell`` through ``call(op_name, *args)``: a dict of outputs."""
+    args = [p[k] for k in LAYER_FORWARD_ARGS[cell]] + ([] if lengths is None else [lengths])
+    out = call(f"{cell}_layer_forward", *args)
+    assert isinstance(out, tuple) and len(out) == len(LAYER_FORWARD_OUT[cell]), \
+        f"{cell}_layer_forward returned {type(out).__name__} of the wrong length"
+    return dict(zip(LAYER_FORWARD_OUT[cell], out))
+
+
+def run_layer_backward(call, cell, p, fwd, dhs, lengths=None, written=None):
+    """Layer backward op of ``cell`` given inputs ``p``, forward outputs ``fwd``, the arrays
+    it writes in place ``written`` (fresh ones when None): a dict of outputs."""
+    N, T, D = p["xs"].shape
+    if written is None:
+        written = written_outputs(cell, N, T, D, p["Wh"].shape[0], p["xs"].dtype)
+    env = dict(p, **fwd, **written, dhs=dhs)
+    args = [env[k] for k in LAYER_BACKWARD_ARGS[cell]] + ([] if lengths is None else [lengths])
+    out = call(f"{cell}_layer_backward", *args)
+    assert isinstance(out, tuple) and len(out) == len(LAYER_BACKWARD_OUT[cell]), \
+        f"{cell}_layer_backward returned {type(out).__name__} of the wrong length"
+    return dict(zip(LAYER_BACKWARD_OUT[cell], out))
+
+
 def op_inputs(name, dtype=np.float64, seed=0, *, T=3, N=2, H=5, D=4, V=6, scale=1.0,
               wscale=1.0, zero_state=False):
     """Valid arguments of op ``name`` in the contract's order (a list): the one generator of
@@ -192,6 +245,27 @@ def op_inputs(name, dtype=np.float64, seed=0, *, T=3, N=2, H=5, D=4, V=6, scale=
     reference's forward results rounded to ``dtype`` and a random dhs. Ids and labels are
     int64 (labels include -1); embedding_backward's dW is a fresh C-ordered array."""
     rng = np.random.default_rng(seed)
+    if "_layer_" in name:
+        cell, direction = name.split("_layer_")
+        p = layer_inputs(cell, N, T, D, H, dtype, seed, scale=scale, wscale=wscale,
+                         zero_state=zero_state)
+        if direction == "forward":
+            return [p[k] for k in LAYER_FORWARD_ARGS[cell]]
+        import fastrnn.reference as R
+        fwd = run_layer_forward(lambda op, *a: getattr(R, op)(*a), cell,
+                                {k: v.astype(np.float64) for k, v in p.items()})
+        env = dict(p, **{k: v.astype(dtype) for k, v in fwd.items()},
+                   **written_outputs(cell, N, T, D, H, dtype),
+                   dhs=rng.standard_normal((N, T, H)).astype(dtype))
+        return [env[k] for k in LAYER_BACKWARD_ARGS[cell]]
+    if name == "linear_forward":
+        return [rng.standard_normal((N * T, D)).astype(dtype),
+                rng.standard_normal((D, V)).astype(dtype), rng.standard_normal(V).astype(dtype)]
+    if name == "linear_backward":
+        return [rng.standard_normal((N * T, V)).astype(dtype),
+                rng.standard_normal((N * T, D)).astype(dtype),
+                rng.standard_normal((D, V)).astype(dtype), np.full((D, V), np.nan, dtype),
+                np.full(V, np.nan, dtype)]
     if name in contract.OPS_BY_NAME and name.rsplit("_", 1)[0] in GATES:
         cell, direction = name.rsplit("_", 1)
         p = recurrence_inputs(cell, T, N, H, dtype, seed, scale=scale, wscale=wscale,
@@ -252,7 +326,8 @@ def rec():
         CELLS=CELLS, GATES=GATES, STATE=STATE, FORWARD_OUT=FORWARD_OUT,
         BACKWARD_OUT=BACKWARD_OUT, FORWARD_ARGS=FORWARD_ARGS, BACKWARD_ARGS=BACKWARD_ARGS,
         inputs=recurrence_inputs, op_inputs=op_inputs, forward=run_forward, backward=run_backward,
-        final_state=final_state)
+        final_state=final_state, layer_inputs=layer_inputs, layer_forward=run_layer_forward,
+        layer_backward=run_layer_backward, written=written_outputs)
 
 
 # --------------------------------------------------------------------------------- layouts

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tolerances import assert_close
+from tolerances import assert_close, rms
 
 engine = pytest.importorskip("fastrnn.engine", reason="compiled engine not built")
 from fastrnn import reference, threads  # noqa: E402
@@ -97,6 +97,79 @@ def test_every_dispatch_target_matches_reference(isa, cell, dtype, T, N, H, seed
         assert_close(f"{isa} {cell} backward output {i}", g, r, "grad", dtype)
 
 
+def run_layer(module, cell, N, T, D, H, dtype, seed):
+    """Layer forward and backward outputs of ``cell`` through ``module`` (the backward pass
+    consumes the reference's forward outputs)."""
+    from conftest import layer_inputs, run_layer_backward, run_layer_forward
+    p = layer_inputs(cell, N, T, D, H, dtype, seed)
+    call = lambda name, *a: getattr(module, name)(*a)  # noqa: E731
+    fwd = run_layer_forward(call, cell, p)
+    ref = run_layer_forward(lambda name, *a: getattr(reference, name)(*a), cell, p)
+    dhs = np.random.default_rng(seed).standard_normal((N, T, H)).astype(dtype)
+    bwd = run_layer_backward(call, cell, p, ref, dhs)
+    return fwd, bwd
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@settings(max_examples=6, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(N=st.integers(1, 13), T=st.integers(1, 4), D=st.integers(1, 40), H=st.integers(1, 37),
+       seed=st.integers(0, 99))
+def test_every_dispatch_target_runs_layer_ops_like_the_reference(isa, cell, dtype, N, T, D, H,
+                                                                 seed):
+    got_f, got_b = run_layer(engine, cell, N, T, D, H, dtype, seed)
+    ref_f, ref_b = run_layer(reference, cell, N, T, D, H, np.float64, seed)
+    for k in ref_f:
+        assert_close(f"{isa} {cell}_layer_forward {k}", got_f[k], ref_f[k], "output", dtype)
+    for k in ref_b:  # sums over N*T rows or G*H columns
+        assert_close(f"{isa} {cell}_layer_backward {k}", got_b[k], ref_b[k], "grad", dtype,
+                     scale=rms(ref_b[k]))
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("M,D,V", [(1, 1, 1), (37, 19, 70), (300, 150, 130), (5, 700, 40)])
+def test_every_dispatch_target_multiplies_like_numpy(isa, dtype, M, D, V):
+    rng = np.random.default_rng(M + D + V)
+    x, dy = rng.standard_normal((M, D)).astype(dtype), rng.standard_normal((M, V)).astype(dtype)
+    for W in (rng.standard_normal((D, V)).astype(dtype),
+              np.asfortranarray(rng.standard_normal((D, V)).astype(dtype))):
+        b = rng.standard_normal(V).astype(dtype)
+        dW, db = np.empty_like(W), np.empty(V, dtype)
+        dx, _, _ = engine.linear_backward(dy, x, W, dW, db)
+        for name, got, want, kind in (
+                ("linear_forward", engine.linear_forward(x, W, b),
+                 x.astype(float) @ W.astype(float) + b, "output"),
+                ("linear_backward dx", dx, dy.astype(float) @ W.T.astype(float), "grad"),
+                ("linear_backward dW", dW, x.T.astype(float) @ dy.astype(float), "grad"),
+                ("linear_backward db", db, dy.astype(float).sum(0), "grad")):
+            assert_close(f"{isa} {name}", got, want, kind, dtype, scale=rms(want))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_layer_results_do_not_depend_on_the_thread_count(cell, dtype):
+    # The products split their columns or rows over the threads and the recurrence its tiles;
+    # every element is summed in an order fixed by the shapes, so results are bit-identical.
+    before = threads._num_threads
+    try:
+        outs = []
+        for n in (1, 2, 3, 8):
+            threads._num_threads = n
+            f, b = run_layer(engine, cell, 24, 5, 150, 130, dtype, seed=5)
+            outs.append(list(f.values()) + list(b.values()))
+            rng = np.random.default_rng(0)
+            x, W = rng.standard_normal((333, 170)).astype(dtype), rng.standard_normal(
+                (170, 2000)).astype(dtype)
+            outs[-1].append(engine.linear_forward(x, W, np.zeros(2000, dtype)))
+    finally:
+        threads._num_threads = before
+    for other in outs[1:]:
+        for x, y in zip(outs[0], other):
+            np.testing.assert_array_equal(x, y)
+
+
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_results_do_not_depend_on_the_thread_count(cell, dtype):
@@ -172,41 +245,22 @@ def test_num_threads_default_follows_omp_num_threads(monkeypatch):
 
 
 def run_lengths(cell, a, lengths):
-    """The engine kernels called directly with per-row lengths (T, N as in ``a``): forward
-    outputs, then backward outputs from those forward outputs."""
-    from fastrnn.engine import _engine
+    """The engine's recurrences with per-row lengths (T, N as in ``a``): forward outputs, then
+    backward outputs from those forward outputs."""
     xw, Wh, h0, c0, b_hn, dhs = (a[k] for k in ("xw", "Wh", "h0", "c0", "b_hn", "dhs"))
-    T, N, _ = xw.shape
-    H = h0.shape[1]
-    nt = threads.get_num_threads()
-
-    def e(*shape):
-        return np.empty(shape, xw.dtype)
-
-    def z(*shape):
-        return np.zeros(shape, xw.dtype)
-
     if cell == "rnn":
-        fwd = (e(T, N, H),)
-        _engine.rnn_forward(xw, Wh, h0, *fwd, lengths, nt)
-        bwd = (e(T, N, H), z(N, H))
-        _engine.rnn_backward(dhs, Wh, fwd[0], *bwd, lengths, nt)
+        fwd = (engine.rnn_forward(xw, Wh, h0, lengths),)
+        bwd = engine.rnn_backward(dhs, Wh, fwd[0], h0, lengths)
     elif cell == "lstm":
-        fwd = (e(T, N, H), e(T, N, H), e(T, N, 4 * H))
-        _engine.lstm_forward(xw, Wh, h0, c0, *fwd, lengths, nt)
-        bwd = (e(T, N, 4 * H), z(N, H), z(N, H))
-        _engine.lstm_backward(dhs, Wh, fwd[1], fwd[2], c0, *bwd, lengths, nt)
+        fwd = engine.lstm_forward(xw, Wh, h0, c0, lengths)
+        bwd = engine.lstm_backward(dhs, Wh, fwd[1], fwd[2], c0, lengths)
     elif cell == "gru":
-        fwd = (e(T, N, H), e(T, N, 3 * H), e(T, N, H))
-        _engine.gru_forward(xw, Wh, h0, *fwd, lengths, nt)
-        bwd = (e(T, N, 3 * H), z(N, H))
-        _engine.gru_backward(dhs, Wh, fwd[0], fwd[1], h0, *bwd, lengths, nt)
+        fwd = engine.gru_forward(xw, Wh, h0, lengths)
+        bwd = engine.gru_backward(dhs, Wh, fwd[0], fwd[1], h0, lengths)
     else:
-        fwd = (e(T, N, H), e(T, N, 3 * H), e(T, N, H))
-        _engine.gru_ra_forward(xw, Wh, b_hn, h0, *fwd, lengths, nt)
-        bwd = (e(T, N, 3 * H), e(T, N, H), z(N, H))
-        _engine.gru_ra_backward(dhs, Wh, fwd[0], fwd[1], fwd[2], h0, *bwd, lengths, nt)
-    return fwd, bwd
+        fwd = engine.gru_ra_forward(xw, Wh, b_hn, h0, lengths)
+        bwd = engine.gru_ra_backward(dhs, Wh, fwd[0], fwd[1], fwd[2], h0, lengths)
+    return tuple(fwd), tuple(bwd)
 
 
 @pytest.mark.parametrize("cell", CELLS)

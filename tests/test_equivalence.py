@@ -24,7 +24,7 @@ import fastrnn.backend
 import fastrnn.reference as R
 from conftest import LAYOUTS, layout, op_inputs
 from fastrnn import contract
-from tolerances import assert_close
+from tolerances import assert_close, rms
 
 CELLS = contract.CELLS
 DTYPES = [pytest.param(np.float32, id="f32"), pytest.param(np.float64, id="f64")]
@@ -43,10 +43,12 @@ def check_dtype(label, arr, dtype):
     assert arr.dtype == dtype, f"{label}: dtype {arr.dtype}, expected {np.dtype(dtype)}"
 
 
-def caller(backend, kind):
-    """``call(op, *args)`` on ``backend`` with every array argument in memory layout ``kind``."""
+def caller(backend, kind, keep=()):
+    """``call(op, *args)`` on ``backend`` with every array argument in memory layout ``kind``,
+    except the arrays in ``keep`` (written in place: they stay C-ordered)."""
     def call(name, *args):
-        args = [layout(backend.xp, a, kind) if isinstance(a, np.ndarray) else a for a in args]
+        args = [backend.asarray(a) if any(a is k for k in keep) else
+                layout(backend.xp, a, kind) if isinstance(a, np.ndarray) else a for a in args]
         return backend.asnumpy(backend.op(name)(*args))
     return call
 
@@ -84,15 +86,19 @@ def check_recurrence(backend, rec, cell, dtype, T, N, H, zero_state=False, scale
                                                   dhs.astype(np.float64), lengths))
 
 
-def compare_and_check_inputs(backend, cell, direction, where, dtype, inputs, run, run_ref):
+def compare_and_check_inputs(backend, cell, direction, where, dtype, inputs, run, run_ref,
+                             products=()):
     """Every output of ``run()`` has ``dtype`` and matches ``run_ref()``; ``inputs`` are left
-    unchanged. Returns the reference's outputs."""
+    unchanged. Outputs named in ``products`` are sums of many products, bounded relative to
+    their typical element (``tolerances.assert_close``'s scale). Returns the reference's
+    outputs."""
     saved = {k: v.copy() for k, v in inputs.items()}
     out, ref = run(), run_ref()
     for k in ref:
         label = f"{backend.name} {cell}_{direction} {k} {where}"
         check_dtype(label, out[k], dtype)
-        assert_close(label, out[k], ref[k], kind_of(direction), dtype=dtype)
+        assert_close(label, out[k], ref[k], kind_of(direction), dtype=dtype,
+                     scale=rms(ref[k]) if k in products else None)
     for k, v in inputs.items():
         np.testing.assert_array_equal(v, saved[k], err_msg=f"{cell}_{direction} modified {k}")
     return ref
@@ -225,6 +231,126 @@ def test_read_only_inputs(candidate, rec):
     ref = rec.forward(ref_call, "lstm", p)
     for k in ref:
         assert_close(f"{candidate.name} lstm_forward {k} (read-only inputs)", out[k], ref[k])
+
+
+# -------------------------------------------------------------------------------- layer ops
+def check_layer(backend, rec, cell, dtype, N, T, D, H, seed=0, kind="c", lengths=None,
+                scale=1.0, wscale=1.0, zero_state=False):
+    """Layer forward and backward of ``cell`` on ``backend`` against the float64 reference;
+    the weight gradients are written into NaN-filled arrays, which must be overwritten."""
+    call = caller(backend, kind)
+    p = rec.layer_inputs(cell, N, T, D, H, dtype, seed, scale=scale, wscale=wscale,
+                         zero_state=zero_state)
+    where = f"(N={N} T={T} D={D} H={H}, {kind} inputs, lengths {lengths})"
+    ref = compare_and_check_inputs(backend, cell, "layer_forward", where, dtype, p,
+                                   lambda: rec.layer_forward(call, cell, p, lengths),
+                                   lambda: rec.layer_forward(ref_call, cell, as64(p), lengths))
+    fwd = {k: v.astype(dtype) for k, v in ref.items()}
+    dhs = np.random.default_rng(seed + 1).standard_normal((N, T, H)).astype(dtype)
+    written = rec.written(cell, N, T, D, H, dtype)
+    call_b = caller(backend, kind, keep=tuple(written.values()))
+    compare_and_check_inputs(backend, cell, "layer_backward", where, dtype, dict(p, **fwd),
+                             lambda: rec.layer_backward(call_b, cell, p, fwd, dhs, lengths,
+                                                        written),
+                             lambda: rec.layer_backward(ref_call, cell, as64(p), as64(fwd),
+                                                        dhs.astype(np.float64), lengths),
+                             products=("dxs", "dWx", "dWh", "db", "db_hn"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell", CELLS)
+@given(N=st.integers(0, 6), T=st.integers(0, 7), D=st.integers(1, 30), H=HIDDEN,
+       zero_state=st.booleans(), scale=st.sampled_from([0.1, 1.0, 3.0]),
+       seed=st.integers(0, 2 ** 32 - 1), kind=st.sampled_from(LAYOUTS))
+@example(N=1, T=1, D=1, H=1, zero_state=False, scale=1.0, seed=0, kind="c")
+@example(N=3, T=4, D=0, H=5, zero_state=False, scale=1.0, seed=1, kind="c")
+@example(N=5, T=3, D=17, H=67, zero_state=False, scale=3.0, seed=2, kind="fortran")
+@example(N=0, T=3, D=4, H=5, zero_state=False, scale=1.0, seed=3, kind="c")
+@example(N=2, T=0, D=4, H=5, zero_state=False, scale=1.0, seed=4, kind="strided")
+def test_layer_ops_match_reference(candidate, rec, cell, dtype, N, T, D, H, zero_state, scale,
+                                   seed, kind):
+    check_layer(candidate, rec, cell, dtype, N, T, D, H, seed, kind, scale=scale,
+                zero_state=zero_state)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell", CELLS)
+@given(data=st.data(), N=st.integers(1, 6), T=st.integers(1, 7), D=st.integers(1, 20),
+       H=HIDDEN, seed=st.integers(0, 2 ** 32 - 1), kind=st.sampled_from(LAYOUTS))
+@example(data=None, N=4, T=3, D=6, H=5, seed=0, kind="c")
+def test_layer_ops_with_lengths_match_reference(candidate, rec, cell, dtype, data, N, T, D, H,
+                                                seed, kind):
+    if data is None:
+        lengths = np.array([0, T, 1, 2])
+    else:
+        lengths = np.array(data.draw(st.lists(st.integers(0, T), min_size=N, max_size=N)))
+    check_layer(candidate, rec, cell, dtype, N, T, D, H, seed, kind, lengths=lengths)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("N,T,D,H", [(33, 12, 70, 70), (64, 5, 28, 128), (7, 4, 300, 200),
+                                     (1, 30, 16, 64)])
+def test_layer_ops_larger_shapes_and_determinism(candidate, rec, cell, dtype, N, T, D, H):
+    """Sizes where products and recurrences block, split over threads and switch paths; two
+    calls are identical."""
+    check_layer(candidate, rec, cell, dtype, N, T, D, H, seed=N * T * H)
+    p = rec.layer_inputs(cell, N, T, D, H, dtype, 7)
+    a = rec.layer_forward(candidate.call, cell, p)
+    b = rec.layer_forward(candidate.call, cell, p)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=f"{cell}_layer_forward {k} not "
+                                                          f"reproducible")
+
+
+def test_layer_backward_writes_and_returns_the_arrays_it_was_given(candidate, rec):
+    if candidate.xp is not np:
+        pytest.skip("identity of host arrays")
+    p = rec.layer_inputs("gru_ra", 3, 4, 5, 6, np.float64, 1)
+    fwd = rec.layer_forward(candidate.call, "gru_ra", p)
+    written = rec.written("gru_ra", 3, 4, 5, 6, np.float64)
+    out = rec.layer_backward(lambda name, *a: candidate.op(name)(*a), "gru_ra", p, fwd,
+                             np.ones((3, 4, 6)), None, written)
+    for name, arr in written.items():
+        assert out[name] is arr, f"{candidate.name}: {name} is not the array it was given"
+        assert np.isfinite(arr).all(), f"{candidate.name}: {name} was not overwritten"
+
+
+# ------------------------------------------------------------------------------- linear ops
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(M=st.integers(0, 40), D=st.integers(0, 40), V=st.integers(1, 70),
+       w_order=st.sampled_from(["C", "F"]), dw_order=st.sampled_from(["C", "F"]),
+       seed=st.integers(0, 2 ** 32 - 1), kind=st.sampled_from(LAYOUTS))
+@example(M=1, D=1, V=1, w_order="C", dw_order="C", seed=0, kind="c")
+@example(M=300, D=100, V=1000, w_order="F", dw_order="F", seed=1, kind="c")
+@example(M=70, D=650, V=33, w_order="C", dw_order="C", seed=2, kind="c")
+@example(M=0, D=5, V=3, w_order="F", dw_order="C", seed=3, kind="c")
+def test_linear_ops_match_reference(candidate, dtype, M, D, V, w_order, dw_order, seed, kind):
+    """y = x W + b and its gradients; W and dW in C or Fortran order (a tied weight is the
+    transpose of the embedding matrix), passed through as they are."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((M, D)).astype(dtype)
+    W = np.asarray(rng.standard_normal((D, V)), dtype=dtype, order=w_order)
+    b = rng.standard_normal(V).astype(dtype)
+    dy = rng.standard_normal((M, V)).astype(dtype)
+    xp = candidate.xp
+    Wd = xp.asarray(W, order=w_order)
+    label = f"{candidate.name} linear (M={M} D={D} V={V}, W {w_order}, dW {dw_order})"
+    y = candidate.asnumpy(candidate.op("linear_forward")(layout(xp, x, kind), Wd,
+                                                         layout(xp, b, kind)))
+    ry = R.linear_forward(*(a.astype(np.float64) for a in (x, W, b)))
+    assert_close(label + " y", y, ry, dtype=dtype, scale=rms(ry))
+    dW = xp.asarray(np.full((D, V), np.nan, dtype), order=dw_order)
+    db = xp.asarray(np.full(V, np.nan, dtype))
+    dx, dW_out, db_out = candidate.op("linear_backward")(layout(xp, dy, kind),
+                                                         layout(xp, x, kind), Wd, dW, db)
+    assert dW_out is dW and db_out is db, f"{label}: dW / db are not the arrays given"
+    rdx, rdW, rdb = R.linear_backward(dy.astype(np.float64), x.astype(np.float64),
+                                      W.astype(np.float64), np.empty((D, V)), np.empty(V))
+    for name, got, want in (("dx", dx, rdx), ("dW", dW, rdW), ("db", db, rdb)):
+        got = candidate.asnumpy(got)
+        check_dtype(f"{label} {name}", got, dtype)
+        assert_close(f"{label} {name}", got, want, "grad", dtype=dtype, scale=rms(want))
 
 
 # -------------------------------------------------------------------- softmax cross-entropy

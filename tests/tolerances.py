@@ -47,8 +47,21 @@ def tolerance(kind, dtype):
     return table[dtype]
 
 
-def assert_close(name, actual, ref, kind="output", dtype=None):
+def rms(a):
+    """Root mean square of the finite elements of ``a`` (0 for none): the size of a typical
+    element, the ``scale`` of a matrix product's result."""
+    a = to_numpy(a).astype(np.float64)
+    a = a[np.isfinite(a)]
+    return float(np.sqrt(np.mean(a * a))) if a.size else 0.0
+
+
+def assert_close(name, actual, ref, kind="output", dtype=None, scale=None):
     """Assert ``|actual - ref| <= atol + rtol*|ref|`` elementwise, with the table's bounds.
+
+    ``scale``: for the results of matrix products (sums of many terms), where cancellation
+    leaves some elements far smaller than the terms they sum and a float32 sum of K terms errs
+    by about sqrt(K) ulps of the terms, not of the remainder. The bound is then
+    ``atol + rtol*max(|ref|, scale)``; pass ``scale=rms(ref)``, the size of a typical element.
 
     ``dtype`` selects the table row (default: the dtype of ``actual``; non-float actuals use
     the float64 row). NaNs must sit at the same positions in both. The failure message names
@@ -72,7 +85,8 @@ def assert_close(name, actual, ref, kind="output", dtype=None):
         finite = np.isfinite(a64) & np.isfinite(r64)
         same = (nan_a & nan_r) | (np.isinf(a64) & (a64 == r64))
         err = np.where(finite, np.abs(a64 - r64), np.where(same, 0.0, np.inf))
-        bound = atol + rtol * np.where(np.isfinite(r64), np.abs(r64), 0.0)
+        size = np.where(np.isfinite(r64), np.abs(r64), 0.0)
+        bound = atol + rtol * (size if scale is None else np.maximum(size, scale))
         ratio = err / bound
     bad = ~(err <= bound)
     if not bad.any():

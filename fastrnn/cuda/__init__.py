@@ -21,11 +21,14 @@ Sources: ``recurrence.cu`` and ``ops.cu``, compiled by ``fastrnn.cuda.compile``.
 import collections
 import functools
 import threading
+import types
 
 import cupy
 import numpy as np
 
 from .. import contract
+from ..reference import layer
+from ..reference import ops as reference_ops
 from ..reference.ops import dropout_threshold
 from . import compile as _compile
 from . import planning
@@ -373,4 +376,8 @@ def dropout_forward(x, ratio, seed):
     return y, mask
 
 
-contract.export(globals())
+# Layer ops: these recurrences between cuBLAS products (fastrnn.reference.layer); linear ops:
+# the reference's, which run on CuPy arrays as they are.
+_recurrences = types.SimpleNamespace(**{op.name: globals()[op.name] for op in contract.OPS
+                                        if op.name.rsplit("_", 1)[0] in contract.GATES})
+contract.export(globals(), globals(), layer.layer_ops(_recurrences), reference_ops)

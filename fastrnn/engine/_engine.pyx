@@ -1,36 +1,24 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
-"""Cython binding of the C engine (src/engine.c): one call runs a whole recurrence.
+"""Cython binding of the C engine (src/engine.c): one call runs a whole recurrence, a whole
+recurrent layer or a matrix product on the engine's own threads, with the GIL released.
 
-Arguments are the op contract's, followed by the preallocated outputs and the thread count;
-shapes were validated by the caller (fastrnn.engine). Typed memoryviews check dtype and
-C-contiguity again on entry, and the GIL is released for the whole time loop.
+Shapes were validated by the caller (fastrnn.engine, after the op contract's checks); here each
+array's buffer is taken C-contiguous (``matmul``: C- or Fortran-contiguous) with the item size
+of the op's precision, else TypeError / ValueError.
 """
 
+from cpython.buffer cimport (PyBUF_ANY_CONTIGUOUS, PyBUF_C_CONTIGUOUS, PyBUF_WRITABLE,
+                             PyBuffer_Release, PyObject_GetBuffer)
 from libc.stdint cimport int64_t, uint64_t
 
 cdef extern from "src/engine.h" nogil:
-    int fr_rnn_forward(int f64, int T, int N, int H, const void *xw, const void *Wh,
-                       const void *h0, void *hs, const int64_t *lengths, int nthreads)
-    int fr_rnn_backward(int f64, int T, int N, int H, const void *dhs, const void *Wh,
-                        const void *hs, void *dA, void *dh, const int64_t *lengths, int nthreads)
-    int fr_lstm_forward(int f64, int T, int N, int H, const void *xw, const void *Wh,
-                        const void *h0, const void *c0, void *hs, void *cs, void *acts,
-                        const int64_t *lengths, int nthreads)
-    int fr_lstm_backward(int f64, int T, int N, int H, const void *dhs, const void *Wh,
-                         const void *cs, const void *acts, const void *c0, void *dA, void *dh,
-                         void *dc, const int64_t *lengths, int nthreads)
-    int fr_gru_forward(int f64, int T, int N, int H, const void *xw, const void *Wh,
-                       const void *h0, void *hs, void *acts, void *rh, const int64_t *lengths,
-                       int nthreads)
-    int fr_gru_backward(int f64, int T, int N, int H, const void *dhs, const void *Wh,
-                        const void *hs, const void *acts, const void *h0, void *dA, void *dh,
-                        const int64_t *lengths, int nthreads)
-    int fr_gru_ra_forward(int f64, int T, int N, int H, const void *xw, const void *Wh,
-                          const void *b_hn, const void *h0, void *hs, void *acts, void *hn,
-                          const int64_t *lengths, int nthreads)
-    int fr_gru_ra_backward(int f64, int T, int N, int H, const void *dhs, const void *Wh,
-                           const void *hs, const void *acts, const void *hn, const void *h0,
-                           void *dA, void *dhn, void *dh, const int64_t *lengths, int nthreads)
+    ctypedef struct fr_dims:
+        int T, N, D, H
+    int fr_cell(int op, int f64, const fr_dims *d, const void *const *inputs,
+                void *const *outputs, const int64_t *lengths, int nthreads)
+    int fr_matmul(int f64, long M, long K, long V, const void *A, long a_rs, long a_cs,
+                  const void *B, long b_rs, long b_cs, void *C, long c_rs, long c_cs,
+                  const void *bias, void *colsum, int accumulate, int nthreads)
     int fr_softmax_cross_entropy(int f64, long M, long V, const void *x, const int64_t *t,
                                  void *dx, double *loss, int nthreads)
     void fr_embedding_forward(int f64, long M, long D, const void *W, const int64_t *idx,
@@ -47,11 +35,41 @@ ctypedef fused real:
     float
     double
 
+# The ops of fr_cell, in the order of enum fr_op (src/engine.h).
+CELL_OPS = (
+    "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward",
+    "gru_backward", "gru_ra_forward", "gru_ra_backward", "rnn_layer_forward",
+    "rnn_layer_backward", "lstm_layer_forward", "lstm_layer_backward", "gru_layer_forward",
+    "gru_layer_backward", "gru_ra_layer_forward", "gru_ra_layer_backward",
+)
+_OP_INDEX = {name: i for i, name in enumerate(CELL_OPS)}
+DEF MAX_ARRAYS = 16
+
 
 cdef int _done(int rc) except -1:
     if rc != 0:
-        raise MemoryError("fastrnn engine: could not allocate the packed weight buffer")
+        raise MemoryError("fastrnn engine: could not allocate a work buffer")
     return 0
+
+
+cdef int _take(object arrays, Py_buffer *views, void **ptrs, int flags,
+               Py_ssize_t itemsize) except -1:
+    """Fill views / ptrs from arrays; on error, release what was taken and raise."""
+    cdef int i = 0
+    try:
+        for a in arrays:
+            PyObject_GetBuffer(a, &views[i], flags)
+            i += 1
+            if views[i - 1].itemsize != itemsize:
+                raise TypeError(f"fastrnn engine: array {i - 1} has item size "
+                                f"{views[i - 1].itemsize}, expected {itemsize}")
+            ptrs[i - 1] = views[i - 1].buf
+    except BaseException:
+        while i > 0:
+            i -= 1
+            PyBuffer_Release(&views[i])
+        raise
+    return i
 
 
 def set_isa(str name):
@@ -69,114 +87,72 @@ def isa():
 
 
 def max_threads():
-    """Processors OpenMP sees (1 in a build without OpenMP)."""
+    """The most threads the engine uses (1 in a build without threads)."""
     return fr_max_threads()
 
 
-
-def rnn_forward(const real[:, :, ::1] xw, const real[:, ::1] Wh, const real[:, ::1] h0,
-                real[:, :, ::1] hs, const int64_t[::1] lengths, int nthreads):
-    cdef int T = hs.shape[0], N = hs.shape[1], H = h0.shape[1], rc
+def cell(str op, int T, int N, int D, int H, inputs, outputs, const int64_t[::1] lengths,
+         int nthreads, bint f64):
+    """Run recurrence or layer op ``op`` (engine.h): ``inputs`` and ``outputs`` are sequences
+    of C-contiguous arrays in the contract's order, all float64 when f64 else float32."""
+    cdef int index = _OP_INDEX[op]
+    cdef fr_dims d
+    d.T, d.N, d.D, d.H = T, N, D, H
+    cdef Py_buffer views[2 * MAX_ARRAYS]
+    cdef const void *inp[MAX_ARRAYS]
+    cdef void *outp[MAX_ARRAYS]
+    cdef Py_ssize_t itemsize = 8 if f64 else 4
+    cdef int n_in = 0, n_out = 0, rc, i
     cdef const int64_t *lp = NULL
+    if len(inputs) > MAX_ARRAYS or len(outputs) > MAX_ARRAYS:
+        raise ValueError("fastrnn engine: too many arrays")
     if lengths is not None:
         lp = &lengths[0]
-    with nogil:
-        rc = fr_rnn_forward(real is double, T, N, H, &xw[0, 0, 0], &Wh[0, 0], &h0[0, 0],
-                            &hs[0, 0, 0], lp, nthreads)
-    _done(rc)
+    n_in = _take(inputs, views, <void **>inp, PyBUF_C_CONTIGUOUS, itemsize)
+    try:
+        n_out = _take(outputs, views + MAX_ARRAYS, outp, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE,
+                      itemsize)
+        try:
+            with nogil:
+                rc = fr_cell(index, f64, &d, inp, outp, lp, nthreads)
+            _done(rc)
+        finally:
+            for i in range(n_out):
+                PyBuffer_Release(&views[MAX_ARRAYS + i])
+    finally:
+        for i in range(n_in):
+            PyBuffer_Release(&views[i])
 
 
-def rnn_backward(const real[:, :, ::1] dhs, const real[:, ::1] Wh, const real[:, :, ::1] hs,
-                 real[:, :, ::1] dA, real[:, ::1] dh, const int64_t[::1] lengths, int nthreads):
-    cdef int T = dA.shape[0], N = dA.shape[1], H = dA.shape[2], rc
-    cdef const int64_t *lp = NULL
-    if lengths is not None:
-        lp = &lengths[0]
-    with nogil:
-        rc = fr_rnn_backward(real is double, T, N, H, &dhs[0, 0, 0], &Wh[0, 0], &hs[0, 0, 0],
-                             &dA[0, 0, 0], &dh[0, 0], lp, nthreads)
-    _done(rc)
-
-
-def lstm_forward(const real[:, :, ::1] xw, const real[:, ::1] Wh, const real[:, ::1] h0,
-                 const real[:, ::1] c0, real[:, :, ::1] hs, real[:, :, ::1] cs,
-                 real[:, :, ::1] acts, const int64_t[::1] lengths, int nthreads):
-    cdef int T = hs.shape[0], N = hs.shape[1], H = h0.shape[1], rc
-    cdef const int64_t *lp = NULL
-    if lengths is not None:
-        lp = &lengths[0]
-    with nogil:
-        rc = fr_lstm_forward(real is double, T, N, H, &xw[0, 0, 0], &Wh[0, 0], &h0[0, 0],
-                             &c0[0, 0], &hs[0, 0, 0], &cs[0, 0, 0], &acts[0, 0, 0], lp, nthreads)
-    _done(rc)
-
-
-def lstm_backward(const real[:, :, ::1] dhs, const real[:, ::1] Wh, const real[:, :, ::1] cs,
-                  const real[:, :, ::1] acts, const real[:, ::1] c0, real[:, :, ::1] dA,
-                  real[:, ::1] dh, real[:, ::1] dc, const int64_t[::1] lengths, int nthreads):
-    cdef int T = dA.shape[0], N = dA.shape[1], H = c0.shape[1], rc
-    cdef const int64_t *lp = NULL
-    if lengths is not None:
-        lp = &lengths[0]
-    with nogil:
-        rc = fr_lstm_backward(real is double, T, N, H, &dhs[0, 0, 0], &Wh[0, 0], &cs[0, 0, 0],
-                              &acts[0, 0, 0], &c0[0, 0], &dA[0, 0, 0], &dh[0, 0], &dc[0, 0], lp,
-                              nthreads)
-    _done(rc)
-
-
-def gru_forward(const real[:, :, ::1] xw, const real[:, ::1] Wh, const real[:, ::1] h0,
-                real[:, :, ::1] hs, real[:, :, ::1] acts, real[:, :, ::1] rh,
-                const int64_t[::1] lengths, int nthreads):
-    cdef int T = hs.shape[0], N = hs.shape[1], H = h0.shape[1], rc
-    cdef const int64_t *lp = NULL
-    if lengths is not None:
-        lp = &lengths[0]
-    with nogil:
-        rc = fr_gru_forward(real is double, T, N, H, &xw[0, 0, 0], &Wh[0, 0], &h0[0, 0],
-                            &hs[0, 0, 0], &acts[0, 0, 0], &rh[0, 0, 0], lp, nthreads)
-    _done(rc)
-
-
-def gru_backward(const real[:, :, ::1] dhs, const real[:, ::1] Wh, const real[:, :, ::1] hs,
-                 const real[:, :, ::1] acts, const real[:, ::1] h0, real[:, :, ::1] dA,
-                 real[:, ::1] dh, const int64_t[::1] lengths, int nthreads):
-    cdef int T = dA.shape[0], N = dA.shape[1], H = h0.shape[1], rc
-    cdef const int64_t *lp = NULL
-    if lengths is not None:
-        lp = &lengths[0]
-    with nogil:
-        rc = fr_gru_backward(real is double, T, N, H, &dhs[0, 0, 0], &Wh[0, 0], &hs[0, 0, 0],
-                             &acts[0, 0, 0], &h0[0, 0], &dA[0, 0, 0], &dh[0, 0], lp, nthreads)
-    _done(rc)
-
-
-def gru_ra_forward(const real[:, :, ::1] xw, const real[:, ::1] Wh, const real[::1] b_hn,
-                   const real[:, ::1] h0, real[:, :, ::1] hs, real[:, :, ::1] acts,
-                   real[:, :, ::1] hn, const int64_t[::1] lengths, int nthreads):
-    cdef int T = hs.shape[0], N = hs.shape[1], H = h0.shape[1], rc
-    cdef const int64_t *lp = NULL
-    if lengths is not None:
-        lp = &lengths[0]
-    with nogil:
-        rc = fr_gru_ra_forward(real is double, T, N, H, &xw[0, 0, 0], &Wh[0, 0], &b_hn[0],
-                               &h0[0, 0], &hs[0, 0, 0], &acts[0, 0, 0], &hn[0, 0, 0], lp, nthreads)
-    _done(rc)
-
-
-def gru_ra_backward(const real[:, :, ::1] dhs, const real[:, ::1] Wh, const real[:, :, ::1] hs,
-                    const real[:, :, ::1] acts, const real[:, :, ::1] hn, const real[:, ::1] h0,
-                    real[:, :, ::1] dA, real[:, :, ::1] dhn, real[:, ::1] dh,
-                    const int64_t[::1] lengths, int nthreads):
-    cdef int T = dA.shape[0], N = dA.shape[1], H = h0.shape[1], rc
-    cdef const int64_t *lp = NULL
-    if lengths is not None:
-        lp = &lengths[0]
-    with nogil:
-        rc = fr_gru_ra_backward(real is double, T, N, H, &dhs[0, 0, 0], &Wh[0, 0], &hs[0, 0, 0],
-                                &acts[0, 0, 0], &hn[0, 0, 0], &h0[0, 0], &dA[0, 0, 0],
-                                &dhn[0, 0, 0], &dh[0, 0], lp, nthreads)
-    _done(rc)
+def matmul(A, B, C, bias, colsum, bint accumulate, int nthreads, bint f64):
+    """C = A @ B (+ C when accumulate) (+ bias on every row); colsum receives the column sums
+    of B. 2-D arrays, each C- or Fortran-contiguous, shapes (M, K), (K, V), (M, V) already
+    checked; bias, colsum (V,) or None (only with a C-ordered C)."""
+    cdef Py_buffer views[5]
+    cdef void *ptrs[5]
+    cdef Py_ssize_t itemsize = 8 if f64 else 4
+    cdef int n = 0, rc, i
+    cdef long M = A.shape[0], K = A.shape[1], V = B.shape[1]
+    ptrs[3] = ptrs[4] = NULL
+    n = _take((A, B), views, ptrs, PyBUF_ANY_CONTIGUOUS, itemsize)
+    try:
+        n += _take((C,), views + n, ptrs + 2, PyBUF_ANY_CONTIGUOUS | PyBUF_WRITABLE, itemsize)
+        if bias is not None:
+            n += _take((bias,), views + n, ptrs + 3, PyBUF_C_CONTIGUOUS, itemsize)
+        if colsum is not None:
+            n += _take((colsum,), views + n, ptrs + 4, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE,
+                       itemsize)
+        with nogil:
+            rc = fr_matmul(f64, M, K, V, ptrs[0], views[0].strides[0] // itemsize,
+                           views[0].strides[1] // itemsize, ptrs[1],
+                           views[1].strides[0] // itemsize, views[1].strides[1] // itemsize,
+                           ptrs[2], views[2].strides[0] // itemsize,
+                           views[2].strides[1] // itemsize, ptrs[3], ptrs[4], accumulate,
+                           nthreads)
+        _done(rc)
+    finally:
+        for i in range(n):
+            PyBuffer_Release(&views[i])
 
 
 def softmax_cross_entropy(const real[:, ::1] x, const int64_t[::1] t, real[:, ::1] dx,
@@ -184,9 +160,11 @@ def softmax_cross_entropy(const real[:, ::1] x, const int64_t[::1] t, real[:, ::
     """Mean cross-entropy over labelled rows; dx (M, V) written when grad. Returns the loss."""
     cdef long M = x.shape[0], V = x.shape[1]
     cdef double loss = 0
+    cdef int rc
     with nogil:
-        fr_softmax_cross_entropy(real is double, M, V, &x[0, 0], &t[0],
-                                 &dx[0, 0] if grad else NULL, &loss, nthreads)
+        rc = fr_softmax_cross_entropy(real is double, M, V, &x[0, 0], &t[0],
+                                      &dx[0, 0] if grad else NULL, &loss, nthreads)
+    _done(rc)
     return loss
 
 

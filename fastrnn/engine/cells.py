@@ -1,74 +1,84 @@
-"""Recurrences of the compiled CPU engine: output allocation around one C call per op.
+"""Recurrences and whole recurrent layers of the compiled CPU engine: one C call per op.
 
-Same names, parameters and results as ``fastrnn.reference.cells``; ``fastrnn.engine`` binds
-them to the op contract, which validates the inputs (shapes, dtypes, exact C strides) before
-any of these runs. Outputs are allocated here; the initial-state gradients start at zero
-because the kernels use them as the running gradient.
+Every recurrence op (``lstm_forward``, ...) and layer op (``lstm_layer_forward``, ...) of
+``fastrnn.contract`` is made here from the contract's own description of it: the op's float
+arguments go to the engine in the contract's order, its results are allocated from their
+symbolic shapes (the weight gradients a layer backward writes in place are the arrays it was
+given), and ``_engine.cell`` runs the op in one parallel region. ``fastrnn.engine`` binds them
+to the contract, which validates the inputs (shapes, dtypes, exact C strides) first.
+
+Empty problems (T, N, H or, for a layer, D = 0) never reach the engine: a recurrence returns
+its empty results with zero initial-state gradients, a layer op is composed from these
+recurrences and NumPy products exactly as the reference composes its own
+(``fastrnn.reference.layer``).
 """
+import sys
+
 import numpy as np
 
+from .. import contract
 from .. import threads as _threads
+from ..checks import FLOAT, OUT_KINDS
+from ..reference import layer as _layer
 from . import _engine
 
-
-def _run(kernel, inputs, outputs, lengths):
-    """Run ``kernel`` unless the problem is empty (T, N or H = 0); return ``outputs``.
-    lengths: int64 (N,) or None, validated by the contract."""
-    if all(a.size for a in outputs):
-        kernel(*inputs, *outputs, lengths, _threads.get_num_threads())
-    return outputs
+_STATE_GRADS = ("dh0", "dc0")  # running gradients: zero when the recurrence is empty
 
 
-def _like(a, H):
-    """An empty (T, N, H) buffer from a (T, N, *) array."""
-    return np.empty(a.shape[:2] + (H,), dtype=a.dtype)
+def _sizes(op, args):
+    """The op's size symbols (N, T, D, H) read from its arguments, as the contract declares."""
+    by_name = dict(zip((a.name for a in op.args), args))
+    sizes = {}
+    for sym, name in op.sizes.items():
+        a = op.arg_by_name[name]
+        sizes[sym] = by_name[name].shape[a.dims.index(sym)]
+    return sizes
 
 
-def rnn_forward(xw, Wh, h0, lengths=None):
-    """h' = tanh(xw[t] + h @ Wh). Returns hs (T, N, H)."""
-    return _run(_engine.rnn_forward, (xw, Wh, h0), (np.empty_like(xw),), lengths)[0]
+def _shape(op, dims, sizes):
+    return tuple(op.gates * sizes["H"] if s == "G*H" else sizes[s] for s in dims)
 
 
-def rnn_backward(dhs, Wh, hs, h0, lengths=None):
-    """Returns (dA (T, N, H), dh0 (N, H))."""
-    return _run(_engine.rnn_backward, (dhs, Wh, hs), (np.empty_like(dhs), np.zeros_like(h0)),
-                lengths)
+def _make(name):
+    op = contract.OPS_BY_NAME[name]
+    inputs = [i for i, a in enumerate(op.args) if a.kind == FLOAT]
+    written = {a.name: i for i, a in enumerate(op.args) if a.kind in OUT_KINDS}
+    returns = [(n, contract.Arg(n, FLOAT, s).dims) for n, s in op.returns]
+    layer = "_layer_" in name
+
+    def impl(*args):
+        lengths = args[-1]
+        sizes = _sizes(op, args)
+        dtype = args[0].dtype
+        outs = []
+        for n, dims in returns:
+            if n in written:
+                outs.append(args[written[n]])
+            else:
+                alloc = np.zeros if n in _STATE_GRADS else np.empty
+                outs.append(alloc(_shape(op, dims, sizes), dtype=dtype))
+        T, N, H, D = sizes["T"], sizes["N"], sizes["H"], sizes.get("D", 1)
+        if not (T and N and H and D):
+            return _composed[name](*args) if layer else _result(outs)
+        _engine.cell(name, T, N, D if layer else 0, H, [args[i] for i in inputs], outs,
+                     lengths, _threads.get_num_threads(), dtype == np.float64)
+        return _result(outs)
+
+    impl.__name__ = impl.__qualname__ = name
+    impl.__signature__ = op.signature
+    impl.__doc__ = f"{name}: the compiled engine's implementation (one C call)."
+    return impl
 
 
-def lstm_forward(xw, Wh, h0, c0, lengths=None):
-    """Returns hs, cs (T, N, H), acts (T, N, 4H) = [f|g|i|o]."""
-    H = h0.shape[1]
-    return _run(_engine.lstm_forward, (xw, Wh, h0, c0),
-                (_like(xw, H), _like(xw, H), np.empty_like(xw)), lengths)
+def _result(outs):
+    return outs[0] if len(outs) == 1 else tuple(outs)
 
 
-def lstm_backward(dhs, Wh, cs, acts, c0, lengths=None):
-    """Returns (dA (T, N, 4H), dh0 (N, H), dc0 (N, H))."""
-    return _run(_engine.lstm_backward, (dhs, Wh, cs, acts, c0),
-                (np.empty_like(acts), np.zeros_like(c0), np.zeros_like(c0)), lengths)
+_NAMES = [f"{cell}{level}_{direction}" for cell in contract.CELLS for level in ("", "_layer")
+          for direction in ("forward", "backward")]
+for _name in _NAMES:
+    setattr(sys.modules[__name__], _name, _make(_name))
+# Layer ops of empty problems: composed from the recurrences above.
+_composed = _layer.layer_ops(sys.modules[__name__])
 
-
-def gru_forward(xw, Wh, h0, lengths=None):
-    """GRU, reset before. Returns hs (T, N, H), acts (T, N, 3H) = [z|r|h~], rh (T, N, H)."""
-    H = h0.shape[1]
-    return _run(_engine.gru_forward, (xw, Wh, h0),
-                (_like(xw, H), np.empty_like(xw), _like(xw, H)), lengths)
-
-
-def gru_backward(dhs, Wh, hs, acts, h0, lengths=None):
-    """Returns (dA (T, N, 3H), dh0 (N, H))."""
-    return _run(_engine.gru_backward, (dhs, Wh, hs, acts, h0),
-                (np.empty_like(acts), np.zeros_like(h0)), lengths)
-
-
-def gru_ra_forward(xw, Wh, b_hn, h0, lengths=None):
-    """GRU, reset after. Returns hs (T, N, H), acts (T, N, 3H) = [z|r|n], hn (T, N, H)."""
-    H = h0.shape[1]
-    return _run(_engine.gru_ra_forward, (xw, Wh, b_hn, h0),
-                (_like(xw, H), np.empty_like(xw), _like(xw, H)), lengths)
-
-
-def gru_ra_backward(dhs, Wh, hs, acts, hn, h0, lengths=None):
-    """Returns (dA (T, N, 3H), dhn (T, N, H), dh0 (N, H))."""
-    return _run(_engine.gru_ra_backward, (dhs, Wh, hs, acts, hn, h0),
-                (np.empty_like(acts), np.empty_like(hn), np.zeros_like(h0)), lengths)
+__all__ = list(_NAMES)

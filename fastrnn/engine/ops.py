@@ -1,14 +1,48 @@
-"""Non-recurrent ops of the compiled CPU engine: embedding, softmax cross-entropy, dropout.
+"""Non-recurrent ops of the compiled CPU engine: linear, embedding, softmax cross-entropy,
+dropout.
 
 Same names, parameters and results as ``fastrnn.reference.ops``; ``fastrnn.engine`` binds them
 to the op contract, which validates every input first (ids in [0, V), labels in [-1, V), ...).
-Shapes: N batch, T time, D embedding width, V vocabulary, M = N*T rows.
+Shapes: N batch, T time, D embedding or input width, V vocabulary or output width, M = N*T
+rows. The linear ops run the engine's own matrix product on its threads (no BLAS pool beside
+them); W and dW may be in Fortran order (a tied weight ``embed_W.T``) and are used in place.
 """
 import numpy as np
 
 from .. import threads as _threads
+from ..reference import ops as _reference
 from ..reference.ops import dropout_threshold
 from . import _engine
+
+
+def _matmul(A, B, C, bias=None, colsum=None):
+    _engine.matmul(A, B, C, bias, colsum, False, _threads.get_num_threads(),
+                   C.dtype == np.float64)
+
+
+def linear_forward(x, W, b):
+    """x (M, D) @ W (D, V) + b -> (M, V)."""
+    (M, D), V = x.shape, W.shape[1]
+    if not (M and D and V):
+        return _reference.linear_forward(x, W, b)
+    y = np.empty((M, V), dtype=x.dtype)
+    _matmul(x, W, y, bias=b)
+    return y
+
+
+def linear_backward(dy, x, W, dW, db):
+    """dx = dy @ W.T; dW = x.T @ dy and db = column sums of dy, in place. Returns (dx, dW, db)."""
+    (M, V), D = dy.shape, x.shape[1]
+    if not (M and D and V):
+        return _reference.linear_backward(dy, x, W, dW, db)
+    dx = np.empty((M, D), dtype=dy.dtype)
+    _matmul(dy, W.T, dx)
+    if dW.flags.c_contiguous:
+        _matmul(x.T, dy, dW, colsum=db)  # db from the packing of dy, which reads it anyway
+    else:  # Fortran order (a tied weight): written as dW^T = dy^T x in C order
+        _matmul(x.T, dy, dW)
+        np.add.reduce(dy, axis=0, out=db)
+    return dx, dW, db
 
 
 def _ids(idx):

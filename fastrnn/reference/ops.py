@@ -1,6 +1,7 @@
-"""Plain NumPy versions of the non-recurrent ops (embedding, softmax cross-entropy, dropout).
+"""Plain NumPy versions of the non-recurrent ops (linear, embedding, softmax cross-entropy,
+dropout).
 
-Shapes: N batch, T time, D embedding width, V vocabulary, M = N*T rows.
+Shapes: N batch, T time, D embedding or input width, V vocabulary or output width, M = N*T rows.
 """
 import numpy as np
 
@@ -9,6 +10,21 @@ import numpy as np
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def linear_forward(x, W, b):
+    """x (M, D) @ W (D, V) + b (V,) -> (M, V)."""
+    y = x @ W
+    y += b
+    return y
+
+
+def linear_backward(dy, x, W, dW, db):
+    """dy (M, V) -> dx (M, D) = dy @ W.T; dW = x.T @ dy and db = column sums of dy, written in
+    place. Returns (dx, dW, db)."""
+    dW[...] = x.T @ dy
+    db[...] = dy.sum(axis=0)
+    return dy @ W.T, dW, db
 
 
 def embedding_forward(W, idx):

@@ -1,17 +1,16 @@
-/* fastrnn CPU engine: instruction-set dispatch, the step scheduler, and the public entry points.
- * The kernels themselves are in impl.h, compiled here once per (instruction set, precision). */
-#define _GNU_SOURCE /* posix_memalign and syscall under -std=c11 */
+/* fastrnn CPU engine: the thread pool, the scheduler of items within a parallel region, the
+ * work buffer, instruction-set dispatch and the public entry points. The kernels themselves are
+ * in impl.h, compiled here once per (instruction set, precision). */
+#define _GNU_SOURCE /* posix_memalign, syscall and pthread_atfork under -std=c11 */
 #include "engine.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #if defined(_WIN32)
 #include <malloc.h>
@@ -19,23 +18,38 @@
 #define fr_yield() SwitchToThread()
 static void *fr_alloc(size_t n) { return _aligned_malloc(n ? n : 64, 64); }
 static void fr_free(void *p) { _aligned_free(p); }
+#define FR_THREADS 0
 #else
+#include <pthread.h>
 #include <sched.h>
+#include <unistd.h>
 #define fr_yield() sched_yield()
 static void *fr_alloc(size_t n) {
     void *p = NULL;
     return posix_memalign(&p, 64, n ? n : 64) == 0 ? p : NULL;
 }
 static void fr_free(void *p) { free(p); }
+#define FR_THREADS 1
 #endif
 
 #if defined(__linux__)
 #include <linux/futex.h>
 #include <sys/syscall.h>
-#include <unistd.h>
 #define FR_FUTEX 1
+static void fr_futex_wait(atomic_int *addr, int expected) {
+    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+}
+static void fr_futex_wake(atomic_int *addr) {
+    syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
 #else
 #define FR_FUTEX 0
+static void fr_futex_wait(atomic_int *addr, int expected) {
+    (void)addr;
+    (void)expected;
+    fr_yield();
+}
+static void fr_futex_wake(atomic_int *addr) { (void)addr; }
 #endif
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -47,20 +61,182 @@ static void fr_free(void *p) { free(p); }
 #define FR_X86 0
 #endif
 
-/* ---------------------------------------------------------------------------- scheduling
- * The work of a time step comes in phases (a product and its gate epilogue; a backward pass's
- * gate gradients; packing), each cut into items (a tile of hidden units). Every thread owns a
- * fixed range of items and claims its own first, so that with every thread on a core each
- * keeps its panels in its own cache, exactly as a static split would; then it claims what the
- * others have not started. A phase ends when all its items are done (a count, not a barrier):
- * a thread that the OS has descheduled, on a machine busy with other work, holds up nobody
- * unless it is inside an item, and finds the phases it missed already done when it wakes.
- * Waiting spins for up to FR_SPIN_NS (a wake-up in the ~100 ns range when every thread has a
- * core), then sleeps until the phase is done: on a core shared with another process, a
- * yielding waiter would hand that process the core for a whole time slice, while a sleeper is
- * woken the moment the last item finishes (a futex on Linux; elsewhere it yields). */
-#define FR_SPIN_NS 20000
 #define FR_MAXT 64
+#ifdef FR_PROFILE
+double fr_prof[16]; /* ns per phase of thread 0, summed over calls (test builds only) */
+#endif
+
+static long fr_now_ns(void) {
+    struct timespec ts;
+    timespec_get(&ts, TIME_UTC);
+    return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+/* Wait until *addr != value: spin for up to spin_ns (a wake-up in the ~100 ns range when every
+ * thread has a core), then sleep on a futex that the changer wakes (`sleepers` tells it to).
+ * On a core shared with another process a yielding waiter would hand that process a whole
+ * time slice, while a sleeper is woken the moment the value changes. Returns the time waited. */
+static long fr_wait_change(atomic_int *addr, int value, atomic_int *sleepers, long spin_ns) {
+    if (atomic_load_explicit(addr, memory_order_acquire) != value) return 0;
+    long t0 = fr_now_ns();
+    for (int i = 1; atomic_load_explicit(addr, memory_order_acquire) == value; i++) {
+        if (i % 64 || fr_now_ns() - t0 < spin_ns) {
+            fr_relax();
+            continue;
+        }
+        atomic_fetch_add(sleepers, 1);
+        if (atomic_load(addr) == value) /* seq_cst: else the changer sees a sleeper */
+            fr_futex_wait(addr, value);
+        atomic_fetch_sub(sleepers, 1);
+    }
+    return fr_now_ns() - t0;
+}
+
+/* Change *addr (seq_cst) and wake whoever sleeps on it. */
+static void fr_publish(atomic_int *addr, int value, atomic_int *sleepers) {
+    atomic_store(addr, value);
+    if (atomic_load(sleepers) > 0) fr_futex_wake(addr);
+}
+
+/* ---------------------------------------------------------------------------- thread pool
+ * One parallel region at a time runs fn(ctx, tid, nt) on the calling thread (tid 0) and nt - 1
+ * persistent workers. Workers spin briefly after a region (the next layer's call usually
+ * follows within microseconds), then sleep on a futex. A worker that has not started its part
+ * when the caller finished the region (descheduled on a busy machine) is released from it: the
+ * scheduler below lets the caller take over its items, so a region never waits for a thread
+ * that is not running. A second thread calling in while a region runs gets one thread. The
+ * engine uses its own pool rather than OpenMP's: an OpenMP runtime keeps its threads spinning
+ * for a long while after each region, and on a machine with as many cores as threads they then
+ * compete with NumPy's BLAS threads (measured: TimeLSTM N=20 T=35 D=H=200 forward + backward,
+ * 11.7 ms with libgomp's default spin, 7.8 ms with passive waits). */
+#define FR_POOL_SPIN_NS 100000
+
+typedef void (*fr_task)(void *ctx, int tid, int nt);
+
+static struct {
+    int started; /* workers running: tids 1..started */
+    atomic_int region; /* (count << 8) | nt of the latest region: workers wait for a change */
+    atomic_int sleepers;
+    atomic_int pending; /* workers of the current region that started and have not finished */
+    atomic_int done_sleepers;
+    atomic_int slot[FR_MAXT]; /* the region a worker is asked to join; -1 joined; 0 neither */
+    fr_task fn;
+    void *ctx;
+} fr_pool;
+
+#if FR_THREADS
+static pthread_mutex_t fr_pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t fr_pool_once = PTHREAD_ONCE_INIT;
+
+typedef struct {
+    int tid, seen;
+} fr_worker_arg;
+
+static void *fr_worker(void *p) {
+    fr_worker_arg a = *(fr_worker_arg *)p;
+    free(p);
+    for (;;) {
+        fr_wait_change(&fr_pool.region, a.seen, &fr_pool.sleepers, FR_POOL_SPIN_NS);
+        a.seen = atomic_load_explicit(&fr_pool.region, memory_order_acquire);
+        if (a.tid >= (a.seen & 0xff)) continue;
+        /* join only the region this worker saw: a stale value fails and it looks again */
+        int asked = a.seen;
+        if (!atomic_compare_exchange_strong(&fr_pool.slot[a.tid], &asked, -1)) continue;
+        fr_pool.fn(fr_pool.ctx, a.tid, a.seen & 0xff);
+        atomic_store(&fr_pool.slot[a.tid], 0);
+        if (atomic_fetch_sub(&fr_pool.pending, 1) == 1 && atomic_load(&fr_pool.done_sleepers))
+            fr_futex_wake(&fr_pool.pending);
+    }
+    return NULL;
+}
+
+/* A forked child has none of the parent's workers: it starts its own when it needs them. */
+static void fr_pool_prefork(void) { pthread_mutex_lock(&fr_pool_lock); }
+static void fr_pool_postfork_parent(void) { pthread_mutex_unlock(&fr_pool_lock); }
+static void fr_pool_postfork_child(void) {
+    fr_pool.started = 0;
+    atomic_store(&fr_pool.sleepers, 0);
+    atomic_store(&fr_pool.pending, 0);
+    atomic_store(&fr_pool.done_sleepers, 0);
+    for (int i = 0; i < FR_MAXT; i++) atomic_store(&fr_pool.slot[i], 0);
+    pthread_mutex_init(&fr_pool_lock, NULL);
+}
+static void fr_pool_init(void) {
+    pthread_atfork(fr_pool_prefork, fr_pool_postfork_parent, fr_pool_postfork_child);
+}
+
+/* Start workers up to tid nt - 1; returns how many threads the region can have. */
+static int fr_pool_grow(int nt) {
+    while (fr_pool.started < nt - 1) {
+        fr_worker_arg *a = malloc(sizeof *a);
+        if (!a) break;
+        a->tid = fr_pool.started + 1;
+        a->seen = atomic_load(&fr_pool.region);
+        pthread_t th;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int rc = pthread_create(&th, &attr, fr_worker, a);
+        pthread_attr_destroy(&attr);
+        if (rc != 0) {
+            free(a);
+            break;
+        }
+        fr_pool.started++;
+    }
+    return fr_pool.started + 1 < nt ? fr_pool.started + 1 : nt;
+}
+#endif
+
+/* Run fn on nt threads (fewer when the pool is busy or cannot grow). Returns the time the
+ * caller waited at the end for workers still inside the region. */
+static long fr_parallel(fr_task fn, void *ctx, int nt) {
+#if FR_THREADS
+    if (nt > FR_MAXT) nt = FR_MAXT;
+    if (nt > 1) {
+        pthread_once(&fr_pool_once, fr_pool_init);
+        if (pthread_mutex_trylock(&fr_pool_lock) == 0) {
+            nt = fr_pool_grow(nt);
+            if (nt > 1) {
+                fr_pool.fn = fn;
+                fr_pool.ctx = ctx;
+                atomic_store(&fr_pool.pending, nt - 1);
+                unsigned r = (unsigned)atomic_load(&fr_pool.region);
+                int region = (int)((((r >> 8) + 1) << 8) & 0x7fffff00u) | nt;
+                for (int i = 1; i < nt; i++) atomic_store(&fr_pool.slot[i], region);
+                fr_publish(&fr_pool.region, region, &fr_pool.sleepers);
+                fn(ctx, 0, nt);
+                /* release the workers that never started */
+                for (int i = 1; i < nt; i++) {
+                    int asked = region;
+                    if (atomic_compare_exchange_strong(&fr_pool.slot[i], &asked, 0))
+                        atomic_fetch_sub(&fr_pool.pending, 1);
+                }
+                long waited = 0;
+                int left;
+                while ((left = atomic_load(&fr_pool.pending)) > 0)
+                    waited += fr_wait_change(&fr_pool.pending, left, &fr_pool.done_sleepers,
+                                             FR_POOL_SPIN_NS);
+                pthread_mutex_unlock(&fr_pool_lock);
+                return waited;
+            }
+            pthread_mutex_unlock(&fr_pool_lock);
+        }
+    }
+#endif
+    fn(ctx, 0, 1);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------- scheduling
+ * The work of a region comes in phases (a product with its gate epilogue; a backward gate
+ * pass; packing; a block of a matrix product), each cut into items. Every thread owns a fixed
+ * range of items and claims its own first, so that with every thread on a core each keeps its
+ * panels in its own cache, exactly as a static split would; then it claims what the others
+ * have not started. A phase ends when all its items are done (a count, not a barrier): a
+ * thread that the OS has descheduled holds up nobody unless it is inside an item, and finds
+ * the phases it missed already done when it wakes. */
+#define FR_SPIN_NS 20000
 
 typedef struct {
     _Alignas(64) atomic_long v; /* one cache line each: claims of one owner */
@@ -89,16 +265,117 @@ static void fr_sched_init(fr_sched *s) {
     atomic_init(&s->waited_ns, 0);
 }
 
-static long fr_now_ns(void) {
-    struct timespec ts;
-    timespec_get(&ts, TIME_UTC);
-    return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
+static void fr_local_init(fr_local *l, int tid, int nt) {
+    l->tid = tid;
+    l->nt = nt;
+    l->target = 0;
+    for (int r = 0; r < nt; r++) l->base[r] = 0;
 }
 
+/* Owner r's units [*u0, *u1) of n: near-equal contiguous ranges. */
+static inline void fr_range(long n, int r, int nt, long *u0, long *u1) {
+    *u0 = n * r / nt;
+    *u1 = n * (r + 1) / nt;
+}
+
+/* Items in each owner's range for a phase over n units in items of U. */
+static void fr_lens(const fr_local *l, long n, long U, long *lens) {
+    for (int r = 0; r < l->nt; r++) {
+        long u0, u1;
+        fr_range(n, r, l->nt, &u0, &u1);
+        lens[r] = (u1 - u0 + U - 1) / U;
+    }
+}
+
+/* The done count that completes the current phase. */
+static long fr_target(const fr_local *l, long n, long U) {
+    long lens[FR_MAXT], end = l->target;
+    fr_lens(l, n, U, lens);
+    for (int r = 0; r < l->nt; r++) end += lens[r];
+    return end;
+}
+
+/* Claim the next unstarted item of owner r (its range holds len items): its index, or -1. */
+static long fr_claim(fr_sched *s, const fr_local *l, int r, long len) {
+    long c = atomic_load_explicit(&s->claim[r].v, memory_order_relaxed);
+    while (c < l->base[r] + len)
+        if (atomic_compare_exchange_weak_explicit(&s->claim[r].v, &c, c + 1,
+                                                  memory_order_acquire, memory_order_relaxed))
+            return c - l->base[r];
+    return -1;
+}
+
+/* A claimed item: units [a, a + cnt); k counts the owners scanned; end completes the phase. */
+typedef struct {
+    int k;
+    long a, cnt, end;
+} fr_item;
+
+/* The next item of the phase over n units in items of U: own range first, then the others'. */
+static int fr_next(fr_sched *s, fr_local *l, long n, long U, fr_item *it) {
+    for (; it->k < l->nt; it->k++) {
+        int r = (l->tid + it->k) % l->nt;
+        long u0, u1;
+        fr_range(n, r, l->nt, &u0, &u1);
+        long i = fr_claim(s, l, r, (u1 - u0 + U - 1) / U);
+        if (i >= 0) {
+            it->a = u0 + i * U;
+            it->cnt = u1 - it->a < U ? u1 - it->a : U;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Mark an item done; `end` is the done count at which its phase is complete. */
+static void fr_finish(fr_sched *s, long end) {
+    if (atomic_fetch_add(&s->done.v, 1) + 1 == end) {
+        atomic_fetch_add(&s->epoch, 1);
+        if (atomic_load(&s->sleepers) > 0) fr_futex_wake(&s->epoch);
+    }
+}
+
+/* End of a phase over n units in items of U: wait until every item is done. */
+static void fr_sync(fr_sched *s, fr_local *l, long n, long U) {
+    long lens[FR_MAXT];
+    fr_lens(l, n, U, lens);
+    long end = l->target;
+    for (int r = 0; r < l->nt; r++) {
+        end += lens[r];
+        l->base[r] += lens[r];
+    }
+    l->target = end;
+    if (l->nt <= 1) return;
+    if (atomic_load_explicit(&s->done.v, memory_order_acquire) >= end) return;
+    long t0 = fr_now_ns();
+    for (int i = 1; atomic_load_explicit(&s->done.v, memory_order_acquire) < end; i++) {
+        if (i % 64 || fr_now_ns() - t0 < FR_SPIN_NS) {
+            fr_relax();
+            continue;
+        }
+        int e = atomic_load(&s->epoch);
+        atomic_fetch_add(&s->sleepers, 1);
+        if (atomic_load(&s->done.v) < end) /* seq_cst: else the finisher sees a sleeper */
+            fr_futex_wait(&s->epoch, e);
+        atomic_fetch_sub(&s->sleepers, 1);
+    }
+    atomic_fetch_add(&s->waited_ns, fr_now_ns() - t0);
+}
+
+/* Loop over the items of a phase over n units in items of U (end it with fr_sync(s, L, n, U)):
+ * the body sees FIRST (the item's first unit) and COUNT (its units). */
+#define FOR_ITEMS(S, L, n, U, FIRST, COUNT)                                                     \
+    for (fr_item it_ = {0, 0, 0, fr_target((L), (n), (U))}; fr_next((S), (L), (n), (U), &it_); \
+         fr_finish((S), it_.end))                                                               \
+        for (long FIRST = it_.a, COUNT = it_.cnt, once_ = 1; once_; once_ = 0)
+
 /* Contention: when the threads of a call spent more than 30% of it waiting for each other
- * (a thread descheduled inside an item: the machine is busy with other work),
- * the next calls run on one thread, a number that doubles while the contention lasts (up to
- * 256 calls) and resets after a call that ran well; then the full count is tried again. */
+ * (a thread descheduled inside an item: the machine is busy with other work), the next calls
+ * run on one thread, a number that doubles while the contention lasts (up to 256 calls) and
+ * resets after a call that ran well; then the full count is tried again. Calls shorter than
+ * FR_JUDGE_NS are not judged: there a sleeping worker's wake-up alone (tens of microseconds
+ * on an idle machine) is a large share of the call. */
+#define FR_JUDGE_NS 1000000
 static atomic_int fr_single_calls, fr_backoff;
 
 static int fr_threads_now(int nt) {
@@ -110,7 +387,7 @@ static int fr_threads_now(int nt) {
 }
 
 static void fr_after_call(int nt, long wall_ns, long waited_ns) {
-    if (nt <= 1) return;
+    if (nt <= 1 || wall_ns < FR_JUDGE_NS) return;
     if (waited_ns * 10 > wall_ns * 3L * (nt - 1)) {
         int b = atomic_load(&fr_backoff);
         b = b < 4 ? 4 : (b < 256 ? 2 * b : 256);
@@ -121,69 +398,51 @@ static void fr_after_call(int nt, long wall_ns, long waited_ns) {
     }
 }
 
-static void fr_local_init(fr_local *l, int tid, int nt) {
-    l->tid = tid;
-    l->nt = nt;
-    l->target = 0;
-    for (int r = 0; r < nt; r++) l->base[r] = 0;
-}
+/* ---------------------------------------------------------------------------- work buffer
+ * One cached buffer serves the calls that find it free: a fresh multi-megabyte allocation is
+ * mapped page by page on first touch, which costs as much as a small call. Buffers above
+ * FR_WS_MAX are allocated per call and returned. */
+#define FR_WS_MAX ((size_t)256 << 20)
+static struct {
+    atomic_int busy;
+    void *p;
+    size_t n;
+} fr_ws;
 
-/* Claim the next unstarted item of owner r in the current phase (its range holds len items):
- * its index, or -1 when all are taken. */
-static long fr_claim(fr_sched *s, const fr_local *l, int r, long len) {
-    long c = atomic_load_explicit(&s->claim[r].v, memory_order_relaxed);
-    while (c < l->base[r] + len)
-        if (atomic_compare_exchange_weak_explicit(&s->claim[r].v, &c, c + 1,
-                                                  memory_order_acquire, memory_order_relaxed))
-            return c - l->base[r];
-    return -1;
-}
-
-/* Mark an item done; `end` is the done count at which its phase is complete. */
-static void fr_finish(fr_sched *s, long end) {
-    if (atomic_fetch_add(&s->done.v, 1) + 1 == end) {
-        atomic_fetch_add(&s->epoch, 1);
-#if FR_FUTEX
-        if (atomic_load(&s->sleepers) > 0)
-            syscall(SYS_futex, &s->epoch, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
-#endif
-    }
-}
-
-/* The done count at which the current phase (owner ranges of lens[r] items) is complete. */
-static long fr_phase_target(const fr_local *l, const long *lens) {
-    long end = l->target;
-    for (int r = 0; r < l->nt; r++) end += lens[r];
-    return end;
-}
-
-/* End of a phase whose owner ranges held lens[r] items: wait until every item is done. */
-static void fr_phase_end(fr_sched *s, fr_local *l, const long *lens) {
-    long end = fr_phase_target(l, lens);
-    for (int r = 0; r < l->nt; r++) l->base[r] += lens[r];
-    l->target = end;
-    if (l->nt <= 1) return;
-    if (atomic_load_explicit(&s->done.v, memory_order_acquire) >= end) return;
-    long t0 = fr_now_ns();
-    for (int i = 1; atomic_load_explicit(&s->done.v, memory_order_acquire) < end; i++) {
-        if (i % 64 || fr_now_ns() - t0 < FR_SPIN_NS) {
-            fr_relax();
-            continue;
+static void *fr_ws_get(size_t n, int *cached) {
+    int free_ = 0;
+    *cached = 0;
+    if (n <= FR_WS_MAX && atomic_compare_exchange_strong(&fr_ws.busy, &free_, 1)) {
+        if (fr_ws.n < n) {
+            fr_free(fr_ws.p);
+            fr_ws.n = n + n / 4; /* room to grow a little without a new mapping */
+            fr_ws.p = fr_alloc(fr_ws.n);
+            if (!fr_ws.p) fr_ws.n = 0;
         }
-#if FR_FUTEX
-        int e = atomic_load(&s->epoch);
-        atomic_fetch_add(&s->sleepers, 1);
-        if (atomic_load(&s->done.v) < end) /* seq_cst: else the finisher sees a sleeper */
-            syscall(SYS_futex, &s->epoch, FUTEX_WAIT_PRIVATE, e, NULL, NULL, 0);
-        atomic_fetch_sub(&s->sleepers, 1);
-#else
-        fr_yield();
-#endif
+        if (fr_ws.p) {
+            *cached = 1;
+            return fr_ws.p;
+        }
+        atomic_store(&fr_ws.busy, 0);
     }
-    atomic_fetch_add(&s->waited_ns, fr_now_ns() - t0);
+    return fr_alloc(n);
+}
+
+static void fr_ws_put(void *p, int cached) {
+    if (cached)
+        atomic_store(&fr_ws.busy, 0);
+    else
+        fr_free(p);
 }
 
 /* ---------------------------------------------------------------------------- kernels */
+enum { MK_ZERO, MK_LOAD, MK_BIAS }; /* how a microkernel starts its sums (impl.h) */
+typedef int (*fr_cell_fn)(const fr_dims *, const void *const *, void *const *, const int64_t *,
+                          int);
+typedef int (*fr_matmul_fn)(long, long, long, const void *, long, long, const void *, long, long,
+                            void *, long, long, const void *, void *, int, int);
+typedef int (*fr_softmax_fn)(long, long, const void *, const int64_t *, void *, double *, int);
+
 #define ATTR
 #define VL 4
 #define MR1 8
@@ -297,79 +556,59 @@ const char *fr_isa(void) {
     return isa_names[isa];
 }
 
-int fr_max_threads(void) {
-#ifdef _OPENMP
-    return omp_get_num_procs();
-#else
-    return 1;
-#endif
-}
+int fr_max_threads(void) { return FR_THREADS ? FR_MAXT : 1; }
 
+/* The (instruction set, precision) variant of a kernel family: TABLE(suffix) names it. */
 #if FR_X86
-#define DISPATCH(op, prec, ...)                                                                \
+#define PICK(var, f64, TABLE)                                                                  \
     do {                                                                                       \
         if (isa == ISA_UNSET) isa = isa_best();                                                \
-        if (isa == ISA_AVX512) return op##_##prec##_avx512(__VA_ARGS__);                       \
-        if (isa == ISA_AVX2) return op##_##prec##_avx2(__VA_ARGS__);                           \
-        return op##_##prec##_portable(__VA_ARGS__);                                            \
+        if (isa == ISA_AVX512)                                                                 \
+            var = (f64) ? TABLE(f64_avx512) : TABLE(f32_avx512);                               \
+        else if (isa == ISA_AVX2)                                                              \
+            var = (f64) ? TABLE(f64_avx2) : TABLE(f32_avx2);                                   \
+        else                                                                                   \
+            var = (f64) ? TABLE(f64_portable) : TABLE(f32_portable);                           \
     } while (0)
 #else
-#define DISPATCH(op, prec, ...) return op##_##prec##_portable(__VA_ARGS__)
+#define PICK(var, f64, TABLE) var = (f64) ? TABLE(f64_portable) : TABLE(f32_portable)
 #endif
 
-#define FR_DEFINE(REAL, P)                                                                         \
-int fr_rnn_forward_##P(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,        \
-                       REAL *hs, const int64_t *len, int nt) {                                     \
-    DISPATCH(rnn_forward, P, T, N, H, xw, Wh, h0, hs, len, nt);                                    \
-}                                                                                                  \
-int fr_rnn_backward_##P(int T, int N, int H, const REAL *dhs, const REAL *Wh, const REAL *hs,      \
-                        REAL *dA, REAL *dh, const int64_t *len, int nt) {                          \
-    DISPATCH(rnn_backward, P, T, N, H, dhs, Wh, hs, dA, dh, len, nt);                              \
-}                                                                                                  \
-int fr_lstm_forward_##P(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,       \
-                        const REAL *c0, REAL *hs, REAL *cs, REAL *acts, const int64_t *len,        \
-                        int nt) {                                                                  \
-    DISPATCH(lstm_forward, P, T, N, H, xw, Wh, h0, c0, hs, cs, acts, len, nt);                     \
-}                                                                                                  \
-int fr_lstm_backward_##P(int T, int N, int H, const REAL *dhs, const REAL *Wh, const REAL *cs,     \
-                         const REAL *acts, const REAL *c0, REAL *dA, REAL *dh, REAL *dc,           \
-                         const int64_t *len, int nt) {                                             \
-    DISPATCH(lstm_backward, P, T, N, H, dhs, Wh, cs, acts, c0, dA, dh, dc, len, nt);               \
-}                                                                                                  \
-int fr_gru_forward_##P(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,        \
-                       REAL *hs, REAL *acts, REAL *rh, const int64_t *len, int nt) {               \
-    DISPATCH(gru_forward, P, T, N, H, xw, Wh, h0, hs, acts, rh, len, nt);                          \
-}                                                                                                  \
-int fr_gru_backward_##P(int T, int N, int H, const REAL *dhs, const REAL *Wh, const REAL *hs,      \
-                        const REAL *acts, const REAL *h0, REAL *dA, REAL *dh,                      \
-                        const int64_t *len, int nt) {                                              \
-    DISPATCH(gru_backward, P, T, N, H, dhs, Wh, hs, acts, h0, dA, dh, len, nt);                    \
-}                                                                                                  \
-int fr_gru_ra_forward_##P(int T, int N, int H, const REAL *xw, const REAL *Wh,                     \
-                          const REAL *b_hn, const REAL *h0, REAL *hs, REAL *acts, REAL *hn,        \
-                          const int64_t *len, int nt) {                                            \
-    DISPATCH(gru_ra_forward, P, T, N, H, xw, Wh, b_hn, h0, hs, acts, hn, len, nt);                 \
-}                                                                                                  \
-int fr_gru_ra_backward_##P(int T, int N, int H, const REAL *dhs, const REAL *Wh,                   \
-                           const REAL *hs, const REAL *acts, const REAL *hn, const REAL *h0,       \
-                           REAL *dA, REAL *dhn, REAL *dh, const int64_t *len, int nt) {            \
-    DISPATCH(gru_ra_backward, P, T, N, H, dhs, Wh, hs, acts, hn, h0, dA, dhn, dh, len, nt);        \
+#define CELL_TABLE(s) cell_ops_##s
+#define MATMUL_FN(s) (fr_matmul_fn) matmul_##s
+#define SOFTMAX_FN(s) (fr_softmax_fn) softmax_cross_entropy_##s
+
+int fr_cell(int op, int f64, const fr_dims *d, const void *const *in, void *const *out,
+            const int64_t *lengths, int nthreads) {
+    const fr_cell_fn *table;
+    PICK(table, f64, CELL_TABLE);
+    return table[op](d, in, out, lengths, nthreads);
 }
 
-FR_DEFINE(float, f32)
-FR_DEFINE(double, f64)
+int fr_matmul(int f64, long M, long K, long V, const void *A, long a_rs, long a_cs,
+              const void *B, long b_rs, long b_cs, void *C, long c_rs, long c_cs,
+              const void *bias, void *colsum, int accumulate, int nthreads) {
+    fr_matmul_fn fn;
+    PICK(fn, f64, MATMUL_FN);
+    return fn(M, K, V, A, a_rs, a_cs, B, b_rs, b_cs, C, c_rs, c_cs, bias, colsum, accumulate,
+              nthreads);
+}
+
+int fr_softmax_cross_entropy(int f64, long M, long V, const void *x, const int64_t *t, void *dx,
+                             double *loss, int nthreads) {
+    fr_softmax_fn fn;
+    PICK(fn, f64, SOFTMAX_FN);
+    return fn(M, V, x, t, dx, loss, nthreads);
+}
 
 /* ---------------------------------------------------------------------------- other ops */
 #define FR_OPS(REAL, P)                                                                        \
-int fr_softmax_cross_entropy_##P(long M, long V, const REAL *x, const int64_t *t, REAL *dx,  \
-                                 double *loss, int nt) {                                       \
-    DISPATCH(softmax_cross_entropy, P, M, V, x, t, dx, loss, nt);                              \
-}                                                                                              \
-void fr_embedding_forward_##P(long M, long D, const REAL *W, const int64_t *idx, REAL *out) { \
+static void embedding_forward_##P(long M, long D, const REAL *W, const int64_t *idx,          \
+                                  REAL *out) {                                                 \
     for (long m = 0; m < M; m++) memcpy(out + m * D, W + idx[m] * D, D * sizeof(REAL));        \
 }                                                                                              \
-void fr_embedding_backward_##P(long M, long D, long V, const REAL *dout,                       \
-                               const int64_t *idx, REAL *dW) {                               \
+static void embedding_backward_##P(long M, long D, long V, const REAL *dout,                   \
+                                   const int64_t *idx, REAL *dW) {                             \
     memset(dW, 0, (size_t)V * D * sizeof(REAL));                                               \
     for (long m = 0; m < M; m++) {                                                             \
         REAL *row = dW + idx[m] * D;                                                           \
@@ -377,8 +616,8 @@ void fr_embedding_backward_##P(long M, long D, long V, const REAL *dout,        
         for (long j = 0; j < D; j++) row[j] += src[j];                                         \
     }                                                                                          \
 }                                                                                              \
-void fr_dropout_##P(long n, const REAL *x, unsigned long long seed, unsigned long long thr,    \
-                    REAL keep_value, REAL *y, REAL *mask) {                                    \
+static void dropout_##P(long n, const REAL *x, unsigned long long seed, unsigned long long thr, \
+                        REAL keep_value, REAL *y, REAL *mask) {                                \
     for (long k = 0; k < n; k++) {                                                             \
         unsigned long long z = seed + (unsigned long long)(k + 1) * 0x9E3779B97F4A7C15ULL;     \
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;                                           \
@@ -393,126 +632,26 @@ void fr_dropout_##P(long n, const REAL *x, unsigned long long seed, unsigned lon
 FR_OPS(float, f32)
 FR_OPS(double, f64)
 
-/* ---------------------------------------------------------------------------- by precision */
-int fr_rnn_forward(int f64, int T, int N, int H, const void *xw, const void *Wh, const void *h0,
-                   void *hs, const int64_t *lengths, int nthreads) {
-    if (f64)
-        return fr_rnn_forward_f64(T, N, H, (const double *)xw, (const double *)Wh,
-                                  (const double *)h0, (double *)hs, lengths, nthreads);
-    return fr_rnn_forward_f32(T, N, H, (const float *)xw, (const float *)Wh, (const float *)h0,
-                              (float *)hs, lengths, nthreads);
-}
-
-int fr_rnn_backward(int f64, int T, int N, int H, const void *dhs, const void *Wh, const void *hs,
-                    void *dA, void *dh, const int64_t *lengths, int nthreads) {
-    if (f64)
-        return fr_rnn_backward_f64(T, N, H, (const double *)dhs, (const double *)Wh,
-                                   (const double *)hs, (double *)dA, (double *)dh, lengths,
-                                   nthreads);
-    return fr_rnn_backward_f32(T, N, H, (const float *)dhs, (const float *)Wh, (const float *)hs,
-                               (float *)dA, (float *)dh, lengths, nthreads);
-}
-
-int fr_lstm_forward(int f64, int T, int N, int H, const void *xw, const void *Wh, const void *h0,
-                    const void *c0, void *hs, void *cs, void *acts, const int64_t *lengths,
-                    int nthreads) {
-    if (f64)
-        return fr_lstm_forward_f64(T, N, H, (const double *)xw, (const double *)Wh,
-                                   (const double *)h0, (const double *)c0, (double *)hs,
-                                   (double *)cs, (double *)acts, lengths, nthreads);
-    return fr_lstm_forward_f32(T, N, H, (const float *)xw, (const float *)Wh, (const float *)h0,
-                               (const float *)c0, (float *)hs, (float *)cs, (float *)acts, lengths,
-                               nthreads);
-}
-
-int fr_lstm_backward(int f64, int T, int N, int H, const void *dhs, const void *Wh, const void *cs,
-                     const void *acts, const void *c0, void *dA, void *dh, void *dc,
-                     const int64_t *lengths, int nthreads) {
-    if (f64)
-        return fr_lstm_backward_f64(T, N, H, (const double *)dhs, (const double *)Wh,
-                                    (const double *)cs, (const double *)acts, (const double *)c0,
-                                    (double *)dA, (double *)dh, (double *)dc, lengths, nthreads);
-    return fr_lstm_backward_f32(T, N, H, (const float *)dhs, (const float *)Wh, (const float *)cs,
-                                (const float *)acts, (const float *)c0, (float *)dA, (float *)dh,
-                                (float *)dc, lengths, nthreads);
-}
-
-int fr_gru_forward(int f64, int T, int N, int H, const void *xw, const void *Wh, const void *h0,
-                   void *hs, void *acts, void *rh, const int64_t *lengths, int nthreads) {
-    if (f64)
-        return fr_gru_forward_f64(T, N, H, (const double *)xw, (const double *)Wh,
-                                  (const double *)h0, (double *)hs, (double *)acts, (double *)rh,
-                                  lengths, nthreads);
-    return fr_gru_forward_f32(T, N, H, (const float *)xw, (const float *)Wh, (const float *)h0,
-                              (float *)hs, (float *)acts, (float *)rh, lengths, nthreads);
-}
-
-int fr_gru_backward(int f64, int T, int N, int H, const void *dhs, const void *Wh, const void *hs,
-                    const void *acts, const void *h0, void *dA, void *dh, const int64_t *lengths,
-                    int nthreads) {
-    if (f64)
-        return fr_gru_backward_f64(T, N, H, (const double *)dhs, (const double *)Wh,
-                                   (const double *)hs, (const double *)acts, (const double *)h0,
-                                   (double *)dA, (double *)dh, lengths, nthreads);
-    return fr_gru_backward_f32(T, N, H, (const float *)dhs, (const float *)Wh, (const float *)hs,
-                               (const float *)acts, (const float *)h0, (float *)dA, (float *)dh,
-                               lengths, nthreads);
-}
-
-int fr_gru_ra_forward(int f64, int T, int N, int H, const void *xw, const void *Wh,
-                      const void *b_hn, const void *h0, void *hs, void *acts, void *hn,
-                      const int64_t *lengths, int nthreads) {
-    if (f64)
-        return fr_gru_ra_forward_f64(T, N, H, (const double *)xw, (const double *)Wh,
-                                     (const double *)b_hn, (const double *)h0, (double *)hs,
-                                     (double *)acts, (double *)hn, lengths, nthreads);
-    return fr_gru_ra_forward_f32(T, N, H, (const float *)xw, (const float *)Wh,
-                                 (const float *)b_hn, (const float *)h0, (float *)hs,
-                                 (float *)acts, (float *)hn, lengths, nthreads);
-}
-
-int fr_gru_ra_backward(int f64, int T, int N, int H, const void *dhs, const void *Wh,
-                       const void *hs, const void *acts, const void *hn, const void *h0, void *dA,
-                       void *dhn, void *dh, const int64_t *lengths, int nthreads) {
-    if (f64)
-        return fr_gru_ra_backward_f64(T, N, H, (const double *)dhs, (const double *)Wh,
-                                      (const double *)hs, (const double *)acts, (const double *)hn,
-                                      (const double *)h0, (double *)dA, (double *)dhn,
-                                      (double *)dh, lengths, nthreads);
-    return fr_gru_ra_backward_f32(T, N, H, (const float *)dhs, (const float *)Wh,
-                                  (const float *)hs, (const float *)acts, (const float *)hn,
-                                  (const float *)h0, (float *)dA, (float *)dhn, (float *)dh,
-                                  lengths, nthreads);
-}
-
-int fr_softmax_cross_entropy(int f64, long M, long V, const void *x, const int64_t *t, void *dx,
-                             double *loss, int nthreads) {
-    if (f64)
-        return fr_softmax_cross_entropy_f64(M, V, (const double *)x, t, (double *)dx, loss,
-                                            nthreads);
-    return fr_softmax_cross_entropy_f32(M, V, (const float *)x, t, (float *)dx, loss, nthreads);
-}
-
 void fr_embedding_forward(int f64, long M, long D, const void *W, const int64_t *idx, void *out) {
     if (f64)
-        fr_embedding_forward_f64(M, D, (const double *)W, idx, (double *)out);
+        embedding_forward_f64(M, D, (const double *)W, idx, (double *)out);
     else
-        fr_embedding_forward_f32(M, D, (const float *)W, idx, (float *)out);
+        embedding_forward_f32(M, D, (const float *)W, idx, (float *)out);
 }
 
 void fr_embedding_backward(int f64, long M, long D, long V, const void *dout,
                            const int64_t *idx, void *dW) {
     if (f64)
-        fr_embedding_backward_f64(M, D, V, (const double *)dout, idx, (double *)dW);
+        embedding_backward_f64(M, D, V, (const double *)dout, idx, (double *)dW);
     else
-        fr_embedding_backward_f32(M, D, V, (const float *)dout, idx, (float *)dW);
+        embedding_backward_f32(M, D, V, (const float *)dout, idx, (float *)dW);
 }
 
 void fr_dropout(int f64, long n, const void *x, uint64_t seed, uint64_t thr, double keep_value,
                 void *y, void *mask) {
     if (f64)
-        fr_dropout_f64(n, (const double *)x, seed, thr, keep_value, (double *)y, (double *)mask);
+        dropout_f64(n, (const double *)x, seed, thr, keep_value, (double *)y, (double *)mask);
     else
-        fr_dropout_f32(n, (const float *)x, seed, thr, (float)keep_value, (float *)y,
-                       (float *)mask);
+        dropout_f32(n, (const float *)x, seed, thr, (float)keep_value, (float *)y,
+                    (float *)mask);
 }

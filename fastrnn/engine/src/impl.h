@@ -6,19 +6,28 @@
  *   MR1..MR4  rows of the register tile for 1..4 vectors of columns
  *   IS_F64    1 for double
  *
- * Decomposition (the same as the CUDA persistent kernel): hidden units are cut into "unit
- * vectors" of VL consecutive units; an item of work is a tile of U unit vectors with all G gate
- * columns of those units, so the gate math of a tile needs no data from other tiles. Each
- * thread owns a contiguous range of unit vectors and packs its columns of Wh (forward) or rows
- * of Wh (backward, for dA @ Wh^T) once per call into panels: a tile's panel holds nv = G*U
- * vectors of columns, stored [k][g][u] with zeros past H, so the microkernel reads one aligned
- * contiguous stream (forward calls of a few steps read Wh in place instead, see wpack). Per
- * step a tile multiplies all N rows of the shared operand (h_prev, r*h_prev or dA) by its panel
- * into a small scratch block (mr x nv*VL per register tile, L1/L2 resident), applies the gate
- * epilogue from there and writes its units of the outputs. A step is one phase forward (two
- * for the reset-before GRU, whose candidate product needs every r*h_prev unit) and two or
- * three backward; threads take their own tiles first and then any left (engine.c explains the
- * scheduling), and meet when every tile of the phase is done.
+ * Everything here is one register-blocked microkernel (mr rows x nv vectors of columns) fed
+ * from packed panels, used three ways:
+ *
+ * - the recurrence (the same decomposition as the CUDA persistent kernel): hidden units are
+ *   cut into "unit vectors" of VL consecutive units; a tile is U unit vectors with all G gate
+ *   columns of those units, so the gate math of a tile needs no data from other tiles. Each
+ *   tile's columns of Wh (forward) or rows of Wh (backward, for dA @ Wh^T) are packed once per
+ *   call into a panel [k][g][u] with zeros past H. Per step a tile multiplies all N rows of the
+ *   shared operand (h_prev, r*h_prev or dA) by its panel into a small block in L1, applies the
+ *   gate epilogue from there and writes its units of the outputs. Forward, a step is one phase
+ *   (two for the reset-before GRU, whose candidate product needs every r*h_prev unit); backward,
+ *   a tile computes its units of dh_{t+1} = dA_{t+1} @ Wh^T and then their gate gradients of
+ *   step t, so a step is one phase too (two for the reset-before GRU).
+ * - the matrix products around it (gemm below): the same panels and microkernel over kc-deep
+ *   blocks of a packed A (any row gather, transposed or not) and a packed B, with a store / add
+ *   / bias epilogue. A layer op runs its products and its recurrence in one parallel region.
+ * - plain matrix products (fr_matmul).
+ *
+ * Work is cut into items (tiles, column groups, row blocks) that threads claim, their own range
+ * first (engine.c has the scheduler); threads meet when every item of a phase is done. Every
+ * output element is summed in an order fixed by the shapes alone, so results do not depend on
+ * the thread count or on which thread did an item.
  */
 #define CAT_(a, b) a##_##b
 #define CAT(a, b) CAT_(a, b)
@@ -144,19 +153,28 @@ MATH_DEFS(V, v)
         for (; u < (cnt); u++) STEP(REAL, SLD, SST, FN(ssigmoid), FN(stanh));                 \
     } while (0)
 
+
 /* ---------------------------------------------------------------------------- microkernel
- * C[r][v*VL + l] (+)= sum_k A[r*lda + k] * B[k*ldb + off[v] + l], r < MRv, v < NVv: MRv*NVv
- * accumulator registers, one broadcast of A per row and one panel load per vector per k.
+ * C[r*ldc + coff[v] + l] = init + sum_k A(r, k) * B[k*ldb + off[v] + l], r < MRv, v < NVv, l <
+ * VL: MRv*NVv accumulator registers, one broadcast of A per row and one panel load per vector
+ * per k. A(r, k) is A[r*lda + k] (rows of A in place, or a packed block). init: MK_ZERO, MK_LOAD
+ * (what C holds: a later block of k) or MK_BIAS (bias[coff[v] + l], the same for every row).
  * A packed panel has ldb = NVv*VL and off[v] = v*VL; a direct one reads Wh's rows in place
- * (off[v] = that vector's column). C has row stride NVv*VL; `load` adds to what C holds
- * (a later block of k). */
+ * (off[v] = that vector's column). C is a block of a product's output (a tile's gate columns
+ * at coff[v]) or a scratch block (ldc = NVv*VL, coff[v] = v*VL). */
 static inline __attribute__((always_inline)) ATTR void FN(mk_body)(
     int K, const REAL *restrict A, long lda, const REAL *restrict B, long ldb,
-    const long *restrict off, REAL *restrict C, int load, const int NVv, const int MRv) {
+    const long *restrict off, REAL *restrict C, long ldc, const long *restrict coff, int init,
+    const REAL *restrict bias, const int NVv, const int MRv) {
     V acc[32]; /* MRv * NVv <= 24: fully unrolled, so only the used ones live (in registers) */
-    if (load) {
-        _Pragma("GCC unroll 32") for (int i = 0; i < MRv * NVv; i++)
-            __builtin_memcpy(&acc[i], C + (long)i * VL, sizeof(V));
+    if (init == MK_LOAD) {
+        _Pragma("GCC unroll 12") for (int r = 0; r < MRv; r++)
+            _Pragma("GCC unroll 4") for (int v = 0; v < NVv; v++)
+                acc[r * NVv + v] = FN(vld)(C + r * ldc + coff[v]);
+    } else if (init == MK_BIAS) {
+        _Pragma("GCC unroll 12") for (int r = 0; r < MRv; r++)
+            _Pragma("GCC unroll 4") for (int v = 0; v < NVv; v++)
+                acc[r * NVv + v] = FN(vld)(bias + coff[v]);
     } else {
         _Pragma("GCC unroll 32") for (int i = 0; i < MRv * NVv; i++) acc[i] = (V){0};
     }
@@ -173,20 +191,22 @@ static inline __attribute__((always_inline)) ATTR void FN(mk_body)(
             _Pragma("GCC unroll 4") for (int v = 0; v < NVv; v++) acc[r * NVv + v] += a * p[v];
         }
     }
-    _Pragma("GCC unroll 32") for (int i = 0; i < MRv * NVv; i++)
-        __builtin_memcpy(C + (long)i * VL, &acc[i], sizeof(V));
+    _Pragma("GCC unroll 12") for (int r = 0; r < MRv; r++)
+        _Pragma("GCC unroll 4") for (int v = 0; v < NVv; v++)
+            FN(vst)(C + r * ldc + coff[v], acc[r * NVv + v]);
 }
 
-#define MK(NVv, MRv)                                                                         \
-    static ATTR void CAT(FN(mk), NVv##x##MRv)(int K, const REAL *restrict A, long lda,      \
-                                               const REAL *restrict B, long ldb,             \
-                                               const long *restrict off, REAL *restrict C,   \
-                                               int load) {                                   \
-        FN(mk_body)(K, A, lda, B, ldb, off, C, load, NVv, MRv);                              \
-    }
-
 typedef void (*FN(mk_fn))(int, const REAL *restrict, long, const REAL *restrict, long,
-                         const long *restrict, REAL *restrict, int);
+                         const long *restrict, REAL *restrict, long, const long *restrict, int,
+                         const REAL *restrict);
+
+#define MK(NVv, MRv)                                                                         \
+    static ATTR void CAT(FN(mk), NVv##x##MRv)(                                               \
+        int K, const REAL *restrict A, long lda, const REAL *restrict B, long ldb,           \
+        const long *restrict off, REAL *restrict C, long ldc, const long *restrict coff,     \
+        int init, const REAL *restrict bias) {                                               \
+        FN(mk_body)(K, A, lda, B, ldb, off, C, ldc, coff, init, bias, NVv, MRv);              \
+    }
 
 MK(1, 1) MK(1, 2) MK(1, 3) MK(1, 4) MK(1, 5) MK(1, 6) MK(1, 7) MK(1, 8)
 MK(2, 1) MK(2, 2) MK(2, 3) MK(2, 4) MK(2, 5) MK(2, 6)
@@ -202,9 +222,11 @@ MK(3, 5) MK(3, 6) MK(3, 7) MK(3, 8)
 MK(4, 4) MK(4, 5) MK(4, 6)
 #endif
 
+/* The microkernel for nv vectors and mr rows. */
 static FN(mk_fn) FN(mk_table)(int nv, int mr) {
     switch (nv * 16 + mr) {
-#define E(NVv, MRv) case NVv * 16 + MRv: return CAT(FN(mk), NVv##x##MRv);
+#define E(NVv, MRv)                                                                          \
+    case NVv * 16 + MRv: return CAT(FN(mk), NVv##x##MRv);
     E(1, 1) E(1, 2) E(1, 3) E(1, 4) E(1, 5) E(1, 6) E(1, 7) E(1, 8)
     E(2, 1) E(2, 2) E(2, 3) E(2, 4) E(2, 5) E(2, 6)
     E(3, 1) E(3, 2) E(3, 3) E(3, 4)
@@ -224,28 +246,33 @@ static FN(mk_fn) FN(mk_table)(int nv, int mr) {
 }
 
 static const int FN(mr_of)[5] = {0, MR1, MR2, MR3, MR4};
+static const long FN(packed_off)[4] = {0, VL, 2 * VL, 3 * VL};
+#define MR_MAX (MR1 > MR2 ? MR1 : MR2)
 
-/* One tile's panel: where its k-th row of vector v starts is b + k*ldb + off[v]. */
+/* Rows [0, n) cut into near-equal blocks of at most mrmax rows (N = 20 with 6: 5+5+5+5, not
+ * 6+6+6+2): block b of nblk starting at row r0 has this many rows. */
+static inline int FN(block_rows)(int n, int r0, int b, int nblk) {
+    return (n - r0 + (nblk - b) - 1) / (nblk - b);
+}
+
+/* One tile's panel: its k-th row of vector v starts at b + k*ldb + off[v]. */
 typedef struct {
     const REAL *b;
     long ldb, off[4];
 } FN(panel);
 
-/* C (N, nv*VL) = A (N, K; row stride lda) @ panel (K, nv*VL). k runs in blocks whose panel
- * slice fits in L1 (FR_L1 bytes), each block serving every row block before the next is
- * loaded: the panel then streams from L2/L3 once per step instead of once per row block.
- * Rows go in near-equal blocks of at most MR(nv), so N = 20 with MR 6 runs 5+5+5+5 rather
- * than 6+6+6+2. Every C element still sums over k in order 0..K-1, whatever N, nv or the
- * thread split: results do not depend on the thread count. */
-/* Forward calls of at most this many steps read Wh in place instead of packing it. */
+/* C (N, nv*VL) (+)= A (N, K; row stride lda) @ panel (K, nv*VL) for one step of a recurrence.
+ * k runs in blocks whose panel slice fits in L1 (FR_L1 bytes), each block serving every row
+ * block before the next is loaded: the panel then streams from L2/L3 once per step instead of
+ * once per row block. `acc` adds to what C holds. */
 #ifndef FR_DIRECT_T
-#define FR_DIRECT_T 3
+#define FR_DIRECT_T 3 /* forward calls of at most this many steps read Wh in place */
 #endif
 #ifndef FR_L1
 #define FR_L1 32768
 #endif
 static ATTR void FN(tile_product)(int N, int K, const REAL *A, long lda, FN(panel) pv, int nv,
-                                 REAL *C) {
+                                 REAL *C, int acc) {
     int mrmax = FN(mr_of)[nv];
     int nblk = (N + mrmax - 1) / mrmax;
     long ldc = (long)nv * VL;
@@ -254,15 +281,16 @@ static ATTR void FN(tile_product)(int N, int K, const REAL *A, long lda, FN(pane
         int kn = K - k0 < kc ? K - k0 : kc;
         int n0 = 0;
         for (int b = 0; b < nblk; b++) {
-            int mr = (N - n0 + (nblk - b) - 1) / (nblk - b);
-            FN(mk_table)(nv, mr)(kn, A + n0 * lda + k0, lda, pv.b + k0 * pv.ldb, pv.ldb, pv.off,
-                                 C + n0 * ldc, k0 > 0);
+            int mr = FN(block_rows)(N, n0, b, nblk);
+            FN(mk_table)(nv, mr)(kn, A + n0 * lda + k0, lda, pv.b + k0 * pv.ldb, pv.ldb,
+                                    pv.off, C + n0 * ldc, ldc, FN(packed_off),
+                                    acc || k0 > 0 ? MK_LOAD : MK_ZERO, NULL);
             n0 += mr;
         }
     }
 }
 
-/* One weight operand of a step's product, seen through panels. src(k, g, j) = W[k*sk + g*sg +
+/* One weight operand of a recurrence step, seen through panels. src(k, g, j) = W[k*sk + g*sg +
  * j*sj] is its element for depth k, gate block g and hidden unit j: forward panels of Wh use
  * (ldw, gate stride, 1); the transposed panels for dA @ Wh^T use (1, 0, ldw). A tile at unit
  * vector a with Uc vectors covers G*Uc vectors of columns; packed, it sits at buf + a*VL*G*K as
@@ -276,133 +304,540 @@ typedef struct {
     REAL *buf;
 } FN(wpack);
 
-static inline ATTR int FN(in_place)(const FN(wpack) *w, int H, int a, int Uc) {
+static inline ATTR int FN(in_place)(const FN(wpack) *w, int H, long a, long Uc) {
     return w->direct && w->sj == 1 && (a + Uc) * VL <= H;
 }
 
 /* Pack the tile of Uc unit vectors from a (unless it is read in place). */
-static ATTR void FN(pack_tile)(const FN(wpack) *wp, int H, int a, int Uc) {
+static ATTR void FN(pack_tile)(const FN(wpack) *wp, int H, long a, long Uc) {
     if (FN(in_place)(wp, H, a, Uc)) return;
-    int w = Uc * VL;
-    REAL *d = wp->buf + (long)a * VL * wp->G * wp->K;
+    long w = Uc * VL;
+    REAL *d = wp->buf + a * VL * wp->G * wp->K;
     for (int k = 0; k < wp->K; k++)
         for (int g = 0; g < wp->G; g++) {
             const REAL *s = wp->W + k * wp->sk + g * wp->sg;
-            for (int u = 0; u < w; u++) {
-                int j = a * VL + u;
+            for (long u = 0; u < w; u++) {
+                long j = a * VL + u;
                 *d++ = j < H ? s[j * wp->sj] : (REAL)0;
             }
         }
 }
 
-static inline ATTR FN(panel) FN(panel_at)(const FN(wpack) *wp, int H, int a, int Uc) {
+static inline ATTR FN(panel) FN(panel_at)(const FN(wpack) *wp, int H, long a, long Uc) {
     FN(panel) pv = {0};
     if (FN(in_place)(wp, H, a, Uc)) {
-        pv.b = wp->W + (long)a * VL;
+        pv.b = wp->W + a * VL;
         pv.ldb = wp->sk;
         for (int v = 0; v < wp->G * Uc; v++) pv.off[v] = (v / Uc) * wp->sg + (v % Uc) * VL;
     } else {
-        pv.b = wp->buf + (long)a * VL * wp->G * wp->K;
+        pv.b = wp->buf + a * VL * wp->G * wp->K;
         pv.ldb = (long)wp->G * Uc * VL;
         for (int v = 0; v < wp->G * Uc; v++) pv.off[v] = (long)v * VL;
     }
     return pv;
 }
 
-/* ---------------------------------------------------------------------------- cells */
+/* ---------------------------------------------------------------------------- gemm
+ * C = A @ B over a column space of G gate blocks of Hc columns each (a layer's G*H gate
+ * columns, or G = 1 for a plain product), cut into unit vectors of VL columns; tiles of U unit
+ * vectors x G gates, as in the recurrence. A comes in one or two row segments (dWx and dWh
+ * share B = dA: [X^T; Hprev^T] @ dA), each with its own C rows.
+ *
+ * Blocking: columns in chunks of at most GEMM_NV vectors, whose B is packed ([k block][tile]
+ * [k][g][u]) once per chunk when it fits GEMM_BP, else once per k block of every row block;
+ * rows in blocks of GEMM_MC; depth in blocks of GEMM_KC, so that a tile's slice of packed B
+ * fits in L1 and the block of C being summed (GEMM_MC rows x the chunk) stays in L2 across the
+ * depth. An item is a group of unit vectors with all rows, or (narrow C, by_rows) a block of
+ * GEMM_MC rows with all columns. Each C element sums its depth blocks in order and each block
+ * in k order, whatever the item split: results do not depend on the thread count. */
+#ifndef GEMM_KC_BYTES
+#define GEMM_KC_BYTES (4 * FR_L1)
+#endif
+#ifndef GEMM_MC
+#define GEMM_MC 144
+#endif
+#define GEMM_KC (GEMM_KC_BYTES / (4 * VL * (int)sizeof(REAL)))
+#ifndef GEMM_NV
+#define GEMM_NV 16
+#endif
+
+/* Rows of a stored row-major matrix, in logical order r = (t, n) = (r / ni, r % ni):
+ * p + (t - shift)*st + n*sn, except rows with t < shift, which come from p0 + n*sn0. ni = 0:
+ * plain rows p + r*sn. Examples: the input xs (N, T, D) read in time-major order (ni = N,
+ * st = D, sn = T*D); h_prev of every step (shift 1: step 0 reads h0). */
 typedef struct {
+    const REAL *p, *p0;
+    long st, sn, sn0;
+    long ni;
+    int shift;
+} FN(rows);
+
+static inline ATTR const REAL *FN(row)(const FN(rows) *m, long r) {
+    if (!m->ni) return m->p + r * m->sn;
+    long t = r / m->ni, n = r - t * m->ni;
+    if (t < m->shift) return m->p0 + n * m->sn0;
+    return m->p + (t - m->shift) * m->st + n * m->sn;
+}
+
+typedef struct {
+    FN(rows) a; /* stored rows of A: A(i, k) = row(k)[i] when trans, else row(i)[k] */
+    FN(rows) c; /* rows of C */
+    int trans;
+    long M;
+} FN(seg);
+
+typedef struct {
+    int K, nseg;
+    FN(seg) seg[2];
+    long mtot;           /* rows of all segments */
+    const REAL *B;       /* B(k, g, j) = B[k*sk + g*sg + j*sj] */
+    long sk, sg, sj;
+    int G, Hc, U;        /* G gate blocks of Hc columns; tiles of U unit vectors */
+    long cg;             /* C column of (g, j): g*cg + j */
+    const REAL *bias;    /* added once to C column (g, j): bias[g*cg + j]; or NULL */
+    int acc;             /* C += A @ B instead of C = A @ B */
+    REAL *colsum;        /* colsum[g*csg + j] = sum_k B(k, g, j) (db); or NULL */
+    long csg;
+    int by_rows;         /* items are row blocks (else groups of unit vectors) */
+    long item;           /* unit vectors per item (by columns) */
+    REAL *apk;           /* A packed once per call for every item (see gemm_apk), or NULL */
+    REAL *bpk;           /* row items: B packed once per call for all of them, or NULL */
+} FN(gemm);
+
+/* Per-thread blocks of a product: packed A (GEMM_MC x GEMM_KC), packed B (up to GEMM_BP), the
+ * microkernel's output block. */
+typedef struct {
+    REAL *ap, *bp, *cs;
+} FN(work);
+
+#define GEMM_AP ((long)GEMM_MC * GEMM_KC)
+#ifndef GEMM_BP_LOG
+#define GEMM_BP_LOG 20
+#endif
+#define GEMM_BP ((long)1 << GEMM_BP_LOG)
+#define GEMM_CS ((long)MR_MAX * 4 * VL)
+
+/* A that is transposed or gathered is packed once per call into a buffer all items read
+ * (segment after segment, each in row blocks of GEMM_MC, each row block [depth block][row][k])
+ * rather than once per item: packing a transposed block costs about a tenth of multiplying it
+ * by a chunk. Its length, or 0 where A is read in place or would need more than GEMM_APK. */
+#define GEMM_APK ((long)1 << 23)
+static long FN(gemm_apk_len)(const FN(gemm) *g) {
+    long len = 0;
+    int need = 0;
+    for (int si = 0; si < g->nseg; si++) {
+        len += g->seg[si].M * g->K;
+        need |= g->seg[si].a.ni || g->seg[si].trans;
+    }
+    return need && len <= GEMM_APK ? len : 0;
+}
+
+/* Row block ib of segment si in the shared packed A, depth block [k0, k1): its start. */
+static inline ATTR const REAL *FN(apk_block)(const FN(gemm) *g, int si, long ib, int k0) {
+    long off = 0;
+    for (int s = 0; s < si; s++) off += g->seg[s].M * g->K;
+    long mn = g->seg[si].M - ib * GEMM_MC < GEMM_MC ? g->seg[si].M - ib * GEMM_MC : GEMM_MC;
+    return g->apk + off + ib * GEMM_MC * g->K + (long)k0 * mn;
+}
+
+/* Row items all multiply by the same B: it is packed once per call (chunk after chunk of
+ * GEMM_NV vectors at most, each as in gemm_item's whole-B layout). Its length, or 0 where the
+ * product can have no row items or B would need more than GEMM_APK. */
+static long FN(gemm_chunk)(const FN(gemm) *g) {
+    long chunk = GEMM_NV / g->G;
+    chunk -= chunk % g->U;
+    return chunk < g->U ? g->U : chunk;
+}
+static long FN(gemm_bpk_len)(const FN(gemm) *g) {
+    long len = (long)g->K * ((g->Hc + VL - 1) / VL) * g->G * VL;
+    return !g->colsum && g->mtot > GEMM_MC && len <= GEMM_APK ? len : 0;
+}
+
+/* Decide how a product is cut into items for nt threads. */
+static void FN(gemm_plan)(FN(gemm) *g, int nt) {
+    long nuv = (g->Hc + VL - 1) / VL;
+    long maxv = GEMM_NV / g->G;
+    maxv -= maxv % g->U;
+    if (maxv < g->U) maxv = g->U;
+    long want = (nuv + 2L * nt - 1) / (2L * nt);
+    want = (want + g->U - 1) / g->U * g->U;
+    g->item = want < g->U ? g->U : (want > maxv ? maxv : want);
+    g->mtot = 0;
+    for (int s = 0; s < g->nseg; s++) g->mtot += g->seg[s].M;
+    long col_items = (nuv + g->item - 1) / g->item;
+    /* narrow and tall: split the rows, so that each thread reads its share of A once (db
+     * needs whole columns: it never does) */
+    g->by_rows = !g->colsum && g->mtot > GEMM_MC &&
+                 (col_items < nt || 4L * g->G * g->Hc < g->mtot);
+}
+
+/* r[i][j] <- r[j][i]: log2(VL) butterfly stages, each swapping the off-diagonal b x b blocks
+ * of every 2b x 2b block. */
+static inline ATTR void FN(transpose)(V *r) {
+    for (int b = 1; b < VL; b *= 2) {
+        FN(ivec) lo, hi;
+        for (int j = 0; j < VL; j++) {
+            lo[j] = (j & b) ? j - b + VL : j;
+            hi[j] = (j & b) ? j + VL : j + b;
+        }
+        for (int i = 0; i < VL; i++)
+            if (!(i & b)) {
+                V x = r[i], y = r[i + b];
+                r[i] = __builtin_shuffle(x, y, lo);
+                r[i + b] = __builtin_shuffle(x, y, hi);
+            }
+    }
+}
+
+/* Pack rows [k0, k0 + kn) of B for unit vectors [c0, c1): tiles of U unit vectors, each
+ * [k][g][u] with zeros past Hc; with `sum`, add each packed column's sum to colsum (from zero
+ * at k0 = 0). */
+static ATTR void FN(pack_b)(const FN(gemm) *g, int k0, int kn, long c0, long c1, REAL *bp,
+                           int sum) {
+    for (long a = c0; a < c1; a += g->U) {
+        int Uc = c1 - a < g->U ? (int)(c1 - a) : g->U, nv = g->G * Uc;
+        long ld = (long)nv * VL;
+        REAL *d = bp + (a - c0) * g->G * VL * kn;
+        for (int v = 0; v < nv; v++) {
+            int gi = v / Uc;
+            long j = (a + v % Uc) * VL;
+            int cnt = g->Hc - j < VL ? (int)(g->Hc - j) : VL;
+            const REAL *src = g->B + gi * g->sg + j * g->sj + (long)k0 * g->sk;
+            REAL *dv = d + v * VL;
+            if (g->sj == 1) {
+                for (int k = 0; k < kn; k++) {
+                    const REAL *s = src + k * g->sk;
+                    REAL *o = dv + k * ld;
+                    if (cnt == VL) {
+                        FN(vst)(o, FN(vld)(s));
+                    } else {
+                        int l = 0;
+                        for (; l < cnt; l++) o[l] = s[l];
+                        for (; l < VL; l++) o[l] = 0;
+                    }
+                }
+            } else {
+                int k = 0;
+                if (g->sk == 1) /* columns of B are rows in memory: VL x VL transposes */
+                    for (; k + VL <= kn; k += VL) {
+                        V r[VL];
+                        for (int l = 0; l < VL; l++)
+                            r[l] = l < cnt ? FN(vld)(src + l * g->sj + k) : SPLAT(V, 0);
+                        FN(transpose)(r);
+                        for (int l = 0; l < VL; l++) FN(vst)(dv + (k + l) * ld, r[l]);
+                    }
+                for (int l = 0; l < VL; l++) {
+                    const REAL *s = src + l * g->sj;
+                    for (int kk = k; kk < kn; kk++) dv[kk * ld + l] = l < cnt ? s[kk * g->sk] : 0;
+                }
+            }
+            if (sum) {
+                REAL *cs = g->colsum + gi * g->csg + j;
+                V sum = SPLAT(V, 0);
+                if (k0 > 0) {
+                    REAL tmp[VL] = {0};
+                    for (int l = 0; l < cnt; l++) tmp[l] = cs[l];
+                    sum = FN(vld)(tmp);
+                }
+                for (int k = 0; k < kn; k++) sum += FN(vld)(dv + k * ld);
+                for (int l = 0; l < cnt; l++) cs[l] = sum[l];
+            }
+        }
+    }
+}
+
+/* Pack rows [i0, i0 + mn) x depth [k0, k0 + kn) of a segment's A: row-major (lda = kn), or
+ * k-major (lda = mn) for a transposed operand; either way a copy of contiguous runs. */
+static inline ATTR void FN(copy)(REAL *restrict d, const REAL *restrict s, int n) {
+    int i = 0; /* short runs: a vector loop beats memcpy's string copy here */
+    for (; i + VL <= n; i += VL) FN(vst)(d + i, FN(vld)(s + i));
+    for (; i < n; i++) d[i] = s[i];
+}
+
+static ATTR void FN(pack_a)(const FN(seg) *s, long i0, int mn, int k0, int kn, REAL *ap) {
+    if (!s->trans) {
+        for (int r = 0; r < mn; r++) FN(copy)(ap + (long)r * kn, FN(row)(&s->a, i0 + r) + k0, kn);
+        return;
+    }
+    /* A(i, k) = row(k)[i]: VL x VL blocks transposed in registers, VL source rows read side
+     * by side (sequential streams), the edges one by one */
+    int k = 0, rv = mn - mn % VL;
+    for (; k + VL <= kn; k += VL) {
+        const REAL *src[VL];
+        for (int l = 0; l < VL; l++) src[l] = FN(row)(&s->a, k0 + k + l) + i0;
+        for (int r = 0; r < rv; r += VL) {
+            V t[VL];
+            for (int l = 0; l < VL; l++) t[l] = FN(vld)(src[l] + r);
+            FN(transpose)(t);
+            for (int l = 0; l < VL; l++) FN(vst)(ap + (long)(r + l) * kn + k, t[l]);
+        }
+        for (int l = 0; l < VL; l++)
+            for (int r = rv; r < mn; r++) ap[(long)r * kn + k + l] = src[l][r];
+    }
+    for (; k < kn; k++) {
+        const REAL *src = FN(row)(&s->a, k0 + k) + i0;
+        for (int r = 0; r < mn; r++) ap[(long)r * kn + k] = src[r];
+    }
+}
+
+/* A microkernel block (mr rows from segment row i, the tile of Uc unit vectors from a) that
+ * cannot be summed in C itself (a partial vector, or rows not equally spaced) goes through the
+ * scratch block cs: gemm_start fills it with what the sums start from (init: C's values, the
+ * bias or zeros; zeros past the valid columns), the microkernel adds to it (MK_LOAD), and
+ * gemm_store copies the valid columns back. The arithmetic is the same as in C itself, so an
+ * element's value does not depend on which way its tile went. */
+static ATTR void FN(gemm_start)(const FN(gemm) *g, const FN(seg) *s, long i, int mr, REAL *cs,
+                               long a, int Uc, int init) {
+    int nv = g->G * Uc;
+    for (int r = 0; r < mr; r++) {
+        const REAL *src = FN(row)(&s->c, i + r);
+        REAL *cr = cs + (long)r * nv * VL;
+        for (int v = 0; v < nv; v++) {
+            int gi = v / Uc;
+            long j = (a + v % Uc) * VL;
+            int cnt = g->Hc - j < VL ? (int)(g->Hc - j) : VL;
+            const REAL *from = init == MK_LOAD ? src + gi * g->cg + j
+                               : init == MK_BIAS ? g->bias + gi * g->cg + j : NULL;
+            for (int l = 0; l < VL; l++) cr[v * VL + l] = from && l < cnt ? from[l] : (REAL)0;
+        }
+    }
+}
+
+static ATTR void FN(gemm_store)(const FN(gemm) *g, const FN(seg) *s, long i, int mr,
+                               const REAL *cs, long a, int Uc) {
+    int nv = g->G * Uc;
+    for (int r = 0; r < mr; r++) {
+        REAL *dst = (REAL *)FN(row)(&s->c, i + r);
+        const REAL *cr = cs + (long)r * nv * VL;
+        for (int v = 0; v < nv; v++) {
+            int gi = v / Uc;
+            long j = (a + v % Uc) * VL;
+            int cnt = g->Hc - j < VL ? (int)(g->Hc - j) : VL;
+            FN(copy)(dst + gi * g->cg + j, cr + v * VL, cnt);
+        }
+    }
+}
+
+/* Are rows [i, i + cnt) of m equally spaced? Their spacing in *step. */
+static inline ATTR int FN(even_rows)(const FN(rows) *m, long i, int cnt, long *step) {
+    if (!m->ni) {
+        *step = m->sn;
+        return 1;
+    }
+    long t = i / m->ni;
+    if (t != (i + cnt - 1) / m->ni) return 0;
+    *step = t < m->shift ? m->sn0 : m->sn;
+    return 1;
+}
+
+/* One item: unit vectors [ua, ub) of every gate block, rows [m0, m1) of the segments. Depth
+ * blocks are near-equal (none of a few k). A is read in place where its stored rows are plain
+ * and not transposed, else packed row-major per row block and depth block; each microkernel
+ * row block of A then stays in L1 while the chunk's tiles of B stream past it from L2. A tile
+ * of full vectors whose C rows are equally spaced is summed in C itself (with the bias as the
+ * first block's start), others go through the scratch block and gemm_store. */
+static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, long m1,
+                              const FN(work) *wk) {
+    long chunk = FN(gemm_chunk)(g);
+    int sums = g->colsum != NULL; /* column items only: every column is packed in one item */
+    int nkb = (g->K + GEMM_KC - 1) / GEMM_KC;
+    int mrmax = FN(mr_of)[g->G * g->U]; /* rows of a block: the full tiles' register tile */
+    for (long c0 = ua; c0 < ub; c0 += chunk) {
+        long c1 = ub - c0 < chunk ? ub : c0 + chunk;
+        long width = (c1 - c0) * g->G * VL; /* packed B of one depth row */
+        int whole = g->bpk || (long)g->K * width <= GEMM_BP;
+        REAL *bw = g->bpk ? g->bpk + (long)g->K * c0 * g->G * VL : wk->bp; /* (chunks from 0) */
+        if (whole && !g->bpk)
+            for (int kb = 0; kb < nkb; kb++) {
+                int k0 = (int)((long)g->K * kb / nkb), k1 = (int)((long)g->K * (kb + 1) / nkb);
+                FN(pack_b)(g, k0, k1 - k0, c0, c1, bw + (long)k0 * width, sums);
+            }
+        long base = 0;
+        int first = 1;
+        for (int si = 0; si < g->nseg; si++) {
+            const FN(seg) *s = &g->seg[si];
+            long lo = m0 > base ? m0 : base, hi = m1 < base + s->M ? m1 : base + s->M;
+            int plain_a = !s->a.ni && !s->trans;
+            for (long i0 = lo; i0 < hi; i0 += GEMM_MC, first = 0) { /* il % GEMM_MC == 0 */
+                int mn = hi - i0 < GEMM_MC ? (int)(hi - i0) : GEMM_MC;
+                long il = i0 - base; /* segment row */
+                int nblk = (mn + mrmax - 1) / mrmax;
+                for (int kb = 0; kb < nkb; kb++) {
+                    int k0 = (int)((long)g->K * kb / nkb), k1 = (int)((long)g->K * (kb + 1) / nkb);
+                    int kn = k1 - k0;
+                    const REAL *bk = bw + (whole ? (long)k0 * width : 0);
+                    if (!whole) FN(pack_b)(g, k0, kn, c0, c1, wk->bp, sums && first);
+                    const REAL *ab; /* A(il, k0), rows lda apart */
+                    long lda;
+                    if (plain_a) {
+                        lda = s->a.sn;
+                        ab = FN(row)(&s->a, il) + k0;
+                    } else if (g->apk) {
+                        lda = kn;
+                        ab = FN(apk_block)(g, si, il / GEMM_MC, k0);
+                    } else {
+                        FN(pack_a)(s, il, mn, k0, kn, wk->ap);
+                        lda = kn;
+                        ab = wk->ap;
+                    }
+                    int init = kb > 0 || g->acc ? MK_LOAD : (g->bias ? MK_BIAS : MK_ZERO);
+                    for (int b = 0, r0 = 0, mr; b < nblk; b++, r0 += mr) {
+                        mr = FN(block_rows)(mn, r0, b, nblk);
+                        long step;
+                        int even = FN(even_rows)(&s->c, il + r0, mr, &step);
+                        REAL *crow = (REAL *)FN(row)(&s->c, il + r0);
+                        for (long a = c0; a < c1; a += g->U) {
+                            int Uc = c1 - a < g->U ? (int)(c1 - a) : g->U, nv = g->G * Uc;
+                            const REAL *panel = bk + (a - c0) * g->G * VL * kn;
+                            FN(mk_fn) mk = FN(mk_table)(nv, mr);
+                            if (even && (a + Uc) * VL <= g->Hc) { /* C in place */
+                                long coff[4];
+                                for (int v = 0; v < nv; v++)
+                                    coff[v] = (v / Uc) * g->cg + (a + v % Uc) * VL;
+                                mk(kn, ab + r0 * lda, lda, panel, (long)nv * VL, FN(packed_off),
+                                   crow, step, coff, init, g->bias);
+                            } else {
+                                FN(gemm_start)(g, s, il + r0, mr, wk->cs, a, Uc, init);
+                                mk(kn, ab + r0 * lda, lda, panel, (long)nv * VL, FN(packed_off),
+                                   wk->cs, (long)nv * VL, FN(packed_off), MK_LOAD, NULL);
+                                FN(gemm_store)(g, s, il + r0, mr, wk->cs, a, Uc);
+                            }
+                        }
+                    }
+                }
+            }
+            base += s->M;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------- cells */
+typedef struct FN(ctx_s) FN(ctx);
+typedef void (*FN(loop_fn))(FN(ctx) *, fr_local *, REAL *C);
+
+struct FN(ctx_s) {
     int T, N, H;
+    long nuv; /* unit vectors of H */
     const REAL *xw, *Wh, *h0, *c0, *b_hn, *dhs, *hs_in, *cs_in, *acts_in, *hn_in;
+    long hts, hns;      /* hs, hs_in, dhs: step t, row n at + t*hts + n*hns */
     const int64_t *len; /* (N,) steps of each row, or NULL: all T */
     int direct;         /* forward: read full tiles of Wh in place (see wpack) */
     REAL *hs, *cs, *acts, *rh, *hn, *dA, *dh, *dc, *dhn;
-    REAL *pk1, *pk2, *scratch, *shared; /* panels, per-thread product blocks, cell scratch */
-    long scratch_stride;
+    REAL *h_last, *c_last; /* layer forward: each row's state after its own last step */
+    REAL *pk1, *pk2, *shared, *thr; /* panels, cell scratch, per-thread blocks */
+    long thr_stride;
+    FN(loop_fn) loop;   /* the recurrence (with its packing), or NULL */
+    int npre, npost;    /* products before and after it: gemm[0, npre), then npost more */
+    FN(gemm) gemm[4];
     fr_sched sch;
-} FN(ctx);
+};
 
-typedef void (*FN(worker))(FN(ctx) *, int tid, int nt);
-
-/* Owner r's unit vectors [*u0, *u1) of the ceil(H / VL) (near-equal contiguous ranges). */
-static inline ATTR void FN(range)(int H, int r, int nt, int *u0, int *u1) {
-    int nuv = (H + VL - 1) / VL;
-    *u0 = (int)((long)r * nuv / nt);
-    *u1 = (int)((long)(r + 1) * nuv / nt);
+/* This thread's blocks: the recurrence's product block (N x 4 vectors), then a product's. */
+static inline ATTR REAL *FN(thr_c)(FN(ctx) *c, int tid) { return c->thr + tid * c->thr_stride; }
+static inline ATTR FN(work) FN(thr_work)(FN(ctx) *c, int tid) {
+    REAL *base = FN(thr_c)(c, tid) + ((long)c->N * 4 * VL + 15) / 16 * 16;
+    FN(work) w = {base, base + GEMM_AP, base + GEMM_AP + GEMM_BP};
+    return w;
 }
+#define THR_LEN(N) (((long)(N) * 4 * VL + 15) / 16 * 16 + GEMM_AP + GEMM_BP + GEMM_CS)
 
-/* A phase over items of U unit vectors: each owner's range [u0, u1) cut into ceil((u1-u0)/U)
- * items, claimed own range first (fr_claim); `it` keeps which owner is being scanned. */
-typedef struct {
-    int k, a, uc; /* owners scanned so far; the claimed item: first unit vector, count */
-    long end;     /* the done count that completes the phase */
-} FN(item);
-
-static inline ATTR int FN(next)(FN(ctx) *c, fr_local *l, int U, FN(item) *it) {
-    for (; it->k < l->nt; it->k++) {
-        int r = (l->tid + it->k) % l->nt, u0, u1;
-        FN(range)(c->H, r, l->nt, &u0, &u1);
-        long i = fr_claim(&c->sch, l, r, (u1 - u0 + U - 1) / U);
-        if (i >= 0) {
-            it->a = u0 + (int)i * U;
-            it->uc = u1 - it->a < U ? u1 - it->a : U;
-            return 1;
+static ATTR void FN(gemm_phase)(FN(ctx) *c, fr_local *L, const FN(gemm) *g, const FN(work) *wk) {
+    long nuv = (g->Hc + VL - 1) / VL;
+    if (g->apk) { /* every row block of every segment, all depth blocks */
+        long nrb = 0;
+        for (int si = 0; si < g->nseg; si++) nrb += (g->seg[si].M + GEMM_MC - 1) / GEMM_MC;
+        int nkb = (g->K + GEMM_KC - 1) / GEMM_KC;
+        FOR_ITEMS(&c->sch, L, nrb, 1, u, cnt) { /* one row block per item: cnt is 1 */
+            int si = 0;
+            long ib = u + cnt - 1;
+            while (ib >= (g->seg[si].M + GEMM_MC - 1) / GEMM_MC)
+                ib -= (g->seg[si++].M + GEMM_MC - 1) / GEMM_MC;
+            long i0 = ib * GEMM_MC;
+            int mn = g->seg[si].M - i0 < GEMM_MC ? (int)(g->seg[si].M - i0) : GEMM_MC;
+            for (int kb = 0; kb < nkb; kb++) {
+                int k0 = (int)((long)g->K * kb / nkb), k1 = (int)((long)g->K * (kb + 1) / nkb);
+                FN(pack_a)(&g->seg[si], i0, mn, k0, k1 - k0, (REAL *)FN(apk_block)(g, si, ib, k0));
+            }
         }
+        fr_sync(&c->sch, L, nrb, 1);
     }
-    return 0;
-}
-
-/* Items in each owner's range for a phase of U unit vectors. */
-static inline ATTR void FN(lens)(const FN(ctx) *c, const fr_local *l, int U, long *lens) {
-    for (int r = 0; r < l->nt; r++) {
-        int u0, u1;
-        FN(range)(c->H, r, l->nt, &u0, &u1);
-        lens[r] = (u1 - u0 + U - 1) / U;
+    if (g->bpk) { /* every chunk of columns, every depth block */
+        long chunk = FN(gemm_chunk)(g), nch = (nuv + chunk - 1) / chunk;
+        int nkb = (g->K + GEMM_KC - 1) / GEMM_KC;
+        FOR_ITEMS(&c->sch, L, nch * nkb, 1, u, cnt) { /* one (chunk, depth block) per item */
+            long ch = (u + cnt - 1) / nkb, c0 = ch * chunk, c1 = c0 + chunk < nuv ? c0 + chunk : nuv;
+            int kb = (int)((u + cnt - 1) % nkb);
+            int k0 = (int)((long)g->K * kb / nkb), k1 = (int)((long)g->K * (kb + 1) / nkb);
+            long width = (c1 - c0) * g->G * VL;
+            FN(pack_b)(g, k0, k1 - k0, c0, c1, g->bpk + (long)g->K * c0 * g->G * VL + (long)k0 * width,
+                       0);
+        }
+        fr_sync(&c->sch, L, nch * nkb, 1);
+    }
+    if (!g->by_rows) {
+        FOR_ITEMS(&c->sch, L, nuv, g->item, a, cnt) FN(gemm_item)(g, a, a + cnt, 0, g->mtot, wk);
+        fr_sync(&c->sch, L, nuv, g->item);
+    } else {
+        long nb = (g->mtot + GEMM_MC - 1) / GEMM_MC;
+        FOR_ITEMS(&c->sch, L, nb, 1, b, cnt) {
+            long m1 = (b + cnt) * GEMM_MC;
+            FN(gemm_item)(g, 0, nuv, b * GEMM_MC, m1 < g->mtot ? m1 : g->mtot, wk);
+        }
+        fr_sync(&c->sch, L, nb, 1);
     }
 }
 
-/* The done count that completes the current phase of U unit vectors. */
-static inline ATTR long FN(phase_target)(const FN(ctx) *c, const fr_local *l, int U) {
-    long lens[FR_MAXT];
-    FN(lens)(c, l, U, lens);
-    return fr_phase_target(l, lens);
-}
-
-/* Wait for the phase over items of U unit vectors to be done everywhere. */
-static inline ATTR void FN(sync)(FN(ctx) *c, fr_local *l, int U) {
-    long lens[FR_MAXT];
-    FN(lens)(c, l, U, lens);
-    fr_phase_end(&c->sch, l, lens);
+/* The region's work for thread tid: products, recurrence, products. */
+static ATTR void FN(worker)(void *arg, int tid, int nt) {
+    FN(ctx) *c = (FN(ctx) *)arg;
+    fr_local L;
+    fr_local_init(&L, tid, nt);
+    FN(work) wk = FN(thr_work)(c, tid);
+#ifdef FR_PROFILE
+    double t_ = fr_now_ns();
+#define FR_PROF_MARK(i)                                                                       \
+    if (tid == 0) {                                                                           \
+        fr_prof[i] += fr_now_ns() - t_;                                                       \
+        t_ = fr_now_ns();                                                                     \
+    }
+#else
+#define FR_PROF_MARK(i)
+#endif
+    for (int i = 0; i < c->npre; i++) {
+        FN(gemm_phase)(c, &L, &c->gemm[i], &wk);
+        FR_PROF_MARK(i)
+    }
+    if (c->loop) c->loop(c, &L, FN(thr_c)(c, tid));
+    FR_PROF_MARK(4)
+    for (int i = c->npre; i < c->npre + c->npost; i++) {
+        FN(gemm_phase)(c, &L, &c->gemm[i], &wk);
+        FR_PROF_MARK(i + 5)
+    }
+#undef FR_PROF_MARK
 }
 
 /* The phase that packs the panels of wp, each tile where it will be used first (its owner). */
-static ATTR void FN(pack_phase)(FN(ctx) *c, fr_local *l, const FN(wpack) *wp) {
-    FN(item) it = {0, 0, 0, FN(phase_target)(c, l, wp->U)};
-    while (FN(next)(c, l, wp->U, &it)) {
-        FN(pack_tile)(wp, c->H, it.a, it.uc);
-        fr_finish(&c->sch, it.end);
-    }
-    FN(sync)(c, l, wp->U);
+static ATTR void FN(pack_phase)(FN(ctx) *c, fr_local *L, const FN(wpack) *wp) {
+    FOR_ITEMS(&c->sch, L, c->nuv, wp->U, a, cnt) FN(pack_tile)(wp, c->H, a, cnt);
+    fr_sync(&c->sch, L, c->nuv, wp->U);
 }
 
-/* Loop over the items of a phase of U unit vectors (then call sync with the same U): a (first
- * unit vector), Uc_ (how many), j0/nu (first unit, valid units: the last item stops at H). */
-#define FOR_UNITS(U)                                                                        \
-    for (FN(item) it_ = {0, 0, 0, FN(phase_target)(c, &L, (U))}; FN(next)(c, &L, (U), &it_);   \
-         fr_finish(&c->sch, it_.end))                                                       \
-        for (int a = it_.a, Uc_ = it_.uc, j0 = a * VL,                                      \
-                 nu = (H - j0 < Uc_ * VL ? H - j0 : Uc_ * VL), once_ = 1; once_; once_ = 0)
-
-/* Loop over the tiles of a product phase: also nv (vectors of columns = G*Uc), w = Uc*VL and
- * p, the tile's panel. */
-#define FOR_TILES(WP)                                                                       \
-    FOR_UNITS((WP)->U)                                                                      \
-    for (int nv = (WP)->G * Uc_, w = Uc_ * VL, once2_ = 1; once2_; once2_ = 0)              \
-        for (FN(panel) p = FN(panel_at)((WP), H, a, Uc_); once2_; once2_ = 0)
+/* Loop over the tiles of a recurrence phase (then SYNC with the same U): a (first unit
+ * vector), Uc (how many), j0 / nu (first unit, valid units: the last tile stops at H), nv
+ * (vectors of columns = G*Uc), w = Uc*VL and p, the tile's panel. */
+#define FOR_UNITS(U)                                                                          \
+    FOR_ITEMS(&c->sch, L, c->nuv, (U), a, Uc)                                                 \
+    for (int j0 = (int)a * VL, nu = (H - j0 < (int)Uc * VL ? H - j0 : (int)Uc * VL), once1_ = 1; \
+         once1_; once1_ = 0)
+#define FOR_TILES(WP)                                                                         \
+    FOR_UNITS((WP)->U)                                                                        \
+    for (int nv = (WP)->G * (int)Uc, w = (int)Uc * VL, once2_ = 1; once2_; once2_ = 0)        \
+        for (FN(panel) p = FN(panel_at)((WP), H, a, Uc); once2_; once2_ = 0)
+#define SYNC(U) fr_sync(&c->sch, L, c->nuv, (U))
 
 /* Variable lengths: step t of row n is padding when t >= len[n]. Padding rows get zero outputs,
  * activations and gradients (so no gradient flows from them and the zero h_prev / c_prev they
- * leave makes the next padded step's product vanish); a row's final state is the caller's to
- * gather at its own last step. */
+ * leave makes the next padded step's product vanish). */
 #define PAD(c, t, n) ((c)->len && (t) >= (c)->len[n])
 
 static inline ATTR void FN(zero)(REAL *p, int cnt) {
@@ -414,9 +849,23 @@ static inline ATTR void FN(zero_gates)(REAL *p, int G, int H, int cnt) {
     for (int g = 0; g < G; g++) FN(zero)(p + (long)g * H, cnt);
 }
 
+/* The layer forward's final state: units [j0, j0 + nu) of row n after its own last step,
+ * from v (that step's row), or from v0 (the initial state's row) for a row of length 0.
+ * Called at every step of every row; copies at the one that matters. */
+static inline ATTR void FN(keep_last)(const FN(ctx) *c, REAL *last, int t, int n, int j0, int nu,
+                                     const REAL *v, const REAL *v0) {
+    if (!last) return;
+    long L_ = c->len ? c->len[n] : c->T;
+    if (t == L_ - 1)
+        memcpy(last + (long)n * c->H + j0, v, nu * sizeof(REAL));
+    else if (L_ == 0 && t == 0)
+        memcpy(last + (long)n * c->H + j0, v0, nu * sizeof(REAL));
+}
+
 /* Gate epilogues, one row (one batch element) each. Forward rows see the product block row
  * `cr` (gate g at cr + g*w) and the rows of xw / acts at this tile's first unit (gate g at
- * + g*H); backward rows run over this thread's units [0, cnt) of one row. Pointers are
+ * + g*H); backward rows see the product block row `pr` (this step's share of dh from the step
+ * after it) and run over this tile's units [0, cnt) of one row. Pointers are
  * restrict-qualified: a row's inputs and outputs never overlap. */
 #define R REAL *restrict
 #define CR const REAL *restrict
@@ -427,6 +876,22 @@ static inline ATTR void FN(store_row)(int nu, CR cr, R dst) { ROW_LOOP(nu, STORE
 #define ADD_STEP(T, LD, ST, SIG, TANH) ST(dst + u, LD(dst + u) + LD(cr + u));
 static inline ATTR void FN(add_row)(int nu, CR cr, R dst) { ROW_LOOP(nu, ADD_STEP); }
 
+/* The final dh0 = dA_0 @ Wh^T (+ what dh holds when add) of a backward pass. */
+static ATTR void FN(dh0_phase)(FN(ctx) *c, fr_local *L, const FN(wpack) *w1, REAL *C, int K,
+                              const REAL *A, long lda, int add) {
+    const int N = c->N, H = c->H;
+    FOR_TILES(w1) {
+        FN(tile_product)(N, K, A, lda, p, nv, C, 0);
+        for (int n = 0; n < N; n++) {
+            if (add)
+                FN(add_row)(nu, C + (long)n * w, c->dh + (long)n * H + j0);
+            else
+                FN(store_row)(nu, C + (long)n * w, c->dh + (long)n * H + j0);
+        }
+    }
+    SYNC(w1->U);
+}
+
 /* ------------------------------------------------------------------ RNN: h' = tanh(xw + h Wh) */
 #define RNN_FWD_STEP(T, LD, ST, SIG, TANH) ST(ho + u, TANH(LD(xr + u) + LD(cr + u)));
 static inline ATTR void FN(rnn_fwd_row)(int nu, CR cr, CR xr, R ho) { ROW_LOOP(nu, RNN_FWD_STEP); }
@@ -434,64 +899,60 @@ static inline ATTR void FN(rnn_fwd_row)(int nu, CR cr, CR xr, R ho) { ROW_LOOP(n
 #define RNN_BWD_STEP(T, LD, ST, SIG, TANH)                                                    \
     {                                                                                         \
         T y_ = LD(y + u);                                                                     \
-        ST(d + u, (LD(g + u) + LD(dh + u)) * (ONE - y_ * y_));                                \
+        ST(d + u, (LD(g + u) + LD(pr + u)) * (ONE - y_ * y_));                                \
     }
-static inline ATTR void FN(rnn_bwd_row)(int cnt, CR g, CR dh, CR y, R d) {
+static inline ATTR void FN(rnn_bwd_row)(int cnt, CR g, CR pr, CR y, R d) {
     ROW_LOOP(cnt, RNN_BWD_STEP);
 }
 
-static ATTR void FN(rnn_fwd)(FN(ctx) *c, int tid, int nt) {
+static ATTR void FN(rnn_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
     const int T = c->T, N = c->N, H = c->H;
-    fr_local L;
-    fr_local_init(&L, tid, nt);
     FN(wpack) w1 = {c->Wh, H, 0, 1, H, 1, 4, c->direct, c->pk1};
-    FN(pack_phase)(c, &L, &w1);
-    REAL *C = c->scratch + tid * c->scratch_stride;
+    FN(pack_phase)(c, L, &w1);
     for (int t = 0; t < T; t++) {
-        const REAL *hp = t ? c->hs + (long)(t - 1) * N * H : c->h0;
+        const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
+        long lda = t ? c->hns : H;
         const REAL *x = c->xw + (long)t * N * H;
-        REAL *ho = c->hs + (long)t * N * H;
+        REAL *ho = c->hs + t * c->hts;
         FOR_TILES(&w1) {
-            FN(tile_product)(N, H, hp, H, p, nv, C);
+            FN(tile_product)(N, H, hp, lda, p, nv, C, 0);
             for (int n = 0; n < N; n++) {
-                const long s = (long)n * H + j0;
+                REAL *o = ho + n * c->hns + j0;
                 if (PAD(c, t, n))
-                    FN(zero)(ho + s, nu);
+                    FN(zero)(o, nu);
                 else
-                    FN(rnn_fwd_row)(nu, C + (long)n * w, x + s, ho + s);
+                    FN(rnn_fwd_row)(nu, C + (long)n * w, x + (long)n * H + j0, o);
+                FN(keep_last)(c, c->h_last, t, n, j0, nu, o, c->h0 + (long)n * H + j0);
             }
         }
-        FN(sync)(c, &L, w1.U);
+        SYNC(w1.U);
     }
 }
 
-static ATTR void FN(rnn_bwd)(FN(ctx) *c, int tid, int nt) {
+static ATTR void FN(rnn_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
     const int T = c->T, N = c->N, H = c->H;
-    fr_local L;
-    fr_local_init(&L, tid, nt);
     FN(wpack) w1 = {c->Wh, 1, 0, H, H, 1, 4, 0, c->pk1}; /* rows of Wh: dA @ Wh^T */
-    FN(pack_phase)(c, &L, &w1);
-    REAL *C = c->scratch + tid * c->scratch_stride;
+    FN(pack_phase)(c, L, &w1);
     for (int t = T - 1; t >= 0; t--) {
-        const long o = (long)t * N * H;
-        FOR_UNITS(4) {
+        REAL *d = c->dA + (long)t * N * H;
+        FOR_TILES(&w1) {
+            if (t < T - 1)
+                FN(tile_product)(N, H, d + (long)N * H, H, p, nv, C, 0); /* dA_{t+1} Wh^T */
+            else
+                FN(zero)(C, N * w);
             for (int n = 0; n < N; n++) {
-                const long s = (long)n * H + j0;
-                if (PAD(c, t, n))
-                    FN(zero)(c->dA + o + s, nu);
-                else
-                    FN(rnn_bwd_row)(nu, c->dhs + o + s, c->dh + s, c->hs_in + o + s,
-                                    c->dA + o + s);
+                REAL *dr = d + (long)n * H + j0;
+                if (PAD(c, t, n)) {
+                    FN(zero)(dr, nu);
+                    continue;
+                }
+                long s = t * c->hts + n * c->hns + j0;
+                FN(rnn_bwd_row)(nu, c->dhs + s, C + (long)n * w, c->hs_in + s, dr);
             }
         }
-        FN(sync)(c, &L, 4);
-        FOR_TILES(&w1) {
-            FN(tile_product)(N, H, c->dA + o, H, p, nv, C);
-            for (int n = 0; n < N; n++)
-                FN(store_row)(nu, C + (long)n * w, c->dh + (long)n * H + j0);
-        }
-        FN(sync)(c, &L, w1.U); /* the next step reads dh of every unit */
+        SYNC(w1.U);
     }
+    FN(dh0_phase)(c, L, &w1, C, H, c->dA, H, 0);
 }
 
 /* --------------------------------------------- LSTM: [f|g|i|o], c' = f c + g i, h' = o tanh(c') */
@@ -514,11 +975,12 @@ static inline ATTR void FN(lstm_fwd_row)(int nu, int H, int w, CR cr, CR xr, CR 
     ROW_LOOP(nu, LSTM_FWD_STEP);
 }
 
+/* dc is the running gradient of this row's cell state: in, that of step t+1; out, step t's. */
 #define LSTM_BWD_STEP(T, LD, ST, SIG, TANH)                                                   \
     {                                                                                         \
         T f = LD(ar + u), gg = LD(ar + H + u), i = LD(ar + 2 * H + u);                        \
         T og = LD(ar + 3 * H + u), tc = TANH(LD(cn + u));                                     \
-        T dhv = LD(g + u) + LD(dh + u);                                                       \
+        T dhv = LD(g + u) + LD(pr + u);                                                       \
         T dcv = LD(dc + u) + dhv * og * (ONE - tc * tc);                                      \
         ST(dr + u, dcv * LD(cp + u) * f * (ONE - f));                                         \
         ST(dr + H + u, dcv * i * (ONE - gg * gg));                                            \
@@ -526,75 +988,74 @@ static inline ATTR void FN(lstm_fwd_row)(int nu, int H, int w, CR cr, CR xr, CR 
         ST(dr + 3 * H + u, dhv * tc * og * (ONE - og));                                       \
         ST(dc + u, dcv * f);                                                                  \
     }
-static inline ATTR void FN(lstm_bwd_row)(int cnt, int H, CR ar, CR cn, CR cp, CR g, CR dh, R dc,
+static inline ATTR void FN(lstm_bwd_row)(int cnt, int H, CR ar, CR cn, CR cp, CR g, CR pr, R dc,
                                         R dr) {
     ROW_LOOP(cnt, LSTM_BWD_STEP);
 }
 
-static ATTR void FN(lstm_fwd)(FN(ctx) *c, int tid, int nt) {
+static ATTR void FN(lstm_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
     const int T = c->T, N = c->N, H = c->H;
     const long G4 = 4L * H;
-    fr_local L;
-    fr_local_init(&L, tid, nt);
     FN(wpack) w1 = {c->Wh, G4, H, 1, H, 4, 1, c->direct, c->pk1};
-    FN(pack_phase)(c, &L, &w1);
-    REAL *C = c->scratch + tid * c->scratch_stride;
+    FN(pack_phase)(c, L, &w1);
     for (int t = 0; t < T; t++) {
-        const REAL *hp = t ? c->hs + (long)(t - 1) * N * H : c->h0;
+        const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
+        long lda = t ? c->hns : H;
         const REAL *cp = t ? c->cs + (long)(t - 1) * N * H : c->c0;
         const REAL *x = c->xw + t * N * G4;
         REAL *ac = c->acts + t * N * G4;
-        REAL *ho = c->hs + (long)t * N * H, *co = c->cs + (long)t * N * H;
+        REAL *co = c->cs + (long)t * N * H;
         FOR_TILES(&w1) {
-            FN(tile_product)(N, H, hp, H, p, nv, C);
+            FN(tile_product)(N, H, hp, lda, p, nv, C, 0);
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G4 + j0;
+                REAL *o = c->hs + t * c->hts + n * c->hns + j0;
                 if (PAD(c, t, n)) {
                     FN(zero_gates)(ac + sg, 4, H, nu);
                     FN(zero)(co + s, nu);
-                    FN(zero)(ho + s, nu);
-                    continue;
+                    FN(zero)(o, nu);
+                } else {
+                    FN(lstm_fwd_row)(nu, H, w, C + (long)n * 4 * w, x + sg, cp + s, ac + sg,
+                                     co + s, o);
                 }
-                FN(lstm_fwd_row)(nu, H, w, C + (long)n * 4 * w, x + sg, cp + s, ac + sg, co + s,
-                                 ho + s);
+                FN(keep_last)(c, c->h_last, t, n, j0, nu, o, c->h0 + s);
+                FN(keep_last)(c, c->c_last, t, n, j0, nu, co + s, c->c0 + s);
             }
         }
-        FN(sync)(c, &L, w1.U);
+        SYNC(w1.U);
     }
 }
 
-static ATTR void FN(lstm_bwd)(FN(ctx) *c, int tid, int nt) {
+static ATTR void FN(lstm_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
     const int T = c->T, N = c->N, H = c->H;
     const long G4 = 4L * H;
-    fr_local L;
-    fr_local_init(&L, tid, nt);
-    FN(wpack) w1 = {c->Wh, 1, 0, G4, (int)G4, 1, 4, 0, c->pk1};
-    FN(pack_phase)(c, &L, &w1);
-    REAL *C = c->scratch + tid * c->scratch_stride;
+    FN(wpack) w1 = {c->Wh, 1, 0, G4, (int)G4, 1, 4, 0, c->pk1}; /* rows of Wh: dA @ Wh^T */
+    FN(pack_phase)(c, L, &w1);
     for (int t = T - 1; t >= 0; t--) {
         const long o = (long)t * N * H;
         const REAL *cp = t ? c->cs_in + o - (long)N * H : c->c0;
         REAL *d = c->dA + t * N * G4;
-        FOR_UNITS(4) {
+        FOR_TILES(&w1) {
+            if (t < T - 1)
+                FN(tile_product)(N, (int)G4, d + N * G4, G4, p, nv, C, 0); /* dA_{t+1} Wh^T */
+            else
+                FN(zero)(C, N * w);
             for (int n = 0; n < N; n++) {
-                const long s = (long)n * H + j0, sg = t * N * G4 + n * G4 + j0;
+                const long s = (long)n * H + j0, sg = n * G4 + j0;
+                if (t == T - 1) FN(zero)(c->dc + s, nu);
                 if (PAD(c, t, n)) {
-                    FN(zero_gates)(c->dA + sg, 4, H, nu);
+                    FN(zero_gates)(d + sg, 4, H, nu);
                     FN(zero)(c->dc + s, nu);
                     continue;
                 }
-                FN(lstm_bwd_row)(nu, H, c->acts_in + sg, c->cs_in + o + s, cp + s, c->dhs + o + s,
-                                 c->dh + s, c->dc + s, c->dA + sg);
+                FN(lstm_bwd_row)(nu, H, c->acts_in + t * N * G4 + sg, c->cs_in + o + s, cp + s,
+                                 c->dhs + t * c->hts + n * c->hns + j0, C + (long)n * w,
+                                 c->dc + s, d + sg);
             }
         }
-        FN(sync)(c, &L, 4);
-        FOR_TILES(&w1) {
-            FN(tile_product)(N, (int)G4, d, G4, p, nv, C);
-            for (int n = 0; n < N; n++)
-                FN(store_row)(nu, C + (long)n * w, c->dh + (long)n * H + j0);
-        }
-        FN(sync)(c, &L, w1.U); /* the next step reads dh of every unit */
+        SYNC(w1.U);
     }
+    FN(dh0_phase)(c, L, &w1, C, (int)G4, c->dA, G4, 0);
 }
 
 /* -------------------------------- GRU, reset before: [z|r|h~], h~ = tanh(xw_h + (r h) Wh_h) */
@@ -622,14 +1083,16 @@ static inline ATTR void FN(gru_fwd_row_h)(int nu, int H, CR cr, CR xr, CR hp, R 
     ROW_LOOP(nu, GRU_FWD_H_STEP);
 }
 
+/* v = dhs + dh (the part of dh_{t+1} from its own gates, pe) + [dA_z|dA_r]_{t+1} Wh_zr^T (pr) */
 #define GRU_BWD_H_STEP(T, LD, ST, SIG, TANH)                                                  \
     {                                                                                         \
         T z = LD(ar + u), ht = LD(ar + 2 * H + u);                                            \
-        T v = LD(g + u) + LD(dh + u);                                                         \
+        T v = LD(g + u) + LD(pe + u) + LD(pr + u);                                            \
         ST(dhv + u, v);                                                                       \
         ST(dr + 2 * H + u, v * z * (ONE - ht * ht));                                          \
     }
-static inline ATTR void FN(gru_bwd_row_h)(int cnt, int H, CR ar, CR g, CR dh, R dhv, R dr) {
+static inline ATTR void FN(gru_bwd_row_h)(int cnt, int H, CR ar, CR g, CR pe, CR pr, R dhv,
+                                         R dr) {
     ROW_LOOP(cnt, GRU_BWD_H_STEP);
 }
 
@@ -646,93 +1109,96 @@ static inline ATTR void FN(gru_bwd_row_zr)(int nu, int H, CR ar, CR hp, CR dhv, 
     ROW_LOOP(nu, GRU_BWD_ZR_STEP);
 }
 
-static ATTR void FN(gru_fwd)(FN(ctx) *c, int tid, int nt) {
+static ATTR void FN(gru_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
     const int T = c->T, N = c->N, H = c->H;
     const long G3 = 3L * H;
-    fr_local L;
-    fr_local_init(&L, tid, nt);
     FN(wpack) w1 = {c->Wh, G3, H, 1, H, 2, 2, c->direct, c->pk1};         /* [Wh_z | Wh_r] */
-    FN(pack_phase)(c, &L, &w1);
+    FN(pack_phase)(c, L, &w1);
     FN(wpack) w2 = {c->Wh + 2 * H, G3, 0, 1, H, 1, 4, c->direct, c->pk2}; /* Wh_h */
-    FN(pack_phase)(c, &L, &w2);
-    REAL *C = c->scratch + tid * c->scratch_stride;
+    FN(pack_phase)(c, L, &w2);
     for (int t = 0; t < T; t++) {
-        const REAL *hp = t ? c->hs + (long)(t - 1) * N * H : c->h0;
+        const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
+        long lda = t ? c->hns : H;
         const REAL *x = c->xw + t * N * G3;
         REAL *ac = c->acts + t * N * G3;
-        REAL *rh = c->rh + (long)t * N * H, *ho = c->hs + (long)t * N * H;
+        REAL *rh = c->rh + (long)t * N * H;
         FOR_TILES(&w1) {
-            FN(tile_product)(N, H, hp, H, p, nv, C);
+            FN(tile_product)(N, H, hp, lda, p, nv, C, 0);
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G3 + j0;
                 if (PAD(c, t, n)) {
                     FN(zero_gates)(ac + sg, 3, H, nu);
                     FN(zero)(rh + s, nu);
-                    FN(zero)(ho + s, nu);
+                    FN(zero)(c->hs + t * c->hts + n * c->hns + j0, nu);
                     continue;
                 }
-                FN(gru_fwd_row_zr)(nu, H, w, C + (long)n * 2 * w, x + sg, hp + s, ac + sg, rh + s);
+                FN(gru_fwd_row_zr)(nu, H, w, C + (long)n * 2 * w, x + sg, hp + n * lda + j0,
+                                   ac + sg, rh + s);
             }
         }
-        FN(sync)(c, &L, w1.U); /* the candidate product needs every unit of r*h */
+        SYNC(w1.U); /* the candidate product needs every unit of r*h */
         FOR_TILES(&w2) {
-            FN(tile_product)(N, H, rh, H, p, nv, C);
+            FN(tile_product)(N, H, rh, H, p, nv, C, 0);
             for (int n = 0; n < N; n++) {
-                const long s = (long)n * H + j0, sg = n * G3 + j0;
-                if (PAD(c, t, n)) continue; /* zeroed in the first phase */
-                FN(gru_fwd_row_h)(nu, H, C + (long)n * w, x + sg, hp + s, ac + sg, ho + s);
+                const long sg = n * G3 + j0;
+                REAL *o = c->hs + t * c->hts + n * c->hns + j0;
+                if (!PAD(c, t, n)) /* padded rows were zeroed in the first phase */
+                    FN(gru_fwd_row_h)(nu, H, C + (long)n * w, x + sg, hp + n * lda + j0,
+                                      ac + sg, o);
+                FN(keep_last)(c, c->h_last, t, n, j0, nu, o, c->h0 + (long)n * H + j0);
             }
         }
-        FN(sync)(c, &L, w2.U);
+        SYNC(w2.U);
     }
 }
 
-static ATTR void FN(gru_bwd)(FN(ctx) *c, int tid, int nt) {
+static ATTR void FN(gru_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
     const int T = c->T, N = c->N, H = c->H;
     const long G3 = 3L * H;
-    fr_local L;
-    fr_local_init(&L, tid, nt);
     FN(wpack) w1 = {c->Wh + 2 * H, 1, 0, G3, H, 1, 4, 0, c->pk1}; /* for dA_h @ Wh_h^T */
-    FN(pack_phase)(c, &L, &w1);
+    FN(pack_phase)(c, L, &w1);
     FN(wpack) w2 = {c->Wh, 1, 0, G3, 2 * H, 1, 4, 0, c->pk2};     /* for dA_zr @ Wh_zr^T */
-    FN(pack_phase)(c, &L, &w2);
-    REAL *C = c->scratch + tid * c->scratch_stride;
+    FN(pack_phase)(c, L, &w2);
     REAL *dhv = c->shared; /* (N, H): dhs[t] + dh */
     for (int t = T - 1; t >= 0; t--) {
-        const long o = (long)t * N * H;
-        const REAL *hp = t ? c->hs_in + o - (long)N * H : c->h0;
+        const REAL *hp = t ? c->hs_in + (t - 1) * c->hts : c->h0;
+        long lda = t ? c->hns : H;
         const REAL *ac = c->acts_in + t * N * G3;
         REAL *d = c->dA + t * N * G3;
-        FOR_UNITS(4) {
+        /* units of dh_{t+1}: what dh holds (its gates' share) + [dA_z|dA_r]_{t+1} Wh_zr^T;
+         * then the candidate's gradient of step t */
+        FOR_TILES(&w2) {
+            if (t < T - 1)
+                FN(tile_product)(N, 2 * H, d + N * G3, G3, p, nv, C, 0);
+            else
+                FN(zero)(C, N * w);
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G3 + j0;
+                if (t == T - 1) FN(zero)(c->dh + s, nu);
                 if (PAD(c, t, n)) {
                     FN(zero_gates)(d + sg, 3, H, nu);
                     continue;
                 }
-                FN(gru_bwd_row_h)(nu, H, ac + sg, c->dhs + o + s, c->dh + s, dhv + s, d + sg);
+                FN(gru_bwd_row_h)(nu, H, ac + sg, c->dhs + t * c->hts + n * c->hns + j0,
+                                  c->dh + s, C + (long)n * w, dhv + s, d + sg);
             }
         }
-        FN(sync)(c, &L, 4);
+        SYNC(w2.U);
         FOR_TILES(&w1) {
-            FN(tile_product)(N, H, d + 2 * H, G3, p, nv, C); /* drh = dA_h @ Wh_h^T */
+            FN(tile_product)(N, H, d + 2 * H, G3, p, nv, C, 0); /* drh = dA_h @ Wh_h^T */
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G3 + j0;
                 if (PAD(c, t, n)) {
-                    FN(zero)(c->dh + s, nu); /* the product adds zero rows of dA to it */
+                    FN(zero)(c->dh + s, nu);
                     continue;
                 }
-                FN(gru_bwd_row_zr)(nu, H, ac + sg, hp + s, dhv + s, C + (long)n * w, d + sg,
-                                   c->dh + s);
+                FN(gru_bwd_row_zr)(nu, H, ac + sg, hp + n * lda + j0, dhv + s, C + (long)n * w,
+                                   d + sg, c->dh + s);
             }
         }
-        FN(sync)(c, &L, w1.U);
-        FOR_TILES(&w2) {
-            FN(tile_product)(N, 2 * H, d, G3, p, nv, C); /* [dA_z | dA_r] @ Wh_zr^T */
-            for (int n = 0; n < N; n++) FN(add_row)(nu, C + (long)n * w, c->dh + (long)n * H + j0);
-        }
-        FN(sync)(c, &L, w2.U); /* the next step reads dh of every unit */
+        SYNC(w1.U);
     }
+    FN(dh0_phase)(c, L, &w2, C, 2 * H, c->dA, G3, 1);
 }
 
 /* --------------------- GRU, reset after: n = tanh(xw_n + r (h Wh_n + b_hn)), h' = (1-z) n + z h */
@@ -753,104 +1219,110 @@ static inline ATTR void FN(gru_ra_fwd_row)(int nu, int H, int w, CR cr, CR xr, C
     ROW_LOOP(nu, GRU_RA_FWD_STEP);
 }
 
+/* v = dhs + dh (in: z*v of step t+1; out: z*v of step t) + the product share pr */
 #define GRU_RA_BWD_STEP(T, LD, ST, SIG, TANH)                                                 \
     {                                                                                         \
         T z = LD(ar + u), r = LD(ar + H + u), n_ = LD(ar + 2 * H + u);                        \
-        T v = LD(g + u) + LD(dh + u);                                                         \
+        T v = LD(g + u) + LD(dh + u) + LD(pr + u);                                            \
         T dan = v * (ONE - z) * (ONE - n_ * n_);                                              \
         T daz = v * (LD(hp + u) - n_) * z * (ONE - z);                                        \
         T dar = dan * LD(hnt + u) * r * (ONE - r);                                            \
-        T q = dan * r;                                                                        \
         ST(dr + u, daz);                                                                      \
         ST(dr + H + u, dar);                                                                  \
         ST(dr + 2 * H + u, dan);                                                              \
-        ST(dn + u, q);                                                                        \
-        ST(er + u, daz);                                                                      \
-        ST(er + H + u, dar);                                                                  \
-        ST(er + 2 * H + u, q);                                                                \
+        ST(dn + u, dan * r);                                                                  \
         ST(dh + u, v * z);                                                                    \
     }
-static inline ATTR void FN(gru_ra_bwd_row)(int cnt, int H, CR ar, CR g, CR hp, CR hnt, R dh,
-                                          R dr, R dn, R er) {
+static inline ATTR void FN(gru_ra_bwd_row)(int cnt, int H, CR ar, CR g, CR pr, CR hp, CR hnt,
+                                          R dh, R dr, R dn) {
     ROW_LOOP(cnt, GRU_RA_BWD_STEP);
 }
 
-static ATTR void FN(gru_ra_fwd)(FN(ctx) *c, int tid, int nt) {
+static ATTR void FN(gru_ra_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
     const int T = c->T, N = c->N, H = c->H;
     const long G3 = 3L * H;
-    fr_local L;
-    fr_local_init(&L, tid, nt);
     FN(wpack) w1 = {c->Wh, G3, H, 1, H, 3, 1, c->direct, c->pk1};
-    FN(pack_phase)(c, &L, &w1);
-    REAL *C = c->scratch + tid * c->scratch_stride;
+    FN(pack_phase)(c, L, &w1);
     for (int t = 0; t < T; t++) {
-        const REAL *hp = t ? c->hs + (long)(t - 1) * N * H : c->h0;
+        const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
+        long lda = t ? c->hns : H;
         const REAL *x = c->xw + t * N * G3;
         REAL *ac = c->acts + t * N * G3;
-        REAL *hn = c->hn + (long)t * N * H, *ho = c->hs + (long)t * N * H;
+        REAL *hn = c->hn + (long)t * N * H;
         FOR_TILES(&w1) {
-            FN(tile_product)(N, H, hp, H, p, nv, C);
+            FN(tile_product)(N, H, hp, lda, p, nv, C, 0);
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G3 + j0;
+                REAL *o = c->hs + t * c->hts + n * c->hns + j0;
                 if (PAD(c, t, n)) {
                     FN(zero_gates)(ac + sg, 3, H, nu);
                     FN(zero)(hn + s, nu);
-                    FN(zero)(ho + s, nu);
-                    continue;
+                    FN(zero)(o, nu);
+                } else {
+                    FN(gru_ra_fwd_row)(nu, H, w, C + (long)n * 3 * w, x + sg, c->b_hn + j0,
+                                       hp + n * lda + j0, ac + sg, hn + s, o);
                 }
-                FN(gru_ra_fwd_row)(nu, H, w, C + (long)n * 3 * w, x + sg, c->b_hn + j0, hp + s,
-                                   ac + sg, hn + s, ho + s);
+                FN(keep_last)(c, c->h_last, t, n, j0, nu, o, c->h0 + s);
             }
         }
-        FN(sync)(c, &L, w1.U);
+        SYNC(w1.U);
     }
 }
 
-static ATTR void FN(gru_ra_bwd)(FN(ctx) *c, int tid, int nt) {
+static ATTR void FN(gru_ra_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
     const int T = c->T, N = c->N, H = c->H;
     const long G3 = 3L * H;
-    fr_local L;
-    fr_local_init(&L, tid, nt);
-    FN(wpack) w1 = {c->Wh, 1, 0, G3, (int)G3, 1, 4, 0, c->pk1};
-    FN(pack_phase)(c, &L, &w1);
-    REAL *C = c->scratch + tid * c->scratch_stride;
+    FN(wpack) w1 = {c->Wh, 1, 0, G3, (int)G3, 1, 4, 0, c->pk1}; /* rows of Wh: [z | r | n] */
+    FN(pack_phase)(c, L, &w1);
     for (int t = T - 1; t >= 0; t--) {
         const long o = (long)t * N * H;
-        const REAL *hp = t ? c->hs_in + o - (long)N * H : c->h0;
-        /* [dA_z | dA_r | dhn] of this step, double-buffered: a thread may still be reading
-         * step t+1's copy while its neighbour writes step t's */
-        REAL *rec = c->shared + (long)(t & 1) * N * G3;
-        FOR_UNITS(4) {
+        const REAL *hp = t ? c->hs_in + (t - 1) * c->hts : c->h0;
+        long lda = t ? c->hns : H;
+        REAL *d = c->dA + t * N * G3;
+        /* this step's share of dh_{t+1}: [dA_z|dA_r]_{t+1} Wh_zr^T + dhn_{t+1} Wh_n^T */
+        FOR_TILES(&w1) {
+            if (t < T - 1) {
+                FN(tile_product)(N, 2 * H, d + N * G3, G3, p, nv, C, 0);
+                FN(panel) pn = p;
+                pn.b += 2L * H * p.ldb;
+                FN(tile_product)(N, H, c->dhn + o + (long)N * H, H, pn, nv, C, 1);
+            } else {
+                FN(zero)(C, N * w);
+            }
             for (int n = 0; n < N; n++) {
-                const long s = (long)n * H + j0, sg = n * G3 + j0, tg = t * N * G3 + sg;
+                const long s = (long)n * H + j0, sg = n * G3 + j0;
+                if (t == T - 1) FN(zero)(c->dh + s, nu);
                 if (PAD(c, t, n)) {
-                    FN(zero_gates)(c->dA + tg, 3, H, nu);
-                    FN(zero_gates)(rec + sg, 3, H, nu);
+                    FN(zero_gates)(d + sg, 3, H, nu);
                     FN(zero)(c->dhn + o + s, nu);
                     FN(zero)(c->dh + s, nu);
                     continue;
                 }
-                FN(gru_ra_bwd_row)(nu, H, c->acts_in + tg, c->dhs + o + s, hp + s,
-                                   c->hn_in + o + s, c->dh + s, c->dA + tg, c->dhn + o + s,
-                                   rec + sg);
+                FN(gru_ra_bwd_row)(nu, H, c->acts_in + t * N * G3 + sg,
+                                   c->dhs + t * c->hts + n * c->hns + j0, C + (long)n * w,
+                                   hp + n * lda + j0, c->hn_in + o + s, c->dh + s, d + sg,
+                                   c->dhn + o + s);
             }
         }
-        FN(sync)(c, &L, 4);
-        FOR_TILES(&w1) {
-            FN(tile_product)(N, (int)G3, rec, G3, p, nv, C);
-            for (int n = 0; n < N; n++) FN(add_row)(nu, C + (long)n * w, c->dh + (long)n * H + j0);
-        }
-        FN(sync)(c, &L, w1.U); /* the next step reads dh of every unit */
+        SYNC(w1.U);
     }
+    /* dh0 = z*v of step 0 + [dA_z|dA_r]_0 Wh_zr^T + dhn_0 Wh_n^T */
+    FOR_TILES(&w1) {
+        FN(tile_product)(N, 2 * H, c->dA, G3, p, nv, C, 0);
+        FN(panel) pn = p;
+        pn.b += 2L * H * p.ldb;
+        FN(tile_product)(N, H, c->dhn, H, pn, nv, C, 1);
+        for (int n = 0; n < N; n++) FN(add_row)(nu, C + (long)n * w, c->dh + (long)n * H + j0);
+    }
+    SYNC(w1.U);
 }
 
-/* ---------------------------------------------------------------------------- ops */
-/* Softmax cross-entropy of rows [r0, r1) of x (M, V): adds -log p[t] of the rows whose label
- * is not -1 to *loss; with dx, writes (softmax - onehot(t)) * w, w = scale for labelled rows and
- * 0 for the others (so a NaN or +inf score still gives NaN there, as in the reference). */
+/* ---------------------------------------------------------------------------- softmax
+ * Softmax cross-entropy of rows [r0, r1) of x (M, V): each row's -log p[t] (0 for label -1)
+ * into loss[r]; with dx, writes (softmax - onehot(t)) * w, w = scale for labelled rows and 0 for
+ * the others (so a NaN or +inf score still gives NaN there, as in the reference). */
 static ATTR void FN(softmax_rows)(long r0, long r1, long Vn, const REAL *x, const int64_t *t,
                                  REAL *dx, REAL scale, double *loss) {
-    double acc = 0;
     for (long r = r0; r < r1; r++) {
         const REAL *xr = x + r * Vn;
         REAL m = xr[0];
@@ -881,7 +1353,7 @@ static ATTR void FN(softmax_rows)(long r0, long r1, long Vn, const REAL *x, cons
         int64_t lbl = t[r];
         long tt = lbl < 0 ? 0 : (long)lbl;
         double logp = (double)xr[tt] - (double)m - log(s);
-        if (lbl >= 0) acc -= logp;
+        loss[r] = lbl >= 0 ? -logp : 0.0;
         if (er) {
             REAL w = lbl >= 0 ? scale : (REAL)0;
             REAL k = (REAL)(1.0 / s) * w;
@@ -890,42 +1362,46 @@ static ATTR void FN(softmax_rows)(long r0, long r1, long Vn, const REAL *x, cons
             er[tt] -= w;
         }
     }
-    *loss += acc;
+}
+
+typedef struct {
+    long M, Vn;
+    const REAL *x;
+    const int64_t *t;
+    REAL *dx;
+    REAL scale;
+    double *loss;
+} FN(softmax_ctx);
+
+static ATTR void FN(softmax_worker)(void *arg, int tid, int nt) {
+    FN(softmax_ctx) *s = (FN(softmax_ctx) *)arg;
+    FN(softmax_rows)(s->M * tid / nt, s->M * (tid + 1) / nt, s->Vn, s->x, s->t, s->dx, s->scale,
+                     s->loss);
 }
 
 static int FN(softmax_cross_entropy)(long M, long Vn, const REAL *x, const int64_t *t,
                                      REAL *dx, double *loss, int nthreads) {
     long count = 0;
     for (long r = 0; r < M; r++) count += t[r] >= 0;
-    REAL scale = (REAL)(1.0 / (double)(count > 0 ? count : 1));
+    double *rows = (double *)malloc((size_t)M * sizeof(double));
+    if (!rows) return FR_ENOMEM;
+    FN(softmax_ctx) s = {M, Vn, x, t, dx, (REAL)(1.0 / (double)(count > 0 ? count : 1)), rows};
     /* one thread per ~2e5 scores: below that the region start costs more than it saves */
     long by_work = M * Vn / 200000;
     int nt = nthreads < by_work ? nthreads : (int)by_work;
-    nt = nt < 1 ? 1 : nt;
     if (nt > M) nt = (int)M;
-    double total = 0;
-    if (nt <= 1) {
-        FN(softmax_rows)(0, M, Vn, x, t, dx, scale, &total);
-    } else {
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt) reduction(+ : total)
-        {
-            int tid = omp_get_thread_num(), n = omp_get_num_threads();
-            double part = 0;
-            FN(softmax_rows)(M * tid / n, M * (tid + 1) / n, Vn, x, t, dx, scale, &part);
-            total += part;
-        }
-#else
-        FN(softmax_rows)(0, M, Vn, x, t, dx, scale, &total);
-#endif
-    }
+    fr_parallel(FN(softmax_worker), &s, nt < 1 ? 1 : nt);
+    double total = 0; /* row by row, in order: the same sum whatever the thread count */
+    for (long r = 0; r < M; r++) total += rows[r];
+    free(rows);
     *loss = count > 0 ? total / (double)count : 0.0;
     return 0;
 }
 
 /* ---------------------------------------------------------------------------- driver */
-/* Threads: at most the unit vectors, and few enough that each keeps about 2e5 flops of the
- * step's recurrent product (below that a barrier costs more than the split saves). */
+/* Threads for a recurrence: at most the unit vectors, and few enough that each keeps about
+ * 2e5 flops of the step's recurrent product (below that a meeting costs more than the split
+ * saves). */
 static int FN(threads)(int nthreads, int N, int H, int G) {
     int nuv = (H + VL - 1) / VL;
     double flops = 2.0 * N * H * (double)G * H;
@@ -936,120 +1412,466 @@ static int FN(threads)(int nthreads, int N, int H, int G) {
     return nt < 1 ? 1 : nt;
 }
 
-/* Allocate the panels (pk1_len + pk2_len), per-thread product blocks and shared_len of cell
- * scratch in one aligned block, then run the worker on nt threads. */
-static int FN(run)(FN(worker) worker, FN(ctx) *c, int nt, long pk1_len, long pk2_len,
-                   long shared_len) {
-    long pad = 64 / sizeof(REAL);
-    c->scratch_stride = ((long)c->N * 4 * VL + pad - 1) / pad * pad;
-    long p1 = (pk1_len + pad - 1) / pad * pad, p2 = (pk2_len + pad - 1) / pad * pad;
-    long total = p1 + p2 + c->scratch_stride * nt + shared_len;
-    REAL *buf = (REAL *)fr_alloc(total * sizeof(REAL));
+#define ROUND16(n) (((long)(n) + 15) / 16 * 16)
+#define NUV(H) ((long)((H) + VL - 1) / VL * VL)
+
+/* Shapes and strides of a recurrence op: every (T, N, .) array time-major. */
+static void FN(init)(FN(ctx) *c, const fr_dims *d, const int64_t *len) {
+    c->T = d->T;
+    c->N = d->N;
+    c->H = d->H;
+    c->nuv = (d->H + VL - 1) / VL;
+    c->hts = (long)d->N * d->H;
+    c->hns = d->H;
+    c->len = len;
+}
+
+/* A layer op: hs and dhs batch-major (N, T, H), the rest as in a recurrence op. */
+static void FN(init_layer)(FN(ctx) *c, const fr_dims *d, const int64_t *len) {
+    FN(init)(c, d, len);
+    c->hts = d->H;
+    c->hns = (long)d->T * d->H;
+}
+
+/* One work buffer for the call (panels, per-thread blocks, cell scratch, then `internal`
+ * REALs that the op lays out itself at *ibuf); nt may drop to 1 on a contended machine. */
+typedef struct {
+    void *p;
+    int cached;
+} FN(held);
+
+static int FN(begin)(FN(ctx) *c, int *nt, long pk1, long pk2, long shared, long internal,
+                     REAL **ibuf, FN(held) *h) {
+    *nt = fr_threads_now(*nt);
+    pk1 = ROUND16(pk1);
+    pk2 = ROUND16(pk2);
+    shared = ROUND16(shared);
+    c->thr_stride = ROUND16(THR_LEN(c->N));
+    long total = pk1 + pk2 + c->thr_stride * *nt + shared + ROUND16(internal);
+    REAL *buf = (REAL *)fr_ws_get((size_t)total * sizeof(REAL), &h->cached);
     if (!buf) return FR_ENOMEM;
+    h->p = buf;
     c->pk1 = buf;
-    c->pk2 = buf + p1;
-    c->scratch = buf + p1 + p2;
-    c->shared = c->scratch + c->scratch_stride * nt;
-    fr_sched_init(&c->sch);
-    nt = fr_threads_now(nt);
-    if (nt <= 1) {
-        worker(c, 0, 1);
-    } else {
-        long t0 = fr_now_ns(), master_done = 0;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt)
-        {
-            worker(c, omp_get_thread_num(), omp_get_num_threads());
-            if (omp_get_thread_num() == 0) master_done = fr_now_ns();
-        }
-#else
-        worker(c, 0, 1);
-        master_done = fr_now_ns();
-#endif
-        /* the region's join waits for every thread, late ones included: count it too */
-        long t1 = fr_now_ns();
-        fr_after_call(nt, t1 - t0, atomic_load(&c->sch.waited_ns) + (t1 - master_done));
-    }
-    fr_free(buf);
+    c->pk2 = buf + pk1;
+    c->thr = buf + pk1 + pk2;
+    c->shared = c->thr + c->thr_stride * *nt;
+    *ibuf = c->shared + shared;
     return 0;
 }
 
-#define NUV(H) ((long)((H) + VL - 1) / VL * VL)
-
-static int FN(rnn_forward)(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,
-                           REAL *hs, const int64_t *lengths, int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .direct = T <= FR_DIRECT_T, .xw = xw,
-                 .Wh = Wh, .h0 = h0, .hs = hs};
-    return FN(run)(FN(rnn_fwd), &c, FN(threads)(nthreads, N, H, 1), NUV(H) * H, 0, 0);
+static int FN(launch)(FN(ctx) *c, int nt, FN(held) *h) {
+    fr_sched_init(&c->sch);
+    long t0 = fr_now_ns();
+    long joined = fr_parallel(FN(worker), c, nt);
+    if (nt > 1) fr_after_call(nt, fr_now_ns() - t0, atomic_load(&c->sch.waited_ns) + joined);
+    fr_ws_put(h->p, h->cached);
+    return 0;
 }
 
-static int FN(rnn_backward)(int T, int N, int H, const REAL *dhs, const REAL *Wh,
-                            const REAL *hs, REAL *dA, REAL *dh, const int64_t *lengths,
-                            int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .dhs = dhs, .Wh = Wh, .hs_in = hs,
-                 .dA = dA, .dh = dh};
-    return FN(run)(FN(rnn_bwd), &c, FN(threads)(nthreads, N, H, 1), NUV(H) * H, 0, 0);
+/* A recurrence op: the loop alone, with its panel sizes and cell scratch. */
+static int FN(run_loop)(FN(ctx) *c, FN(loop_fn) loop, int G, int nthreads, long pk1, long pk2,
+                        long shared) {
+    int nt = FN(threads)(nthreads, c->N, c->H, G);
+    REAL *ib;
+    FN(held) h;
+    c->loop = loop;
+    if (FN(begin)(c, &nt, pk1, pk2, shared, 0, &ib, &h)) return FR_ENOMEM;
+    return FN(launch)(c, nt, &h);
 }
 
-static int FN(lstm_forward)(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,
-                            const REAL *c0, REAL *hs, REAL *cs, REAL *acts,
-                            const int64_t *lengths, int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .direct = T <= FR_DIRECT_T, .xw = xw,
-                 .Wh = Wh, .h0 = h0, .c0 = c0, .hs = hs,
-                 .cs = cs, .acts = acts};
-    return FN(run)(FN(lstm_fwd), &c, FN(threads)(nthreads, N, H, 4), NUV(H) * 4 * H, 0, 0);
+#define IN(i) ((const REAL *)in[i])
+#define OUT(i) ((REAL *)out[i])
+#define ARGS const fr_dims *d, const void *const *in, void *const *out, const int64_t *len, int nth
+
+/* ---- recurrence ops: in = the contract's arguments, out = its results (fastrnn/contract.py) */
+static int FN(op_rnn_forward)(ARGS) { /* xw, Wh, h0 -> hs */
+    FN(ctx) c = {0};
+    FN(init)(&c, d, len);
+    c.xw = IN(0), c.Wh = IN(1), c.h0 = IN(2), c.hs = OUT(0);
+    c.direct = d->T <= FR_DIRECT_T;
+    return FN(run_loop)(&c, FN(rnn_fwd), 1, nth, NUV(d->H) * d->H, 0, 0);
 }
 
-static int FN(lstm_backward)(int T, int N, int H, const REAL *dhs, const REAL *Wh,
-                             const REAL *cs, const REAL *acts, const REAL *c0, REAL *dA,
-                             REAL *dh, REAL *dc, const int64_t *lengths, int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .dhs = dhs, .Wh = Wh, .cs_in = cs,
-                 .acts_in = acts,
-                 .c0 = c0, .dA = dA, .dh = dh, .dc = dc};
-    return FN(run)(FN(lstm_bwd), &c, FN(threads)(nthreads, N, H, 4), NUV(H) * 4 * H, 0, 0);
+static int FN(op_rnn_backward)(ARGS) { /* dhs, Wh, hs, h0 -> dA, dh0 */
+    FN(ctx) c = {0};
+    FN(init)(&c, d, len);
+    c.dhs = IN(0), c.Wh = IN(1), c.hs_in = IN(2), c.h0 = IN(3), c.dA = OUT(0), c.dh = OUT(1);
+    return FN(run_loop)(&c, FN(rnn_bwd), 1, nth, NUV(d->H) * d->H, 0, 0);
 }
 
-static int FN(gru_forward)(int T, int N, int H, const REAL *xw, const REAL *Wh, const REAL *h0,
-                           REAL *hs, REAL *acts, REAL *rh, const int64_t *lengths, int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .direct = T <= FR_DIRECT_T, .xw = xw,
-                 .Wh = Wh, .h0 = h0, .hs = hs, .acts = acts,
-                 .rh = rh};
-    return FN(run)(FN(gru_fwd), &c, FN(threads)(nthreads, N, H, 3), NUV(H) * 2 * H,
-                   NUV(H) * H, 0);
+static int FN(op_lstm_forward)(ARGS) { /* xw, Wh, h0, c0 -> hs, cs, acts */
+    FN(ctx) c = {0};
+    FN(init)(&c, d, len);
+    c.xw = IN(0), c.Wh = IN(1), c.h0 = IN(2), c.c0 = IN(3);
+    c.hs = OUT(0), c.cs = OUT(1), c.acts = OUT(2);
+    c.direct = d->T <= FR_DIRECT_T;
+    return FN(run_loop)(&c, FN(lstm_fwd), 4, nth, NUV(d->H) * 4 * d->H, 0, 0);
 }
 
-static int FN(gru_backward)(int T, int N, int H, const REAL *dhs, const REAL *Wh,
-                            const REAL *hs, const REAL *acts, const REAL *h0, REAL *dA,
-                            REAL *dh, const int64_t *lengths, int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .dhs = dhs, .Wh = Wh, .hs_in = hs,
-                 .acts_in = acts,
-                 .h0 = h0, .dA = dA, .dh = dh};
-    return FN(run)(FN(gru_bwd), &c, FN(threads)(nthreads, N, H, 3), NUV(H) * H,
-                   NUV(H) * 2 * H, (long)N * H);
+static int FN(op_lstm_backward)(ARGS) { /* dhs, Wh, cs, acts, c0 -> dA, dh0, dc0 */
+    FN(ctx) c = {0};
+    FN(init)(&c, d, len);
+    c.dhs = IN(0), c.Wh = IN(1), c.cs_in = IN(2), c.acts_in = IN(3), c.c0 = IN(4);
+    c.dA = OUT(0), c.dh = OUT(1), c.dc = OUT(2);
+    return FN(run_loop)(&c, FN(lstm_bwd), 4, nth, NUV(d->H) * 4 * d->H, 0, 0);
 }
 
-static int FN(gru_ra_forward)(int T, int N, int H, const REAL *xw, const REAL *Wh,
-                              const REAL *b_hn, const REAL *h0, REAL *hs, REAL *acts, REAL *hn,
-                              const int64_t *lengths, int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .direct = T <= FR_DIRECT_T, .xw = xw,
-                 .Wh = Wh, .b_hn = b_hn, .h0 = h0, .hs = hs,
-                 .acts = acts, .hn = hn};
-    return FN(run)(FN(gru_ra_fwd), &c, FN(threads)(nthreads, N, H, 3), NUV(H) * 3 * H, 0, 0);
+static int FN(op_gru_forward)(ARGS) { /* xw, Wh, h0 -> hs, acts, rh */
+    FN(ctx) c = {0};
+    FN(init)(&c, d, len);
+    c.xw = IN(0), c.Wh = IN(1), c.h0 = IN(2), c.hs = OUT(0), c.acts = OUT(1), c.rh = OUT(2);
+    c.direct = d->T <= FR_DIRECT_T;
+    return FN(run_loop)(&c, FN(gru_fwd), 3, nth, NUV(d->H) * 2 * d->H, NUV(d->H) * d->H, 0);
 }
 
-static int FN(gru_ra_backward)(int T, int N, int H, const REAL *dhs, const REAL *Wh,
-                               const REAL *hs, const REAL *acts, const REAL *hn,
-                               const REAL *h0, REAL *dA, REAL *dhn, REAL *dh,
-                               const int64_t *lengths, int nthreads) {
-    FN(ctx) c = {.T = T, .N = N, .H = H, .len = lengths, .dhs = dhs, .Wh = Wh, .hs_in = hs,
-                 .acts_in = acts,
-                 .hn_in = hn, .h0 = h0, .dA = dA, .dhn = dhn, .dh = dh};
-    return FN(run)(FN(gru_ra_bwd), &c, FN(threads)(nthreads, N, H, 3), NUV(H) * 3 * H, 0,
-                   2L * N * 3 * H);
+static int FN(op_gru_backward)(ARGS) { /* dhs, Wh, hs, acts, h0 -> dA, dh0 */
+    FN(ctx) c = {0};
+    FN(init)(&c, d, len);
+    c.dhs = IN(0), c.Wh = IN(1), c.hs_in = IN(2), c.acts_in = IN(3), c.h0 = IN(4);
+    c.dA = OUT(0), c.dh = OUT(1);
+    return FN(run_loop)(&c, FN(gru_bwd), 3, nth, NUV(d->H) * d->H, NUV(d->H) * 2 * d->H,
+                        (long)d->N * d->H);
 }
 
+static int FN(op_gru_ra_forward)(ARGS) { /* xw, Wh, b_hn, h0 -> hs, acts, hn */
+    FN(ctx) c = {0};
+    FN(init)(&c, d, len);
+    c.xw = IN(0), c.Wh = IN(1), c.b_hn = IN(2), c.h0 = IN(3);
+    c.hs = OUT(0), c.acts = OUT(1), c.hn = OUT(2);
+    c.direct = d->T <= FR_DIRECT_T;
+    return FN(run_loop)(&c, FN(gru_ra_fwd), 3, nth, NUV(d->H) * 3 * d->H, 0, 0);
+}
+
+static int FN(op_gru_ra_backward)(ARGS) { /* dhs, Wh, hs, acts, hn, h0 -> dA, dhn, dh0 */
+    FN(ctx) c = {0};
+    FN(init)(&c, d, len);
+    c.dhs = IN(0), c.Wh = IN(1), c.hs_in = IN(2), c.acts_in = IN(3), c.hn_in = IN(4);
+    c.h0 = IN(5), c.dA = OUT(0), c.dhn = OUT(1), c.dh = OUT(2);
+    return FN(run_loop)(&c, FN(gru_ra_bwd), 3, nth, NUV(d->H) * 3 * d->H, 0, 0);
+}
+
+/* ---- layer ops: the products and the recurrence of a whole layer in one region */
+
+/* Rows of xs (N, T, D) (or dxs) in time-major order (t, n). */
+static FN(rows) FN(rows_tn)(const REAL *p, const fr_dims *d) {
+    FN(rows) r = {p, NULL, d->D, (long)d->T * d->D, 0, d->N, 0};
+    return r;
+}
+/* Plain rows of width `ld`. */
+static FN(rows) FN(rows_plain)(const REAL *p, long ld) {
+    FN(rows) r = {p, NULL, 0, ld, 0, 0, 0};
+    return r;
+}
+/* h_prev of every step (t, n): h0 for t = 0, else hs[n, t-1] of a batch-major hs. */
+static FN(rows) FN(rows_hprev)(const REAL *hs, const REAL *h0, const fr_dims *d) {
+    FN(rows) r = {hs, h0, d->H, (long)d->T * d->H, d->H, d->N, 1};
+    return r;
+}
+
+/* The REALs of the work buffer that a layer op lays out itself (internal buffers, packed A),
+ * handed out in order; with ib NULL it only counts (the sizing pass). */
+typedef struct {
+    REAL *ib;
+    long used;
+} FN(carve);
+
+static REAL *FN(take)(FN(carve) *cv, long n) {
+    REAL *p = cv->ib ? cv->ib + cv->used : NULL;
+    cv->used += ROUND16(n);
+    return p;
+}
+
+/* Cut a planned product into items and give it its shared packed A where it has one (the
+ * space is reserved whatever the item split, so both passes lay out the same buffer). */
+static void FN(finish)(FN(gemm) *g, int nt, FN(carve) *cv) {
+    FN(gemm_plan)(g, nt);
+    long n = FN(gemm_apk_len)(g);
+    REAL *apk = n ? FN(take)(cv, n) : NULL;
+    g->apk = g->by_rows && g->nseg > 1 ? NULL : apk; /* row items cut across segments */
+    n = FN(gemm_bpk_len)(g);
+    REAL *bpk = n ? FN(take)(cv, n) : NULL;
+    g->bpk = g->by_rows ? bpk : NULL;
+}
+
+/* A product over gate columns: C = A @ B with B's G gate blocks of H columns (row stride sk,
+ * gate stride H), C's at the same gate offsets; tiles of one unit vector per gate (two for
+ * G = 2, four for G = 1). */
+static void FN(gate_gemm)(FN(gemm) *g, int K, const REAL *B, long sk, int G, int H) {
+    *g = (FN(gemm)){0};
+    g->K = K;
+    g->B = B, g->sk = sk, g->sg = H, g->sj = 1;
+    g->G = G, g->Hc = H, g->U = 4 / G;
+    g->cg = H;
+}
+
+static void FN(add_seg)(FN(gemm) *g, FN(rows) a, int trans, long M, FN(rows) cr) {
+    FN(seg) *s = &g->seg[g->nseg++];
+    s->a = a, s->trans = trans, s->M = M, s->c = cr;
+}
+
+/* xw (T, N, G*H) = X @ Wx + b, X the rows of xs (N, T, D) in time-major order; a product before
+ * the recurrence. */
+static void FN(plan_xw)(FN(ctx) *c, const fr_dims *d, int G, const REAL *xs, const REAL *Wx,
+                        const REAL *b, int nt, FN(carve) *cv) {
+    long GH = (long)G * d->H;
+    c->xw = FN(take)(cv, (long)d->T * d->N * GH);
+    FN(gemm) *g = &c->gemm[c->npre++];
+    FN(gate_gemm)(g, d->D, Wx, GH, G, d->H);
+    FN(add_seg)(g, FN(rows_tn)(xs, d), 0, (long)d->T * d->N, FN(rows_plain)(c->xw, GH));
+    g->bias = b;
+    FN(finish)(g, nt, cv);
+}
+
+/* dxs (N, T, D) = dA @ Wx^T, rows in time-major order; a product after the recurrence. */
+static void FN(plan_dx)(FN(ctx) *c, const fr_dims *d, int G, const REAL *Wx, REAL *dxs, int nt,
+                        FN(carve) *cv) {
+    long GH = (long)G * d->H;
+    FN(gemm) *g = &c->gemm[c->npre + c->npost++];
+    *g = (FN(gemm)){0};
+    g->K = (int)GH;
+    g->B = Wx, g->sk = 1, g->sg = 0, g->sj = GH; /* B(k, j) = Wx[j, k] */
+    g->G = 1, g->Hc = d->D, g->U = 4;
+    FN(add_seg)(g, FN(rows_plain)(c->dA, GH), 0, (long)d->T * d->N, FN(rows_tn)(dxs, d));
+    FN(finish)(g, nt, cv);
+}
+
+/* The weight gradients of a layer whose recurrent product sees h_prev for the gate blocks
+ * [0, Gh) with gradient dA (RNN, LSTM: all of them): [X^T; Hprev^T] @ dA in one product when
+ * Gh = G, with db the column sums of dA. */
+static void FN(plan_dw)(FN(ctx) *c, const fr_dims *d, int G, int Gh, const REAL *xs,
+                        const REAL *hs, REAL *dWx, REAL *dWh, REAL *db, int nt, FN(carve) *cv) {
+    long GH = (long)G * d->H, TN = (long)d->T * d->N;
+    FN(gemm) *g = &c->gemm[c->npre + c->npost++];
+    FN(gate_gemm)(g, (int)TN, c->dA, GH, G, d->H);
+    FN(add_seg)(g, FN(rows_tn)(xs, d), 1, d->D, FN(rows_plain)(dWx, GH));
+    if (Gh == G) FN(add_seg)(g, FN(rows_hprev)(hs, c->h0, d), 1, d->H, FN(rows_plain)(dWh, GH));
+    g->colsum = db, g->csg = d->H;
+    FN(finish)(g, nt, cv);
+    if (Gh < G) { /* the z and r blocks of a GRU */
+        g = &c->gemm[c->npre + c->npost++];
+        FN(gate_gemm)(g, (int)TN, c->dA, GH, Gh, d->H);
+        FN(add_seg)(g, FN(rows_hprev)(hs, c->h0, d), 1, d->H, FN(rows_plain)(dWh, GH));
+        FN(finish)(g, nt, cv);
+    }
+}
+
+/* The candidate block of a GRU's dWh (columns [2H, 3H)): A^T @ B with A rows `a` (r*h_prev,
+ * or h_prev), B (T*N rows of stride sk) and its column sums into colsum (db_hn) when given. */
+static void FN(plan_dwh_n)(FN(ctx) *c, const fr_dims *d, FN(rows) a, const REAL *B, long sk,
+                           REAL *dWh, REAL *colsum, int nt, FN(carve) *cv) {
+    long G3 = 3L * d->H, TN = (long)d->T * d->N;
+    FN(gemm) *g = &c->gemm[c->npre + c->npost++];
+    FN(gate_gemm)(g, (int)TN, B, sk, 1, d->H);
+    FN(add_seg)(g, a, 1, d->H, FN(rows_plain)(dWh + 2 * d->H, G3));
+    g->colsum = colsum, g->csg = 0;
+    FN(finish)(g, nt, cv);
+}
+
+/* Threads for a layer: the recurrence's count, or more when the products alone want them. */
+static int FN(layer_threads)(int nthreads, const fr_dims *d, int G) {
+    int nt = FN(threads)(nthreads, d->N, d->H, G);
+    double flops = 2.0 * d->T * d->N * (double)G * d->H * d->D;
+    int by_gemm = (int)(flops / 2e6);
+    by_gemm = by_gemm < nthreads ? by_gemm : nthreads;
+    return nt > by_gemm ? nt : (by_gemm < FR_MAXT ? by_gemm : FR_MAXT);
+}
+
+/* The products of a layer op and the buffers they need, from its arguments. */
+typedef void (*FN(plan_fn))(FN(ctx) *, const fr_dims *, const void *const *, void *const *, int,
+                           FN(carve) *);
+
+/* Plan once to size the work buffer, take it, plan again into it, run. */
+static int FN(run_layer)(FN(ctx) *c, const fr_dims *d, int G, int nth, long pk1, long pk2,
+                         long shared, FN(plan_fn) plan, const void *const *in, void *const *out) {
+    int nt = FN(layer_threads)(nth, d, G);
+    FN(carve) cv = {NULL, 0};
+    plan(c, d, in, out, nt, &cv);
+    REAL *ib;
+    FN(held) h;
+    if (FN(begin)(c, &nt, pk1, pk2, shared, cv.used, &ib, &h)) return FR_ENOMEM;
+    cv = (FN(carve)){ib, 0};
+    c->npre = c->npost = 0;
+    plan(c, d, in, out, nt, &cv);
+    return FN(launch)(c, nt, &h);
+}
+
+#define PLAN(name)                                                                            \
+    static void FN(name)(FN(ctx) * c, const fr_dims *d, const void *const *in,                \
+                         void *const *out, int nt, FN(carve) *cv)
+
+/* forward: xs, Wx, b, Wh, [b_hn,] h0 [, c0] -> hs, h_last [, c_last], saved */
+PLAN(plan_fwd1) { FN(plan_xw)(c, d, 1, IN(0), IN(1), IN(2), nt, cv); (void)out; }
+PLAN(plan_fwd3) { FN(plan_xw)(c, d, 3, IN(0), IN(1), IN(2), nt, cv); (void)out; }
+PLAN(plan_fwd4) { FN(plan_xw)(c, d, 4, IN(0), IN(1), IN(2), nt, cv); (void)out; }
+
+/* backward: dhs, xs, Wx, Wh, hs, ... -> dxs, dh0, ..., dWx, dWh, db [, db_hn] */
+PLAN(plan_rnn_bwd) { /* -> dxs, dh0, dWx, dWh, db */
+    c->dA = FN(take)(cv, (long)d->T * d->N * d->H);
+    FN(plan_dw)(c, d, 1, 1, IN(1), IN(4), OUT(2), OUT(3), OUT(4), nt, cv);
+    FN(plan_dx)(c, d, 1, IN(2), OUT(0), nt, cv);
+}
+PLAN(plan_lstm_bwd) { /* -> dxs, dh0, dc0, dWx, dWh, db */
+    c->dA = FN(take)(cv, (long)d->T * d->N * 4 * d->H);
+    FN(plan_dw)(c, d, 4, 4, IN(1), IN(4), OUT(3), OUT(4), OUT(5), nt, cv);
+    FN(plan_dx)(c, d, 4, IN(2), OUT(0), nt, cv);
+}
+PLAN(plan_gru_bwd) { /* in: ..., acts, rh, h0 -> dxs, dh0, dWx, dWh, db */
+    c->dA = FN(take)(cv, (long)d->T * d->N * 3 * d->H);
+    FN(plan_dw)(c, d, 3, 2, IN(1), IN(4), OUT(2), OUT(3), OUT(4), nt, cv);
+    FN(plan_dwh_n)(c, d, FN(rows_plain)(IN(6), d->H), c->dA + 2 * d->H, 3L * d->H, OUT(3),
+                   NULL, nt, cv);
+    FN(plan_dx)(c, d, 3, IN(2), OUT(0), nt, cv);
+}
+PLAN(plan_gru_ra_bwd) { /* -> dxs, dh0, dWx, dWh, db, db_hn */
+    long TNH = (long)d->T * d->N * d->H;
+    c->dA = FN(take)(cv, 3 * TNH);
+    c->dhn = FN(take)(cv, TNH);
+    FN(plan_dw)(c, d, 3, 2, IN(1), IN(4), OUT(2), OUT(3), OUT(4), nt, cv);
+    FN(plan_dwh_n)(c, d, FN(rows_hprev)(IN(4), c->h0, d), c->dhn, d->H, OUT(3), OUT(5), nt, cv);
+    FN(plan_dx)(c, d, 3, IN(2), OUT(0), nt, cv);
+}
+#undef PLAN
+
+static int FN(op_rnn_layer_forward)(ARGS) { /* xs, Wx, b, Wh, h0 -> hs, h_last */
+    FN(ctx) c = {0};
+    FN(init_layer)(&c, d, len);
+    c.Wh = IN(3), c.h0 = IN(4), c.hs = OUT(0), c.h_last = OUT(1);
+    c.direct = d->T <= FR_DIRECT_T, c.loop = FN(rnn_fwd);
+    return FN(run_layer)(&c, d, 1, nth, NUV(d->H) * d->H, 0, 0, FN(plan_fwd1), in, out);
+}
+
+static int FN(op_rnn_layer_backward)(ARGS) { /* dhs, xs, Wx, Wh, hs, h0 -> dxs, dh0, dW.. */
+    FN(ctx) c = {0};
+    FN(init_layer)(&c, d, len);
+    c.dhs = IN(0), c.Wh = IN(3), c.hs_in = IN(4), c.h0 = IN(5), c.dh = OUT(1);
+    c.loop = FN(rnn_bwd);
+    return FN(run_layer)(&c, d, 1, nth, NUV(d->H) * d->H, 0, 0, FN(plan_rnn_bwd), in, out);
+}
+
+static int FN(op_lstm_layer_forward)(ARGS) {
+    /* xs, Wx, b, Wh, h0, c0 -> hs, h_last, c_last, cs, acts */
+    FN(ctx) c = {0};
+    FN(init_layer)(&c, d, len);
+    c.Wh = IN(3), c.h0 = IN(4), c.c0 = IN(5);
+    c.hs = OUT(0), c.h_last = OUT(1), c.c_last = OUT(2), c.cs = OUT(3), c.acts = OUT(4);
+    c.direct = d->T <= FR_DIRECT_T, c.loop = FN(lstm_fwd);
+    return FN(run_layer)(&c, d, 4, nth, NUV(d->H) * 4 * d->H, 0, 0, FN(plan_fwd4), in, out);
+}
+
+static int FN(op_lstm_layer_backward)(ARGS) {
+    /* dhs, xs, Wx, Wh, hs, cs, acts, h0, c0 -> dxs, dh0, dc0, dWx, dWh, db */
+    FN(ctx) c = {0};
+    FN(init_layer)(&c, d, len);
+    c.dhs = IN(0), c.Wh = IN(3), c.cs_in = IN(5), c.acts_in = IN(6), c.h0 = IN(7), c.c0 = IN(8);
+    c.dh = OUT(1), c.dc = OUT(2);
+    c.loop = FN(lstm_bwd);
+    return FN(run_layer)(&c, d, 4, nth, NUV(d->H) * 4 * d->H, 0, 0, FN(plan_lstm_bwd), in, out);
+}
+
+static int FN(op_gru_layer_forward)(ARGS) { /* xs, Wx, b, Wh, h0 -> hs, h_last, acts, rh */
+    FN(ctx) c = {0};
+    FN(init_layer)(&c, d, len);
+    c.Wh = IN(3), c.h0 = IN(4), c.hs = OUT(0), c.h_last = OUT(1), c.acts = OUT(2), c.rh = OUT(3);
+    c.direct = d->T <= FR_DIRECT_T, c.loop = FN(gru_fwd);
+    return FN(run_layer)(&c, d, 3, nth, NUV(d->H) * 2 * d->H, NUV(d->H) * d->H, 0,
+                         FN(plan_fwd3), in, out);
+}
+
+static int FN(op_gru_layer_backward)(ARGS) {
+    /* dhs, xs, Wx, Wh, hs, acts, rh, h0 -> dxs, dh0, dWx, dWh, db */
+    FN(ctx) c = {0};
+    FN(init_layer)(&c, d, len);
+    c.dhs = IN(0), c.Wh = IN(3), c.hs_in = IN(4), c.acts_in = IN(5), c.h0 = IN(7);
+    c.dh = OUT(1);
+    c.loop = FN(gru_bwd);
+    return FN(run_layer)(&c, d, 3, nth, NUV(d->H) * d->H, NUV(d->H) * 2 * d->H,
+                         (long)d->N * d->H, FN(plan_gru_bwd), in, out);
+}
+
+static int FN(op_gru_ra_layer_forward)(ARGS) {
+    /* xs, Wx, b, Wh, b_hn, h0 -> hs, h_last, acts, hn */
+    FN(ctx) c = {0};
+    FN(init_layer)(&c, d, len);
+    c.Wh = IN(3), c.b_hn = IN(4), c.h0 = IN(5);
+    c.hs = OUT(0), c.h_last = OUT(1), c.acts = OUT(2), c.hn = OUT(3);
+    c.direct = d->T <= FR_DIRECT_T, c.loop = FN(gru_ra_fwd);
+    return FN(run_layer)(&c, d, 3, nth, NUV(d->H) * 3 * d->H, 0, 0, FN(plan_fwd3), in, out);
+}
+
+static int FN(op_gru_ra_layer_backward)(ARGS) {
+    /* dhs, xs, Wx, Wh, hs, acts, hn, h0 -> dxs, dh0, dWx, dWh, db, db_hn */
+    FN(ctx) c = {0};
+    FN(init_layer)(&c, d, len);
+    c.dhs = IN(0), c.Wh = IN(3), c.hs_in = IN(4), c.acts_in = IN(5), c.hn_in = IN(6);
+    c.h0 = IN(7), c.dh = OUT(1);
+    c.loop = FN(gru_ra_bwd);
+    return FN(run_layer)(&c, d, 3, nth, NUV(d->H) * 3 * d->H, 0, 0, FN(plan_gru_ra_bwd), in,
+                         out);
+}
+
+/* In the order of enum fr_op (engine.h). */
+static const fr_cell_fn FN(cell_ops)[FR_OP_COUNT] = {
+    FN(op_rnn_forward), FN(op_rnn_backward), FN(op_lstm_forward), FN(op_lstm_backward),
+    FN(op_gru_forward), FN(op_gru_backward), FN(op_gru_ra_forward), FN(op_gru_ra_backward),
+    FN(op_rnn_layer_forward), FN(op_rnn_layer_backward), FN(op_lstm_layer_forward),
+    FN(op_lstm_layer_backward), FN(op_gru_layer_forward), FN(op_gru_layer_backward),
+    FN(op_gru_ra_layer_forward), FN(op_gru_ra_layer_backward),
+};
+
+/* ---- plain products (fr_matmul) */
+static int FN(matmul)(long M, long K, long Vc, const REAL *A, long a_rs, long a_cs,
+                      const REAL *B, long b_rs, long b_cs, REAL *C, long c_rs, long c_cs,
+                      const REAL *bias, REAL *colsum, int acc, int nthreads) {
+    if (c_cs != 1) { /* C in Fortran order: C^T = B^T A^T, in C order */
+        long t;
+        t = M, M = Vc, Vc = t;
+        const REAL *p = A;
+        A = B, B = p;
+        t = a_rs, a_rs = b_cs, b_cs = t;
+        t = a_cs, a_cs = b_rs, b_rs = t;
+        c_rs = c_cs;
+    }
+    FN(ctx) c = {0};
+    FN(gemm) *g = &c.gemm[0];
+    g->K = (int)K;
+    g->B = B, g->sk = b_rs, g->sj = b_cs;
+    g->G = 1, g->Hc = (int)Vc, g->U = 4;
+    g->bias = bias, g->acc = acc, g->colsum = colsum;
+    if (a_cs == 1)
+        FN(add_seg)(g, FN(rows_plain)(A, a_rs), 0, M, FN(rows_plain)(C, c_rs));
+    else /* a_rs == 1: the rows of A^T */
+        FN(add_seg)(g, FN(rows_plain)(A, a_cs), 1, M, FN(rows_plain)(C, c_rs));
+    double flops = 2.0 * M * K * Vc;
+    int nt = (int)(flops / 2e6);
+    nt = nt < nthreads ? nt : nthreads;
+    nt = nt < 1 ? 1 : (nt > FR_MAXT ? FR_MAXT : nt);
+    REAL *ib;
+    FN(held) h;
+    g->mtot = M; /* (gemm_bpk_len reads it before gemm_plan sets it) */
+    if (FN(begin)(&c, &nt, 0, 0, 0, ROUND16(FN(gemm_apk_len)(g)) + ROUND16(FN(gemm_bpk_len)(g)),
+                  &ib, &h))
+        return FR_ENOMEM;
+    FN(carve) cv = {ib, 0};
+    FN(finish)(g, nt, &cv);
+    c.npre = 1;
+    return FN(launch)(&c, nt, &h);
+}
+
+#undef IN
+#undef OUT
+#undef ARGS
+#undef ROUND16
 #undef NUV
+#undef THR_LEN
+#undef FOR_UNITS
 #undef FOR_TILES
+#undef SYNC
+#undef GEMM_KC
+#undef GEMM_NV
+#undef GEMM_AP
+#undef GEMM_BP
+#undef GEMM_CS
+#undef MR_MAX
 #undef V
 #undef EXP_LO
 #undef EXP_HI
