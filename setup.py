@@ -3,31 +3,29 @@ from pathlib import Path
 from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
-# The compiled CPU engine (fastrnn/engine): Cython binding over C kernels, OpenMP threads.
-# It is optional: without a C compiler (or without Cython at build time) the package installs
-# without it and fastrnn runs its Numba kernels instead, saying so once at run time.
+# The compiled CPU engine (fastrnn/engine): Cython binding over C kernels with their own threads
+# (POSIX threads; Windows builds run one thread). It is optional: without a C compiler (or
+# without Cython at build time) the package installs without it and fastrnn runs its Numba
+# kernels instead, saying so once at run time.
 ENGINE = "fastrnn.engine._engine"
 
 
 class OptionalBuildExt(build_ext):
-    """Build the engine with OpenMP, else without it (one thread), else skip it with a warning."""
+    """Build the engine, else skip it with one warning."""
 
     def build_extension(self, ext):
-        openmp = (["/openmp"], []) if self.compiler.compiler_type == "msvc" else (
-            ["-fopenmp"], ["-fopenmp"])
-        base = ["/O2"] if self.compiler.compiler_type == "msvc" else [
-            "-O3", "-ffp-contract=fast", "-fno-trapping-math", "-std=c11"]
-        attempts = [(base + openmp[0], openmp[1]), (base, [])]
-        error = None
-        for compile_args, link_args in attempts:
-            ext.extra_compile_args, ext.extra_link_args = compile_args, link_args
-            try:
-                return super().build_extension(ext)
-            except Exception as e:  # a compiler error, a missing compiler or a missing OpenMP
-                error = e
-        self._skipped = True
-        self.warn(f"fastrnn: the compiled CPU engine was not built ({error}); fastrnn will "
-                  f"run its Numba kernels instead")
+        if self.compiler.compiler_type == "msvc":
+            ext.extra_compile_args, ext.extra_link_args = ["/O2"], []
+        else:
+            ext.extra_compile_args = ["-O3", "-ffp-contract=fast", "-fno-trapping-math",
+                                      "-std=c11", "-pthread"]
+            ext.extra_link_args = ["-pthread"]
+        try:
+            return super().build_extension(ext)
+        except Exception as e:  # a compiler error or a missing compiler
+            self._skipped = True
+            self.warn(f"fastrnn: the compiled CPU engine was not built ({e}); fastrnn will "
+                      f"run its Numba kernels instead")
 
     def run(self):
         self._skipped = False

@@ -62,6 +62,7 @@ static void fr_futex_wake(atomic_int *addr) { (void)addr; }
 #endif
 
 #define FR_MAXT 64
+#define FR_LONG_WAIT_NS 200000 /* a wait this long means a descheduled thread (fr_after_call) */
 #ifdef FR_PROFILE
 double fr_prof[16]; /* ns per phase of thread 0, summed over calls (test builds only) */
 #endif
@@ -189,7 +190,8 @@ static int fr_pool_grow(int nt) {
 #endif
 
 /* Run fn on nt threads (fewer when the pool is busy or cannot grow). Returns the time the
- * caller waited at the end for workers still inside the region. */
+ * caller waited at the end for workers still inside the region, when that was a long wait
+ * (see fr_after_call), else 0. */
 static long fr_parallel(fr_task fn, void *ctx, int nt) {
 #if FR_THREADS
     if (nt > FR_MAXT) nt = FR_MAXT;
@@ -218,7 +220,7 @@ static long fr_parallel(fr_task fn, void *ctx, int nt) {
                     waited += fr_wait_change(&fr_pool.pending, left, &fr_pool.done_sleepers,
                                              FR_POOL_SPIN_NS);
                 pthread_mutex_unlock(&fr_pool_lock);
-                return waited;
+                return waited > FR_LONG_WAIT_NS ? waited : 0;
             }
             pthread_mutex_unlock(&fr_pool_lock);
         }
@@ -247,7 +249,7 @@ typedef struct {
     fr_counter done;           /* items finished, over all phases */
     _Alignas(64) atomic_int epoch; /* phases finished: what sleepers wait on */
     atomic_int sleepers;
-    atomic_long waited_ns; /* time threads spent waiting at phase ends, over the call */
+    atomic_long waited_ns; /* time threads spent in long waits at phase ends, over the call */
 } fr_sched;
 
 /* One thread's view: how many items each owner's range held in the phases before this one. */
@@ -359,7 +361,8 @@ static void fr_sync(fr_sched *s, fr_local *l, long n, long U) {
             fr_futex_wait(&s->epoch, e);
         atomic_fetch_sub(&s->sleepers, 1);
     }
-    atomic_fetch_add(&s->waited_ns, fr_now_ns() - t0);
+    long w = fr_now_ns() - t0;
+    if (w > FR_LONG_WAIT_NS) atomic_fetch_add(&s->waited_ns, w);
 }
 
 /* Loop over the items of a phase over n units in items of U (end it with fr_sync(s, L, n, U)):
@@ -369,12 +372,15 @@ static void fr_sync(fr_sched *s, fr_local *l, long n, long U) {
          fr_finish((S), it_.end))                                                               \
         for (long FIRST = it_.a, COUNT = it_.cnt, once_ = 1; once_; once_ = 0)
 
-/* Contention: when the threads of a call spent more than 30% of it waiting for each other
- * (a thread descheduled inside an item: the machine is busy with other work), the next calls
- * run on one thread, a number that doubles while the contention lasts (up to 256 calls) and
- * resets after a call that ran well; then the full count is tried again. Calls shorter than
- * FR_JUDGE_NS are not judged: there a sleeping worker's wake-up alone (tens of microseconds
- * on an idle machine) is a large share of the call. */
+/* Contention: when the threads of a call spent more than 30% of it in long waits for each
+ * other (a thread descheduled inside an item: the machine is busy with other work), the next
+ * calls run on one thread, a number that doubles while the contention lasts (up to 256 calls)
+ * and resets after a call that ran well; then the full count is tried again. Only waits
+ * longer than FR_LONG_WAIT_NS count: a descheduled thread is away for a time slice
+ * (milliseconds), while on a free machine a small recurrence waits a few microseconds at
+ * every step, which is no reason to drop a thread (counting those made the big products
+ * after a small LSTM run on one thread, twice as slow). Calls shorter than FR_JUDGE_NS are not
+ * judged at all. */
 #define FR_JUDGE_NS 1000000
 static atomic_int fr_single_calls, fr_backoff;
 

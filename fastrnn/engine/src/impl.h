@@ -410,7 +410,7 @@ typedef struct {
     REAL *ap, *bp, *cs;
 } FN(work);
 
-#define GEMM_AP ((long)GEMM_MC * GEMM_KC)
+#define GEMM_AP ((long)GEMM_MC * (GEMM_KC + VL))
 #ifndef GEMM_BP_LOG
 #define GEMM_BP_LOG 20
 #endif
@@ -418,26 +418,33 @@ typedef struct {
 #define GEMM_CS ((long)MR_MAX * 4 * VL)
 
 /* A that is transposed or gathered is packed once per call into a buffer all items read
- * (segment after segment, each in row blocks of GEMM_MC, each row block [depth block][row][k])
- * rather than once per item: packing a transposed block costs about a tenth of multiplying it
- * by a chunk. Its length, or 0 where A is read in place or would need more than GEMM_APK. */
+ * (segment after segment, each in row blocks of GEMM_MC rows, each row block [depth block]
+ * [row][k]) rather than once per item: packing a transposed block costs about a tenth of
+ * multiplying it by a chunk. Packed rows are FN(kstride) long (a whole number of vectors, so
+ * that a packing store fills whole cache lines). Its length, or 0 where A is read in place or
+ * would need more than GEMM_APK. */
 #define GEMM_APK ((long)1 << 23)
+static inline long FN(nkb)(int K) { return (K + GEMM_KC - 1) / GEMM_KC; }
+static inline long FN(kstride)(int K) {
+    long kmax = (K + FN(nkb)(K) - 1) / FN(nkb)(K); /* the longest near-equal depth block */
+    return (kmax + VL - 1) / VL * VL;
+}
 static long FN(gemm_apk_len)(const FN(gemm) *g) {
     long len = 0;
     int need = 0;
     for (int si = 0; si < g->nseg; si++) {
-        len += g->seg[si].M * g->K;
+        len += (g->seg[si].M + GEMM_MC - 1) / GEMM_MC * GEMM_MC * FN(nkb)(g->K) * FN(kstride)(g->K);
         need |= g->seg[si].a.ni || g->seg[si].trans;
     }
     return need && len <= GEMM_APK ? len : 0;
 }
 
-/* Row block ib of segment si in the shared packed A, depth block [k0, k1): its start. */
-static inline ATTR const REAL *FN(apk_block)(const FN(gemm) *g, int si, long ib, int k0) {
-    long off = 0;
-    for (int s = 0; s < si; s++) off += g->seg[s].M * g->K;
+/* Row block ib of segment si in the shared packed A, depth block kb: its start. */
+static inline ATTR const REAL *FN(apk_block)(const FN(gemm) *g, int si, long ib, int kb) {
+    long ks = FN(kstride)(g->K), nkb = FN(nkb)(g->K), off = 0;
+    for (int s = 0; s < si; s++) off += (g->seg[s].M + GEMM_MC - 1) / GEMM_MC * GEMM_MC * nkb * ks;
     long mn = g->seg[si].M - ib * GEMM_MC < GEMM_MC ? g->seg[si].M - ib * GEMM_MC : GEMM_MC;
-    return g->apk + off + ib * GEMM_MC * g->K + (long)k0 * mn;
+    return g->apk + off + ib * GEMM_MC * nkb * ks + kb * mn * ks;
 }
 
 /* Row items all multiply by the same B: it is packed once per call (chunk after chunk of
@@ -472,22 +479,28 @@ static void FN(gemm_plan)(FN(gemm) *g, int nt) {
 }
 
 /* r[i][j] <- r[j][i]: log2(VL) butterfly stages, each swapping the off-diagonal b x b blocks
- * of every 2b x 2b block. */
-static inline ATTR void FN(transpose)(V *r) {
-    for (int b = 1; b < VL; b *= 2) {
-        FN(ivec) lo, hi;
-        for (int j = 0; j < VL; j++) {
-            lo[j] = (j & b) ? j - b + VL : j;
-            hi[j] = (j & b) ? j + VL : j + b;
-        }
-        for (int i = 0; i < VL; i++)
-            if (!(i & b)) {
-                V x = r[i], y = r[i + b];
-                r[i] = __builtin_shuffle(x, y, lo);
-                r[i + b] = __builtin_shuffle(x, y, hi);
-            }
+ * of every 2b x 2b block. Fully unrolled with constant masks, so that the VL vectors stay in
+ * registers (a loop over the stages kept them on the stack: 8 times slower). */
+#define TRANSPOSE_STAGE(b)                                                                    \
+    if (VL > (b)) {                                                                           \
+        FN(ivec) lo, hi;                                                                      \
+        _Pragma("GCC unroll 16") for (int j = 0; j < VL; j++) {                               \
+            lo[j] = (j & (b)) ? j - (b) + VL : j;                                             \
+            hi[j] = (j & (b)) ? j + VL : j + (b);                                             \
+        }                                                                                     \
+        _Pragma("GCC unroll 16") for (int i = 0; i < VL; i++) if (!(i & (b))) {               \
+            V x_ = r[i], y_ = r[i + (b)];                                                     \
+            r[i] = __builtin_shuffle(x_, y_, lo);                                             \
+            r[i + (b)] = __builtin_shuffle(x_, y_, hi);                                       \
+        }                                                                                     \
     }
+static inline __attribute__((always_inline)) ATTR void FN(transpose)(V *r) {
+    TRANSPOSE_STAGE(1)
+    TRANSPOSE_STAGE(2)
+    TRANSPOSE_STAGE(4)
+    TRANSPOSE_STAGE(8)
 }
+#undef TRANSPOSE_STAGE
 
 /* Pack rows [k0, k0 + kn) of B for unit vectors [c0, c1): tiles of U unit vectors, each
  * [k][g][u] with zeros past Hc; with `sum`, add each packed column's sum to colsum (from zero
@@ -554,9 +567,10 @@ static inline ATTR void FN(copy)(REAL *restrict d, const REAL *restrict s, int n
     for (; i < n; i++) d[i] = s[i];
 }
 
-static ATTR void FN(pack_a)(const FN(seg) *s, long i0, int mn, int k0, int kn, REAL *ap) {
+static ATTR void FN(pack_a)(const FN(seg) *s, long i0, int mn, int k0, int kn, REAL *ap,
+                           long ldp) {
     if (!s->trans) {
-        for (int r = 0; r < mn; r++) FN(copy)(ap + (long)r * kn, FN(row)(&s->a, i0 + r) + k0, kn);
+        for (int r = 0; r < mn; r++) FN(copy)(ap + r * ldp, FN(row)(&s->a, i0 + r) + k0, kn);
         return;
     }
     /* A(i, k) = row(k)[i]: VL x VL blocks transposed in registers, VL source rows read side
@@ -569,14 +583,14 @@ static ATTR void FN(pack_a)(const FN(seg) *s, long i0, int mn, int k0, int kn, R
             V t[VL];
             for (int l = 0; l < VL; l++) t[l] = FN(vld)(src[l] + r);
             FN(transpose)(t);
-            for (int l = 0; l < VL; l++) FN(vst)(ap + (long)(r + l) * kn + k, t[l]);
+            for (int l = 0; l < VL; l++) FN(vst)(ap + (r + l) * ldp + k, t[l]);
         }
         for (int l = 0; l < VL; l++)
-            for (int r = rv; r < mn; r++) ap[(long)r * kn + k + l] = src[l][r];
+            for (int r = rv; r < mn; r++) ap[r * ldp + k + l] = src[l][r];
     }
     for (; k < kn; k++) {
         const REAL *src = FN(row)(&s->a, k0 + k) + i0;
-        for (int r = 0; r < mn; r++) ap[(long)r * kn + k] = src[r];
+        for (int r = 0; r < mn; r++) ap[r * ldp + k] = src[r];
     }
 }
 
@@ -673,11 +687,11 @@ static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, lon
                         lda = s->a.sn;
                         ab = FN(row)(&s->a, il) + k0;
                     } else if (g->apk) {
-                        lda = kn;
-                        ab = FN(apk_block)(g, si, il / GEMM_MC, k0);
+                        lda = FN(kstride)(g->K);
+                        ab = FN(apk_block)(g, si, il / GEMM_MC, kb);
                     } else {
-                        FN(pack_a)(s, il, mn, k0, kn, wk->ap);
-                        lda = kn;
+                        lda = FN(kstride)(g->K);
+                        FN(pack_a)(s, il, mn, k0, kn, wk->ap, lda);
                         ab = wk->ap;
                     }
                     int init = kb > 0 || g->acc ? MK_LOAD : (g->bias ? MK_BIAS : MK_ZERO);
@@ -756,7 +770,8 @@ static ATTR void FN(gemm_phase)(FN(ctx) *c, fr_local *L, const FN(gemm) *g, cons
             int mn = g->seg[si].M - i0 < GEMM_MC ? (int)(g->seg[si].M - i0) : GEMM_MC;
             for (int kb = 0; kb < nkb; kb++) {
                 int k0 = (int)((long)g->K * kb / nkb), k1 = (int)((long)g->K * (kb + 1) / nkb);
-                FN(pack_a)(&g->seg[si], i0, mn, k0, k1 - k0, (REAL *)FN(apk_block)(g, si, ib, k0));
+                FN(pack_a)(&g->seg[si], i0, mn, k0, k1 - k0, (REAL *)FN(apk_block)(g, si, ib, kb),
+                           FN(kstride)(g->K));
             }
         }
         fr_sync(&c->sch, L, nrb, 1);
