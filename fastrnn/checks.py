@@ -4,6 +4,7 @@
 doc); the ``require_*`` helpers are also used by the layers. Messages start with the op or layer
 name and state the expected and the actual shape or dtype.
 """
+import functools
 import numbers
 import sys
 
@@ -35,8 +36,10 @@ def is_array(a):
     return isinstance(a, np.ndarray) or type(a).__module__.split(".")[0] == "cupy"
 
 
+@functools.lru_cache(maxsize=1024)
 def c_strides(shape, itemsize):
-    """The strides of a freshly allocated C-order array of this shape."""
+    """The strides of a freshly allocated C-order array of this shape (cached: the same shapes
+    come back every call of a training loop)."""
     strides, step = [], itemsize
     for n in reversed(shape):
         strides.append(step)
@@ -45,7 +48,7 @@ def c_strides(shape, itemsize):
 
 
 def has_c_strides(a):
-    return a.size == 0 or tuple(a.strides) == c_strides(a.shape, a.itemsize)
+    return a.size == 0 or a.strides == c_strides(a.shape, a.itemsize)
 
 
 def has_f_strides(a):
@@ -143,46 +146,78 @@ def _expected_shape(op, arg, sizes):
     return tuple(out)
 
 
+_PLANS = {}
+
+
+def _plan(op):
+    """What check() needs of ``op``, worked out once: per argument (index, arg, kind flags),
+    and per size symbol the argument index, rank and axis that define it."""
+    plan = _PLANS.get(op.name)
+    if plan is None or plan[0] is not op:
+        plan = _PLANS[op.name] = (op,) + _make_plan(op)
+    return plan[1:]
+
+
+def _make_plan(op):
+    args = [(i, a, a.kind in FLOAT_KINDS, a.kind in ARRAY_KINDS) for i, a in enumerate(op.args)]
+    sizes = []
+    for sym, name in op.sizes.items():
+        i = next(j for j, a in enumerate(op.args) if a.name == name)
+        a = op.args[i]
+        sizes.append((sym, i, len(a.dims), None if sym == "..." else a.dims.index(sym)))
+    return args, sizes
+
+
 def check(op, values):
     """Validate ``values`` (one per argument of ``op``, in order) and return what the
     implementation gets: arrays with exact C strides, scalars converted (see module doc)."""
+    plan_args, plan_sizes = _plan(op)
     values = [v if arg.kind == LENGTHS and v is None else _plain(op, arg, v)
               for arg, v in zip(op.args, values)]
     dtype = None
-    for arg, v in zip(op.args, values):
-        if arg.kind in FLOAT_KINDS:
+    for i, arg, is_float, _ in plan_args:
+        v = values[i]
+        if is_float:
             require_float(op.name, arg.name, v, dtype)
             dtype = v.dtype
         elif arg.kind == INT or (arg.kind == LENGTHS and v is not None):
             require_int(op.name, arg.name, v)
-    by_name = dict(zip((a.name for a in op.args), values))
-    args = op.arg_by_name
     sizes = {}
-    for sym, name in op.sizes.items():
-        a, v = args[name], by_name[name]
-        if sym == "...":  # the whole shape of an argument declared "(...)"
+    for sym, i, rank, axis in plan_sizes:
+        v = values[i]
+        if axis is None:  # the whole shape of an argument declared "(...)"
             sizes[sym] = tuple(v.shape)
             continue
-        require_rank(op.name, name, v, len(a.dims), op.symbolic(a.shape))
-        sizes[sym] = v.shape[a.dims.index(sym)]
-    for a, v in zip(op.args, values):
-        if a.kind in ARRAY_KINDS or (a.kind == LENGTHS and v is not None):
-            require_shape(op.name, a.name, v, _expected_shape(op, a, sizes),
-                          op.symbolic(a.shape))
+        if v.ndim != rank:
+            a = op.args[i]
+            require_rank(op.name, a.name, v, rank, op.symbolic(a.shape))
+        sizes[sym] = v.shape[axis]
+    for i, a, _, is_array_kind in plan_args:
+        v = values[i]
+        if is_array_kind or (a.kind == LENGTHS and v is not None):
+            expected = _expected_shape(op, a, sizes)
+            if v.shape != expected:
+                require_shape(op.name, a.name, v, expected, op.symbolic(a.shape))
         if a.kind == LENGTHS and v is not None and v.size:
             lo, hi = int(v.min()), int(v.max())
             if lo < 0 or hi > sizes["T"]:
                 raise ValueError(f"{op.name}: {a.name} must lie in [0, T] = [0, {sizes['T']}], "
                                  f"found {lo if lo < 0 else hi}")
+    by_name = None
     for sym in op.nonempty:
         if sizes[sym] < 1:
+            by_name = dict(zip((a.name for a in op.args), values))
             name = op.sizes[sym]
-            raise ValueError(f"{op.name}: {name} must have shape {op.symbolic(args[name].shape)}"
-                             f" with {sym} >= 1, got {tuple(by_name[name].shape)}")
-    for name, (lo, hi) in op.ranges.items():
-        require_range(op.name, name, by_name[name], sizes.get(lo, lo), sizes.get(hi, hi))
+            raise ValueError(f"{op.name}: {name} must have shape "
+                             f"{op.symbolic(op.arg_by_name[name].shape)} with {sym} >= 1, got "
+                             f"{tuple(by_name[name].shape)}")
+    if op.ranges:
+        by_name = dict(zip((a.name for a in op.args), values))
+        for name, (lo, hi) in op.ranges.items():
+            require_range(op.name, name, by_name[name], sizes.get(lo, lo), sizes.get(hi, hi))
     out = []
-    for a, v in zip(op.args, values):
+    for i, a, _, is_array_kind in plan_args:
+        v = values[i]
         if a.kind in OUT_KINDS:
             if not getattr(v.flags, "writeable", True):  # CuPy arrays are always writeable
                 raise ValueError(f"{op.name}: {a.name} is written in place and must be writeable")
@@ -197,7 +232,7 @@ def check(op, values):
             out.append(v.astype(v.dtype.newbyteorder("=")))
         elif a.kind == LENGTHS:
             out.append(None if v is None else array_module(v).ascontiguousarray(v, dtype=np.int64))
-        elif a.kind in ARRAY_KINDS:
+        elif is_array_kind:
             out.append(c_layout(v))
         else:
             out.append(_scalar(op, a, v))

@@ -362,6 +362,10 @@ static void fr_sync(fr_sched *s, fr_local *l, long n, long U) {
         atomic_fetch_sub(&s->sleepers, 1);
     }
     long w = fr_now_ns() - t0;
+#ifdef FR_PROFILE
+    fr_prof[12 + (l->tid > 0)] += w; /* every wait, thread 0 and the others */
+    fr_prof[14 + (l->tid > 0)] += 1;
+#endif
     if (w > FR_LONG_WAIT_NS) atomic_fetch_add(&s->waited_ns, w);
 }
 

@@ -290,6 +290,30 @@ static ATTR void FN(tile_product)(int N, int K, const REAL *A, long lda, FN(pane
     }
 }
 
+/* r[i][j] <- r[j][i]: log2(VL) butterfly stages, each swapping the off-diagonal b x b blocks
+ * of every 2b x 2b block. Fully unrolled with constant masks, so that the VL vectors stay in
+ * registers (a loop over the stages kept them on the stack: 8 times slower). */
+#define TRANSPOSE_STAGE(b)                                                                    \
+    if (VL > (b)) {                                                                           \
+        FN(ivec) lo, hi;                                                                      \
+        _Pragma("GCC unroll 16") for (int j = 0; j < VL; j++) {                               \
+            lo[j] = (j & (b)) ? j - (b) + VL : j;                                             \
+            hi[j] = (j & (b)) ? j + VL : j + (b);                                             \
+        }                                                                                     \
+        _Pragma("GCC unroll 16") for (int i = 0; i < VL; i++) if (!(i & (b))) {               \
+            V x_ = r[i], y_ = r[i + (b)];                                                     \
+            r[i] = __builtin_shuffle(x_, y_, lo);                                             \
+            r[i + (b)] = __builtin_shuffle(x_, y_, hi);                                       \
+        }                                                                                     \
+    }
+static inline __attribute__((always_inline)) ATTR void FN(transpose)(V *r) {
+    TRANSPOSE_STAGE(1)
+    TRANSPOSE_STAGE(2)
+    TRANSPOSE_STAGE(4)
+    TRANSPOSE_STAGE(8)
+}
+#undef TRANSPOSE_STAGE
+
 /* One weight operand of a recurrence step, seen through panels. src(k, g, j) = W[k*sk + g*sg +
  * j*sj] is its element for depth k, gate block g and hidden unit j: forward panels of Wh use
  * (ldw, gate stride, 1); the transposed panels for dA @ Wh^T use (1, 0, ldw). A tile at unit
@@ -308,19 +332,35 @@ static inline ATTR int FN(in_place)(const FN(wpack) *w, int H, long a, long Uc) 
     return w->direct && w->sj == 1 && (a + Uc) * VL <= H;
 }
 
-/* Pack the tile of Uc unit vectors from a (unless it is read in place). */
+/* Pack the tile of Uc unit vectors from a (unless it is read in place): whole vectors copied
+ * (forward panels, sj = 1) or transposed VL x VL in registers (backward panels, sk = 1),
+ * the rest one by one. */
 static ATTR void FN(pack_tile)(const FN(wpack) *wp, int H, long a, long Uc) {
     if (FN(in_place)(wp, H, a, Uc)) return;
-    long w = Uc * VL;
-    REAL *d = wp->buf + a * VL * wp->G * wp->K;
-    for (int k = 0; k < wp->K; k++)
-        for (int g = 0; g < wp->G; g++) {
-            const REAL *s = wp->W + k * wp->sk + g * wp->sg;
-            for (long u = 0; u < w; u++) {
-                long j = a * VL + u;
-                *d++ = j < H ? s[j * wp->sj] : (REAL)0;
+    const int G = wp->G, K = wp->K;
+    const long ld = (long)G * Uc * VL; /* one depth row of the panel */
+    REAL *d = wp->buf + a * VL * G * K;
+    for (int v = 0; v < G * Uc; v++) {
+        int g = v / (int)Uc;
+        long j0 = (a + v % Uc) * VL;
+        int cnt = H - j0 < VL ? (int)(H - j0) : VL;
+        const REAL *src = wp->W + g * wp->sg + j0 * wp->sj;
+        REAL *dv = d + (long)v * VL;
+        int k = 0;
+        if (wp->sj == 1 && cnt == VL) {
+            for (; k < K; k++) FN(vst)(dv + k * ld, FN(vld)(src + k * wp->sk));
+        } else if (wp->sk == 1 && cnt == VL) {
+            for (; k + VL <= K; k += VL) {
+                V t[VL];
+                for (int l = 0; l < VL; l++) t[l] = FN(vld)(src + l * wp->sj + k);
+                FN(transpose)(t);
+                for (int l = 0; l < VL; l++) FN(vst)(dv + (k + l) * ld, t[l]);
             }
         }
+        for (; k < K; k++)
+            for (int l = 0; l < VL; l++)
+                dv[k * ld + l] = l < cnt ? src[k * wp->sk + l * wp->sj] : (REAL)0;
+    }
 }
 
 static inline ATTR FN(panel) FN(panel_at)(const FN(wpack) *wp, int H, long a, long Uc) {
@@ -477,30 +517,6 @@ static void FN(gemm_plan)(FN(gemm) *g, int nt) {
     g->by_rows = !g->colsum && g->mtot > GEMM_MC &&
                  (col_items < nt || 4L * g->G * g->Hc < g->mtot);
 }
-
-/* r[i][j] <- r[j][i]: log2(VL) butterfly stages, each swapping the off-diagonal b x b blocks
- * of every 2b x 2b block. Fully unrolled with constant masks, so that the VL vectors stay in
- * registers (a loop over the stages kept them on the stack: 8 times slower). */
-#define TRANSPOSE_STAGE(b)                                                                    \
-    if (VL > (b)) {                                                                           \
-        FN(ivec) lo, hi;                                                                      \
-        _Pragma("GCC unroll 16") for (int j = 0; j < VL; j++) {                               \
-            lo[j] = (j & (b)) ? j - (b) + VL : j;                                             \
-            hi[j] = (j & (b)) ? j + VL : j + (b);                                             \
-        }                                                                                     \
-        _Pragma("GCC unroll 16") for (int i = 0; i < VL; i++) if (!(i & (b))) {               \
-            V x_ = r[i], y_ = r[i + (b)];                                                     \
-            r[i] = __builtin_shuffle(x_, y_, lo);                                             \
-            r[i + (b)] = __builtin_shuffle(x_, y_, hi);                                       \
-        }                                                                                     \
-    }
-static inline __attribute__((always_inline)) ATTR void FN(transpose)(V *r) {
-    TRANSPOSE_STAGE(1)
-    TRANSPOSE_STAGE(2)
-    TRANSPOSE_STAGE(4)
-    TRANSPOSE_STAGE(8)
-}
-#undef TRANSPOSE_STAGE
 
 /* Pack rows [k0, k0 + kn) of B for unit vectors [c0, c1): tiles of U unit vectors, each
  * [k][g][u] with zeros past Hc; with `sum`, add each packed column's sum to colsum (from zero
