@@ -941,6 +941,7 @@ static ATTR void FN(rnn_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
     FN(wpack) w1 = {c->Wh, H, 0, 1, H, 1, 4, c->direct, c->pk1};
     FN(pack_phase)(c, L, &w1);
     for (int t = 0; t < T; t++) {
+        L->reverse = t & 1; /* see fr_next */
         const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
         long lda = t ? c->hns : H;
         const REAL *x = c->xw + (long)t * N * H;
@@ -965,6 +966,7 @@ static ATTR void FN(rnn_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
     FN(wpack) w1 = {c->Wh, 1, 0, H, H, 1, 4, 0, c->pk1}; /* rows of Wh: dA @ Wh^T */
     FN(pack_phase)(c, L, &w1);
     for (int t = T - 1; t >= 0; t--) {
+        L->reverse = (T - 1 - t) & 1; /* see fr_next */
         REAL *d = c->dA + (long)t * N * H;
         FOR_TILES(&w1) {
             if (t < T - 1)
@@ -1030,6 +1032,7 @@ static ATTR void FN(lstm_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
     FN(wpack) w1 = {c->Wh, G4, H, 1, H, 4, 1, c->direct, c->pk1};
     FN(pack_phase)(c, L, &w1);
     for (int t = 0; t < T; t++) {
+        L->reverse = t & 1; /* see fr_next */
         const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
         long lda = t ? c->hns : H;
         const REAL *cp = t ? c->cs + (long)(t - 1) * N * H : c->c0;
@@ -1063,6 +1066,7 @@ static ATTR void FN(lstm_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
     FN(wpack) w1 = {c->Wh, 1, 0, G4, (int)G4, 1, 4, 0, c->pk1}; /* rows of Wh: dA @ Wh^T */
     FN(pack_phase)(c, L, &w1);
     for (int t = T - 1; t >= 0; t--) {
+        L->reverse = (T - 1 - t) & 1; /* see fr_next */
         const long o = (long)t * N * H;
         const REAL *cp = t ? c->cs_in + o - (long)N * H : c->c0;
         REAL *d = c->dA + t * N * G4;
@@ -1148,6 +1152,7 @@ static ATTR void FN(gru_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
     FN(wpack) w2 = {c->Wh + 2 * H, G3, 0, 1, H, 1, 4, c->direct, c->pk2}; /* Wh_h */
     FN(pack_phase)(c, L, &w2);
     for (int t = 0; t < T; t++) {
+        L->reverse = t & 1; /* see fr_next */
         const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
         long lda = t ? c->hns : H;
         const REAL *x = c->xw + t * N * G3;
@@ -1192,6 +1197,7 @@ static ATTR void FN(gru_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
     FN(pack_phase)(c, L, &w2);
     REAL *dhv = c->shared; /* (N, H): dhs[t] + dh */
     for (int t = T - 1; t >= 0; t--) {
+        L->reverse = (T - 1 - t) & 1; /* see fr_next */
         const REAL *hp = t ? c->hs_in + (t - 1) * c->hts : c->h0;
         long lda = t ? c->hns : H;
         const REAL *ac = c->acts_in + t * N * G3;
@@ -1275,6 +1281,7 @@ static ATTR void FN(gru_ra_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
     FN(wpack) w1 = {c->Wh, G3, H, 1, H, 3, 1, c->direct, c->pk1};
     FN(pack_phase)(c, L, &w1);
     for (int t = 0; t < T; t++) {
+        L->reverse = t & 1; /* see fr_next */
         const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
         long lda = t ? c->hns : H;
         const REAL *x = c->xw + t * N * G3;
@@ -1306,6 +1313,7 @@ static ATTR void FN(gru_ra_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
     FN(wpack) w1 = {c->Wh, 1, 0, G3, (int)G3, 1, 4, 0, c->pk1}; /* rows of Wh: [z | r | n] */
     FN(pack_phase)(c, L, &w1);
     for (int t = T - 1; t >= 0; t--) {
+        L->reverse = (T - 1 - t) & 1; /* see fr_next */
         const long o = (long)t * N * H;
         const REAL *hp = t ? c->hs_in + (t - 1) * c->hts : c->h0;
         long lda = t ? c->hns : H;
