@@ -87,7 +87,7 @@ def isa():
 
 
 def max_threads():
-    """The most threads the engine uses (1 in a build without threads)."""
+    """The most threads one call of the engine uses (1 in a build without threads)."""
     return fr_max_threads()
 
 

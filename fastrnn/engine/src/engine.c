@@ -64,7 +64,10 @@ static void fr_futex_wake(atomic_int *addr) { (void)addr; }
 #define FR_MAXT 64
 #define FR_LONG_WAIT_NS 200000 /* a wait this long means a descheduled thread (fr_after_call) */
 #ifdef FR_PROFILE
-double fr_prof[16]; /* ns per phase of thread 0, summed over calls (test builds only) */
+/* Measurement builds only (-DFR_PROFILE, never the package): ns summed over calls. [0..3]
+ * products before the recurrence, [4] the recurrence, [5..8] products after it, as thread 0
+ * saw them; [12] / [13] time thread 0 / the others waited at phase ends, [14] / [15] how often. */
+double fr_prof[16];
 #endif
 
 static long fr_now_ns(void) {
