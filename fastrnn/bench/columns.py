@@ -8,7 +8,9 @@
   ``fastrnn.interop``); fwdbwd is autograd of ``(out * w).sum()`` with ``xs.requires_grad``.
   torch's GRU is the reset-after form: it is checked against the ``gru_ra`` reference and is the
   same-FLOPs stand-in on the ``gru`` rows.
-- ``gemm``: the matrix products of this design alone, no gate math (the design's floor).
+- ``gemm``: the layer's matrix products alone through NumPy's BLAS (per step ``h @ Wh``,
+  ``dA @ Wh^T``, and the big input and weight-gradient products), no gate math: what those
+  products cost when a library multiplies them one call at a time.
 
 Modes: ``fwdbwd`` (forward, then backward of ``sum(out * w)``), ``fwd``, and ``lengths``: fwdbwd
 with fixed random per-row lengths in [T/2, T] (``make_lengths``). In ``lengths`` the fastrnn
