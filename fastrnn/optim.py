@@ -102,23 +102,35 @@ def global_norm(grads):
     return math.sqrt(total)
 
 
+def _chunkable(*arrays):
+    """Contiguous writeable NumPy arrays of one float dtype: what the chunked updates take."""
+    return all(isinstance(a, np.ndarray) and a.flags.c_contiguous and a.flags.writeable
+               and a.dtype == arrays[0].dtype for a in arrays)
+
+
+def _chunks(dtype, *arrays):
+    """(scratch1, scratch2, flat views...) per chunk of the arrays: two per-thread scratch
+    chunks of ``dtype`` cut to the chunk's size, then each array's slice."""
+    pair = getattr(_scratch, dtype.name, None)
+    if pair is None:
+        pair = (np.empty(_CHUNK, dtype), np.empty(_CHUNK, dtype))
+        setattr(_scratch, dtype.name, pair)
+    flats = [a.reshape(-1) for a in arrays]
+    for i in range(0, flats[0].size, _CHUNK):
+        views = [f[i:i + _CHUNK] for f in flats]
+        n = views[0].size
+        yield (pair[0][:n], pair[1][:n], *views)
+
+
 def _axpy(a, x, y):
     """y += a * x in place, for contiguous NumPy arrays of one float dtype through a per-thread
     scratch chunk instead of a temporary as large as y."""
-    if not (isinstance(y, np.ndarray) and isinstance(x, np.ndarray) and x.dtype == y.dtype
-            and x.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable):
+    if not _chunkable(y, x):
         y += y.dtype.type(a) * x
         return
-    tmp = getattr(_scratch, y.dtype.name, None)
-    if tmp is None:
-        tmp = np.empty(_CHUNK, y.dtype)
-        setattr(_scratch, y.dtype.name, tmp)
     a = y.dtype.type(a)
-    xf, yf = x.reshape(-1), y.reshape(-1)
-    for i in range(0, yf.size, _CHUNK):
-        yc = yf[i:i + _CHUNK]
-        t = tmp[:yc.size]
-        np.multiply(xf[i:i + _CHUNK], a, out=t)
+    for t, _, xc, yc in _chunks(y.dtype, x, y):
+        np.multiply(xc, a, out=t)
         np.add(yc, t, out=yc)
 
 
@@ -264,9 +276,26 @@ class Adam(Optimizer):
         lr_t = self.lr * math.sqrt(1.0 - b2 ** self.t) / (1.0 - b1 ** self.t)
         for p, g, m, v in zip(params, grads, ms, vs):
             t = p.dtype.type
-            m += t(1 - b1) * (g - m)
-            v += t(1 - b2) * (g * g - v)
-            p -= t(lr_t) * m / (xp.sqrt(v) + t(self.eps))
+            if not _chunkable(p, g, m, v):
+                m += t(1 - b1) * (g - m)
+                v += t(1 - b2) * (g * g - v)
+                p -= t(lr_t) * m / (xp.sqrt(v) + t(self.eps))
+                continue
+            # the same operations in the same order, chunk by chunk (no parameter-sized
+            # temporaries)
+            for s1, s2, pc, gc, mc, vc in _chunks(p.dtype, p, g, m, v):
+                np.subtract(gc, mc, out=s1)
+                s1 *= t(1 - b1)
+                mc += s1
+                np.multiply(gc, gc, out=s1)
+                s1 -= vc
+                s1 *= t(1 - b2)
+                vc += s1
+                np.multiply(mc, t(lr_t), out=s1)
+                np.sqrt(vc, out=s2)
+                s2 += t(self.eps)
+                s1 /= s2
+                pc -= s1
 
 
 OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "adagrad": AdaGrad,
