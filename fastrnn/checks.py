@@ -162,7 +162,7 @@ def _make_plan(op):
     args = [(i, a, a.kind in FLOAT_KINDS, a.kind in ARRAY_KINDS) for i, a in enumerate(op.args)]
     sizes = []
     for sym, name in op.sizes.items():
-        i = next(j for j, a in enumerate(op.args) if a.name == name)
+        i = op.arg_index[name]
         a = op.args[i]
         sizes.append((sym, i, len(a.dims), None if sym == "..." else a.dims.index(sym)))
     return args, sizes
@@ -203,18 +203,15 @@ def check(op, values):
             if lo < 0 or hi > sizes["T"]:
                 raise ValueError(f"{op.name}: {a.name} must lie in [0, T] = [0, {sizes['T']}], "
                                  f"found {lo if lo < 0 else hi}")
-    by_name = None
     for sym in op.nonempty:
         if sizes[sym] < 1:
-            by_name = dict(zip((a.name for a in op.args), values))
             name = op.sizes[sym]
             raise ValueError(f"{op.name}: {name} must have shape "
                              f"{op.symbolic(op.arg_by_name[name].shape)} with {sym} >= 1, got "
-                             f"{tuple(by_name[name].shape)}")
-    if op.ranges:
-        by_name = dict(zip((a.name for a in op.args), values))
-        for name, (lo, hi) in op.ranges.items():
-            require_range(op.name, name, by_name[name], sizes.get(lo, lo), sizes.get(hi, hi))
+                             f"{tuple(values[op.arg_index[name]].shape)}")
+    for name, (lo, hi) in op.ranges.items():
+        require_range(op.name, name, values[op.arg_index[name]], sizes.get(lo, lo),
+                      sizes.get(hi, hi))
     out = []
     for i, a, _, is_array_kind in plan_args:
         v = values[i]

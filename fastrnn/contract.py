@@ -112,6 +112,11 @@ class Op:
         return {a.name: a for a in self.args}
 
     @functools.cached_property
+    def arg_index(self):
+        """Each argument's position, by name."""
+        return {a.name: i for i, a in enumerate(self.args)}
+
+    @functools.cached_property
     def signature(self):
         return inspect.Signature([
             inspect.Parameter(a.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=a.default)

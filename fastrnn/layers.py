@@ -37,7 +37,7 @@ import numpy as np
 from . import backend
 from .checks import (array_module, c_layout, has_c_strides, has_f_strides, require_array,
                      require_float, require_int, require_range, require_rank, require_shape)
-from .contract import GATES, OPS_BY_NAME
+from .contract import GATES, layer_backward_op, layer_forward_op
 from .reference.layer import last_steps  # noqa: F401 (each row's final state, for the models)
 
 CHECK_FINITE = True
@@ -132,6 +132,13 @@ def _writable(grad, fortran=False):
     return array_module(grad).empty(grad.shape, grad.dtype)
 
 
+def _copy_back(grads, written):
+    """Copy each gradient an op wrote into a stand-in (``_writable``) into the grads array."""
+    for g, w in zip(grads, written):
+        if g is not w:
+            _set_grad(g, w)
+
+
 # ------------------------------------------------------------------------- recurrent layers
 class _Recurrent:
     """Shared machinery of TimeRNN / TimeLSTM / TimeGRU: checks, state, and the calls of the
@@ -208,8 +215,7 @@ class _Recurrent:
         self._state_set = False
         return states
 
-    def _call(self, ops, direction, values):
-        op = OPS_BY_NAME[f"{self.cell}_layer_{direction}"]
+    def _call(self, ops, op, values):
         return getattr(ops, op.name)(*(values[a.name] for a in op.args))
 
     # ---- forward / backward
@@ -230,7 +236,7 @@ class _Recurrent:
         values = dict(zip(self.param_names, self.params), xs=xs, lengths=lengths,
                       **{s + "0": v for s, v in zip(self.state_names, states0)})
         ops = backend.ops_for(xs)
-        out = self._call(ops, "forward", values)
+        out = self._call(ops, layer_forward_op(self.cell), values)
         ns = len(self.state_names)
         hs, saved = out[0], out[1 + ns:]
         for sname, last in zip(self.state_names, out[1:1 + ns]):
@@ -249,16 +255,14 @@ class _Recurrent:
         require_float(name, "dhs", dhs, Wx.dtype)
         require_rank(name, "dhs", dhs, 3, "(N, T, H)")
         require_shape(name, "dhs", dhs, (N, T, H), "(N, T, H) of the last forward")
-        fwd = OPS_BY_NAME[f"{self.cell}_layer_forward"]
+        fwd = layer_forward_op(self.cell)
         grads = {"d" + n: _writable(g) for n, g in zip(self.param_names, self.grads)}
         values = dict(zip(self.param_names, self.params), dhs=dhs, xs=xs, hs=hs,
                       lengths=lengths, **grads,
                       **dict(zip((n for n, _ in fwd.returns[1 + len(self.state_names):]), saved)),
                       **{s + "0": v for s, v in zip(self.state_names, states0)})
-        out = self._call(ops, "backward", values)
-        for g, target in zip(self.grads, grads.values()):
-            if g is not target:
-                _set_grad(g, target)
+        out = self._call(ops, layer_backward_op(self.cell), values)
+        _copy_back(self.grads, grads.values())
         for sname, d in zip(self.state_names, out[1:1 + len(self.state_names)]):
             setattr(self, "d" + sname, d)
         return out[0]
@@ -458,9 +462,7 @@ class TimeAffine:
         dW, db = _writable(self.grads[0], fortran=True), _writable(self.grads[1])
         dx, _, _ = backend.ops_for(dout).linear_backward(dout.reshape(-1, W.shape[1]),
                                                          x.reshape(-1, W.shape[0]), W, dW, db)
-        for g, target in zip(self.grads, (dW, db)):
-            if g is not target:
-                _set_grad(g, target)
+        _copy_back(self.grads, (dW, db))
         return dx.reshape(x.shape)
 
 

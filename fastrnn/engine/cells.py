@@ -27,12 +27,8 @@ _STATE_GRADS = ("dh0", "dc0")  # running gradients: zero when the recurrence is 
 
 def _sizes(op, args):
     """The op's size symbols (N, T, D, H) read from its arguments, as the contract declares."""
-    by_name = dict(zip((a.name for a in op.args), args))
-    sizes = {}
-    for sym, name in op.sizes.items():
-        a = op.arg_by_name[name]
-        sizes[sym] = by_name[name].shape[a.dims.index(sym)]
-    return sizes
+    return {sym: args[op.arg_index[name]].shape[op.arg_by_name[name].dims.index(sym)]
+            for sym, name in op.sizes.items()}
 
 
 def _shape(op, dims, sizes):
