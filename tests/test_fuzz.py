@@ -29,7 +29,8 @@ import fastrnn.backend
 import fastrnn.reference as R
 from conftest import LAYOUTS, layout, load_backend, op_inputs
 from fastrnn import contract
-from fastrnn.checks import has_c_strides
+from fastrnn.checks import (ARRAY_KINDS, FLOAT_KINDS, INT, LENGTHS, MAT_OUT, OUT_KINDS,
+                            has_c_strides, has_f_strides)
 from tolerances import assert_close
 
 CPU_BACKENDS = [name for name in fastrnn.backend.BACKENDS if name != "cuda"]
@@ -71,14 +72,14 @@ def cpu_backend(request):
 def _mutate(data, name, args):
     """Apply one drawn mutation to ``args`` (a list, changed in place); returns its label."""
     op = contract.OPS_BY_NAME[name]
-    arrays = [i for i, a in enumerate(op.args) if a.kind in ("float", "int", "out")]
-    floats = [i for i, a in enumerate(op.args) if a.kind in ("float", "out")]
-    ints = [i for i, a in enumerate(op.args) if a.kind == "int"]
+    arrays = [i for i, a in enumerate(op.args) if a.kind in ARRAY_KINDS]
+    floats = [i for i, a in enumerate(op.args) if a.kind in FLOAT_KINDS]
+    ints = [i for i, a in enumerate(op.args) if a.kind == INT]
     scalars = [i for i, a in enumerate(op.args) if a.kind in ("ratio", "seed", "flag")]
     kind = data.draw(st.sampled_from(MUTATIONS), label="mutation")
     if kind == "non_finite":
         i = data.draw(st.sampled_from(floats), label="argument")
-        if args[i].size == 0 or op.args[i].kind == "out":
+        if args[i].size == 0 or op.args[i].kind in OUT_KINDS:
             return "none"
         flat = args[i].reshape(-1)
         for _ in range(data.draw(st.integers(1, 3), label="how many")):
@@ -164,7 +165,7 @@ def _lengths(data, args):
 def _relayout(data, name, args):
     op = contract.OPS_BY_NAME[name]
     for i, a in enumerate(op.args[:len(args)]):
-        if isinstance(args[i], np.ndarray) and a.kind in ("float", "int", "out", "lengths"):
+        if isinstance(args[i], np.ndarray) and (a.kind in ARRAY_KINDS or a.kind == LENGTHS):
             kind = data.draw(st.sampled_from(LAYOUTS), label=f"{a.name} layout")
             v = layout(np, args[i], kind)
             if data.draw(st.booleans(), label=f"{a.name} read-only"):
@@ -176,10 +177,12 @@ def _reference_copy(a, upcast, kind):
     """What the reference gets for argument ``a``: the same values, in float64 when
     ``upcast``; an output array gets a fresh array with the same failings (not C-strided,
     read-only) so that the reference accepts or rejects it like the backend."""
-    if kind != "out":
+    if kind not in OUT_KINDS:
         return np.array(a, dtype=np.float64) if upcast else a
     c = np.empty(a.shape, np.float64 if upcast else a.dtype)
-    if not has_c_strides(a):
+    if kind == MAT_OUT and has_f_strides(a):  # a matrix written in place in either order
+        c = np.asfortranarray(c)
+    elif not has_c_strides(a):
         c = layout(np, c, "strided")
     c.flags.writeable = a.flags.writeable
     return c
@@ -227,7 +230,7 @@ def test_fuzz_op(cpu_backend, name, data):
     op = contract.OPS_BY_NAME[name]
     kind = "grad" if name.endswith("backward") else "output"
     # The op ran, so its float arguments share one dtype (a dtype mutation may have changed it).
-    dtype = next(a.dtype for a, arg in zip(args, op.args) if arg.kind in ("float", "out"))
+    dtype = next(a.dtype for a, arg in zip(args, op.args) if arg.kind in FLOAT_KINDS)
     for (out, _), g, w in zip(op.returns, got, want):
         if w is None:
             assert g is None, f"{cpu_backend.name} {name}: {out} should be None"
