@@ -163,6 +163,12 @@ def test_layer_results_do_not_depend_on_the_thread_count(cell, dtype):
             x, W = rng.standard_normal((333, 170)).astype(dtype), rng.standard_normal(
                 (170, 2000)).astype(dtype)
             outs[-1].append(engine.linear_forward(x, W, np.zeros(2000, dtype)))
+            for D, V in ((40, 300), (260, 20)):  # dx split by rows; dW of a narrow output
+                x, dy = (rng.standard_normal((700, D)).astype(dtype),
+                         rng.standard_normal((700, V)).astype(dtype))
+                dW, db = np.empty((D, V), dtype), np.empty(V, dtype)
+                outs[-1].extend(engine.linear_backward(dy, x, rng.standard_normal((D, V)).astype(
+                    dtype), dW, db))
     finally:
         threads._num_threads = before
     for other in outs[1:]:

@@ -324,6 +324,7 @@ def test_layer_backward_writes_and_returns_the_arrays_it_was_given(candidate, re
 @example(M=1, D=1, V=1, w_order="C", dw_order="C", seed=0, kind="c")
 @example(M=300, D=100, V=1000, w_order="F", dw_order="F", seed=1, kind="c")
 @example(M=70, D=650, V=33, w_order="C", dw_order="C", seed=2, kind="c")
+@example(M=300, D=260, V=28, w_order="C", dw_order="C", seed=4, kind="strided")  # narrow V
 @example(M=0, D=5, V=3, w_order="F", dw_order="C", seed=3, kind="c")
 def test_linear_ops_match_reference(candidate, dtype, M, D, V, w_order, dw_order, seed, kind):
     """y = x W + b and its gradients; W and dW in C or Fortran order (a tied weight is the

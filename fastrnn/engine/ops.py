@@ -14,6 +14,11 @@ from ..reference import ops as _reference
 from ..reference.ops import dropout_threshold
 from . import _engine
 
+# linear_backward computes dW^T for outputs narrower than this many columns (V) when the
+# product has at least NARROW_MIN_MD elements of x (below that the two orders cost the same)
+NARROW_V = 64
+NARROW_MIN_MD = 1 << 16
+
 
 def _matmul(A, B, C, bias=None, colsum=None):
     _engine.matmul(A, B, C, bias, colsum, False, _threads.get_num_threads(),
@@ -37,7 +42,15 @@ def linear_backward(dy, x, W, dW, db):
         return _reference.linear_backward(dy, x, W, dW, db)
     dx = np.empty((M, D), dtype=dy.dtype)
     _matmul(dy, W.T, dx)
-    if dW.flags.c_contiguous:
+    if dW.flags.c_contiguous and V < NARROW_V and M * D >= NARROW_MIN_MD:
+        # dW^T = dy^T x: the product then packs the narrow dy transposed rather than the wide
+        # x, and its output rows span D (char LM, V = 28, D = 256, M = 1120: 0.34 -> 0.18 ms
+        # on 2 threads). Each element sums the same products in the same order either way.
+        dWt = np.empty((V, D), dtype=dy.dtype)
+        _matmul(dy.T, x, dWt)
+        dW[...] = dWt.T
+        np.add.reduce(dy, axis=0, out=db)
+    elif dW.flags.c_contiguous:
         _matmul(x.T, dy, dW, colsum=db)  # db from the packing of dy, which reads it anyway
     else:  # Fortran order (a tied weight): written as dW^T = dy^T x in C order
         _matmul(x.T, dy, dW)

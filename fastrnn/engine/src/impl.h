@@ -388,7 +388,7 @@ static inline ATTR FN(panel) FN(panel_at)(const FN(wpack) *wp, int H, long a, lo
  * rows in blocks of GEMM_MC; depth in blocks of GEMM_KC, so that a tile's slice of packed B
  * fits in L1 and the block of C being summed (GEMM_MC rows x the chunk) stays in L2 across the
  * depth. An item is a group of unit vectors with all rows, or (narrow C, by_rows) a block of
- * GEMM_MC rows with all columns. Each C element sums its depth blocks in order and each block
+ * at most GEMM_MC rows with all columns. Each C element sums its depth blocks in order and each block
  * in k order, whatever the item split: results do not depend on the thread count. */
 #ifndef GEMM_KC_BYTES
 #define GEMM_KC_BYTES (4 * FR_L1)
@@ -439,6 +439,8 @@ typedef struct {
     REAL *colsum;        /* colsum[g*csg + j] = sum_k B(k, g, j) (db); or NULL */
     long csg;
     int by_rows;         /* items are row blocks (else groups of unit vectors) */
+    long mb;             /* rows of a row item: GEMM_MC, or fewer to give every thread as
+                          * many (only where A is not packed once per call: see finish) */
     long item;           /* unit vectors per item (by columns) */
     REAL *apk;           /* A packed once per call for every item (see gemm_apk), or NULL */
     REAL *bpk;           /* row items: B packed once per call for all of them, or NULL */
@@ -516,6 +518,7 @@ static void FN(gemm_plan)(FN(gemm) *g, int nt) {
      * needs whole columns: it never does) */
     g->by_rows = !g->colsum && g->mtot > GEMM_MC &&
                  (col_items < nt || 4L * g->G * g->Hc < g->mtot);
+    g->mb = GEMM_MC;
 }
 
 /* Pack rows [k0, k0 + kn) of B for unit vectors [c0, c1): tiles of U unit vectors, each
@@ -688,7 +691,7 @@ static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, lon
             const FN(seg) *s = &g->seg[si];
             long lo = m0 > base ? m0 : base, hi = m1 < base + s->M ? m1 : base + s->M;
             int plain_a = !s->a.ni && !s->trans;
-            for (long i0 = lo; i0 < hi; i0 += GEMM_MC, first = 0) { /* il % GEMM_MC == 0 */
+            for (long i0 = lo; i0 < hi; i0 += GEMM_MC, first = 0) { /* with g->apk, il % GEMM_MC == 0 */
                 int mn = hi - i0 < GEMM_MC ? (int)(hi - i0) : GEMM_MC;
                 long il = i0 - base; /* segment row */
                 int nblk = (mn + mrmax - 1) / mrmax;
@@ -809,10 +812,10 @@ static ATTR void FN(gemm_phase)(FN(ctx) *c, fr_local *L, const FN(gemm) *g, cons
         FOR_ITEMS(&c->sch, L, nuv, g->item, a, cnt) FN(gemm_item)(g, a, a + cnt, 0, g->mtot, wk);
         fr_sync(&c->sch, L, nuv, g->item);
     } else {
-        long nb = (g->mtot + GEMM_MC - 1) / GEMM_MC;
+        long nb = (g->mtot + g->mb - 1) / g->mb;
         FOR_ITEMS(&c->sch, L, nb, 1, b, cnt) {
-            long m1 = (b + cnt) * GEMM_MC;
-            FN(gemm_item)(g, 0, nuv, b * GEMM_MC, m1 < g->mtot ? m1 : g->mtot, wk);
+            long m1 = (b + cnt) * g->mb;
+            FN(gemm_item)(g, 0, nuv, b * g->mb, m1 < g->mtot ? m1 : g->mtot, wk);
         }
         fr_sync(&c->sch, L, nb, 1);
     }
@@ -1630,6 +1633,11 @@ static void FN(finish)(FN(gemm) *g, int nt, FN(carve) *cv) {
     n = FN(gemm_bpk_len)(g);
     REAL *bpk = n ? FN(take)(cv, n) : NULL;
     g->bpk = g->by_rows ? bpk : NULL;
+    if (g->by_rows && !g->apk) { /* row items need not start at a packed block of A */
+        long nb = (g->mtot + GEMM_MC - 1) / GEMM_MC;
+        nb = (nb + nt - 1) / nt * nt;
+        g->mb = (g->mtot + nb - 1) / nb;
+    }
 }
 
 /* A product over gate columns: C = A @ B with B's G gate blocks of H columns (row stride sk,
