@@ -6,7 +6,7 @@ compared with the reference too, since that suite runs only the default target.
 Skipped as a whole when the extension was not built (no C compiler at install time)."""
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tolerances import assert_close, rms
@@ -116,6 +116,8 @@ def run_layer(module, cell, N, T, D, H, dtype, seed):
 @settings(max_examples=6, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(N=st.integers(1, 13), T=st.integers(1, 4), D=st.integers(1, 40), H=st.integers(1, 37),
        seed=st.integers(0, 99))
+@example(N=9, T=2, D=20, H=32, seed=1)  # LSTM: input multiplied inside the steps, Wx in place
+@example(N=5, T=4, D=20, H=32, seed=2)  # LSTM: too few rows for that, input projected first
 def test_every_dispatch_target_runs_layer_ops_like_the_reference(isa, cell, dtype, N, T, D, H,
                                                                  seed):
     got_f, got_b = run_layer(engine, cell, N, T, D, H, dtype, seed)
