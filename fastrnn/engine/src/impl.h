@@ -752,7 +752,7 @@ struct FN(ctx_s) {
     int T, N, H;
     long nuv; /* unit vectors of H */
     const REAL *xw, *Wh, *h0, *c0, *b_hn, *dhs, *hs_in, *cs_in, *acts_in, *hn_in;
-    /* LSTM layer forward with its input inside the steps (see fuse_input): no xw; each
+    /* LSTM / RNN layer forward with its input inside the steps (see fuse_input): no xw; each
      * step's tile product adds x_t @ Wx (xs rows, panels of Wx in pk2), the epilogue b */
     const REAL *xs, *Wx, *b;
     int D;
@@ -930,6 +930,15 @@ static ATTR void FN(dh0_phase)(FN(ctx) *c, fr_local *L, const FN(wpack) *w1, REA
     SYNC(w1->U);
 }
 
+/* A layer forward with its input inside the steps (c->xs set, see fuse_input): the tile's
+ * product block C also gets x_t @ Wx through the tile's panel of Wx. */
+static inline ATTR void FN(input_product)(const FN(ctx) *c, int t, const FN(wpack) *wx, long a,
+                                         long Uc, int nv, REAL *C) {
+    if (c->xs)
+        FN(tile_product)(c->N, c->D, c->xs + (long)t * c->D, (long)c->T * c->D,
+                         FN(panel_at)(wx, c->H, a, Uc), nv, C, 1);
+}
+
 /* ------------------------------------------------------------------ RNN: h' = tanh(xw + h Wh) */
 #define RNN_FWD_STEP(T, LD, ST, SIG, TANH) ST(ho + u, TANH(LD(xr + u) + LD(cr + u)));
 static inline ATTR void FN(rnn_fwd_row)(int nu, CR cr, CR xr, R ho) { ROW_LOOP(nu, RNN_FWD_STEP); }
@@ -946,21 +955,25 @@ static inline ATTR void FN(rnn_bwd_row)(int cnt, CR g, CR pr, CR y, R d) {
 static ATTR void FN(rnn_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
     const int T = c->T, N = c->N, H = c->H;
     FN(wpack) w1 = {c->Wh, H, 0, 1, H, 1, 4, c->direct, c->pk1};
+    FN(wpack) w2 = {c->Wx, H, 0, 1, c->D, 1, 4, c->direct, c->pk2};
     FN(pack_phase)(c, L, &w1);
+    if (c->xs) FN(pack_phase)(c, L, &w2);
     for (int t = 0; t < T; t++) {
         L->reverse = t & 1; /* see fr_next */
         const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
         long lda = t ? c->hns : H;
-        const REAL *x = c->xw + (long)t * N * H;
+        const REAL *x = c->xs ? c->b : c->xw + (long)t * N * H;
+        const long xn = c->xs ? 0 : H; /* x's row stride: the bias is every row's */
         REAL *ho = c->hs + t * c->hts;
         FOR_TILES(&w1) {
             FN(tile_product)(N, H, hp, lda, p, nv, C, 0);
+            FN(input_product)(c, t, &w2, a, Uc, nv, C);
             for (int n = 0; n < N; n++) {
                 REAL *o = ho + n * c->hns + j0;
                 if (PAD(c, t, n))
                     FN(zero)(o, nu);
                 else
-                    FN(rnn_fwd_row)(nu, C + (long)n * w, x + (long)n * H + j0, o);
+                    FN(rnn_fwd_row)(nu, C + (long)n * w, x + n * xn + j0, o);
                 FN(keep_last)(c, c->h_last, t, n, j0, nu, o, c->h0 + (long)n * H + j0);
             }
         }
@@ -1051,9 +1064,7 @@ static ATTR void FN(lstm_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
         REAL *co = c->cs + (long)t * N * H;
         FOR_TILES(&w1) {
             FN(tile_product)(N, H, hp, lda, p, nv, C, 0);
-            if (c->xs)
-                FN(tile_product)(N, c->D, c->xs + (long)t * c->D, (long)T * c->D,
-                                 FN(panel_at)(&w2, H, a, Uc), nv, C, 1);
+            FN(input_product)(c, t, &w2, a, Uc, nv, C);
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G4 + j0;
                 REAL *o = c->hs + t * c->hts + n * c->hns + j0;
@@ -1790,11 +1801,34 @@ PLAN(plan_gru_ra_bwd) { /* -> dxs, dh0, dWx, dWh, db, db_hn */
 }
 #undef PLAN
 
+/* The LSTM and RNN layer forwards multiply x_t @ Wx inside each step, beside h @ Wh, rather
+ * than xw = X @ Wx + b for all steps before the recurrence, where [Wx; Wh] fits one core's L2
+ * and the batch fills the microkernel's rows (G gate blocks). It saves writing and reading xw
+ * and a phase; the steps' products grow by D / H. LSTM layer forward, 2 threads, f32, N x T x
+ * D x H: 32x35x28x256 3.6 -> 3.4 ms, 20x35x100x100 1.3 -> 0.88, 20x35x200x200 2.8-3.5 -> 2.4,
+ * 64x50x256x256 16.8 -> 14; where the panels stream from L3 it loses (20x35x650x650 21.9 ->
+ * 24.5), and with N = 1 (1x100x256x256 1.14 -> 1.3). The GRU's candidate keeps its input
+ * apart from r * (h Wh): it projects first. Decided from the shapes, not the thread count:
+ * the two ways round differently. */
+#ifndef FR_FUSE_BYTES
+#define FR_FUSE_BYTES (2L << 20)
+#define FR_FUSE_N 8
+#endif
+static int FN(fuse_input)(const fr_dims *d, int G) {
+    return d->N >= FR_FUSE_N &&
+           (long)(d->D + d->H) * G * d->H * (long)sizeof(REAL) <= FR_FUSE_BYTES;
+}
+
 static int FN(op_rnn_layer_forward)(ARGS) { /* xs, Wx, b, Wh, h0 -> hs, h_last */
     FN(ctx) c = {0};
     FN(init_layer)(&c, d, len);
     c.Wh = IN(3), c.h0 = IN(4), c.hs = OUT(0), c.h_last = OUT(1);
     c.direct = d->T <= FR_DIRECT_T, c.loop = FN(rnn_fwd);
+    if (FN(fuse_input)(d, 1)) {
+        c.xs = IN(0), c.Wx = IN(1), c.b = IN(2), c.D = d->D;
+        return FN(run_layer)(&c, d, 1, nth, NUV(d->H) * d->H, NUV(d->H) * d->D, 0,
+                             FN(plan_none), in, out);
+    }
     return FN(run_layer)(&c, d, 1, nth, NUV(d->H) * d->H, 0, 0, FN(plan_fwd1), in, out);
 }
 
@@ -1806,22 +1840,6 @@ static int FN(op_rnn_layer_backward)(ARGS) { /* dhs, xs, Wx, Wh, hs, h0 -> dxs, 
     return FN(run_layer)(&c, d, 1, nth, NUV(d->H) * d->H, 0, 0, FN(plan_rnn_bwd), in, out);
 }
 
-/* The LSTM layer forward multiplies x_t @ Wx inside each step, beside h @ Wh, rather than xw =
- * X @ Wx + b for all steps before the recurrence, where [Wx; Wh] fits one core's L2 and the
- * batch fills the microkernel's rows. It saves writing and reading xw and a phase; the steps'
- * products grow by D / H. Layer forward, 2 threads, f32: N x T x D x H = 32x35x28x256 3.6 ->
- * 3.4 ms, 20x35x100x100 1.3 -> 0.88, 20x35x200x200 2.8-3.5 -> 2.4, 64x50x256x256 16.8 -> 14;
- * where the panels stream from L3 it loses (20x35x650x650 21.9 -> 24.5), and with N = 1
- * (1x100x256x256 1.14 -> 1.3). Not the thread count: it would change the rounding. */
-#ifndef FR_FUSE_BYTES
-#define FR_FUSE_BYTES (2L << 20)
-#define FR_FUSE_N 8
-#endif
-static int FN(fuse_input)(const fr_dims *d) {
-    return d->N >= FR_FUSE_N &&
-           (long)(d->D + d->H) * 4 * d->H * (long)sizeof(REAL) <= FR_FUSE_BYTES;
-}
-
 static int FN(op_lstm_layer_forward)(ARGS) {
     /* xs, Wx, b, Wh, h0, c0 -> hs, h_last, c_last, cs, acts */
     FN(ctx) c = {0};
@@ -1829,7 +1847,7 @@ static int FN(op_lstm_layer_forward)(ARGS) {
     c.Wh = IN(3), c.h0 = IN(4), c.c0 = IN(5);
     c.hs = OUT(0), c.h_last = OUT(1), c.c_last = OUT(2), c.cs = OUT(3), c.acts = OUT(4);
     c.direct = d->T <= FR_DIRECT_T, c.loop = FN(lstm_fwd);
-    if (FN(fuse_input)(d)) {
+    if (FN(fuse_input)(d, 4)) {
         c.xs = IN(0), c.Wx = IN(1), c.b = IN(2), c.D = d->D;
         return FN(run_layer)(&c, d, 4, nth, NUV(d->H) * 4 * d->H, NUV(d->H) * 4 * d->D, 0,
                              FN(plan_none), in, out);
