@@ -383,11 +383,11 @@ static inline ATTR FN(panel) FN(panel_at)(const FN(wpack) *wp, int H, long a, lo
  * vectors x G gates, as in the recurrence. A comes in one or two row segments (dWx and dWh
  * share B = dA: [X^T; Hprev^T] @ dA), each with its own C rows.
  *
- * Blocking: columns in chunks of at most GEMM_NV vectors, whose B is packed ([k block][tile]
- * [k][g][u]) once per chunk when it fits GEMM_BP, else once per k block of every row block;
- * rows in blocks of GEMM_MC; depth in blocks of GEMM_KC, so that a tile's slice of packed B
- * fits in L1 and the block of C being summed (GEMM_MC rows x the chunk) stays in L2 across the
- * depth. An item is a group of unit vectors with all rows, or (narrow C, by_rows) a block of
+ * Blocking: columns in chunks of at most GEMM_NV vectors; depth in blocks of GEMM_KC, so that
+ * a tile's slice of packed B fits in L1; rows in blocks of GEMM_MC. Per chunk, depth blocks
+ * outer: B's block for the chunk is packed ([tile][k][g][u]) once and stays in L2 while every
+ * row block of A passes it (rows outer streamed the whole chunk of B from L3 once per row
+ * block where it did not fit L2: the LSTM dW product 512x3200x1024 and friends). An item is a group of unit vectors with all rows, or (narrow C, by_rows) a block of
  * at most GEMM_MC rows with all columns. Each C element sums its depth blocks in order and each block
  * in k order, whatever the item split: results do not depend on the thread count. */
 #ifndef GEMM_KC_BYTES
@@ -446,17 +446,14 @@ typedef struct {
     REAL *bpk;           /* row items: B packed once per call for all of them, or NULL */
 } FN(gemm);
 
-/* Per-thread blocks of a product: packed A (GEMM_MC x GEMM_KC), packed B (up to GEMM_BP), the
- * microkernel's output block. */
+/* Per-thread blocks of a product: packed A (GEMM_MC x GEMM_KC), packed B (one depth block of a
+ * chunk: GEMM_KC x GEMM_NV vectors), the microkernel's output block. */
 typedef struct {
     REAL *ap, *bp, *cs;
 } FN(work);
 
 #define GEMM_AP ((long)GEMM_MC * (GEMM_KC + VL))
-#ifndef GEMM_BP_LOG
-#define GEMM_BP_LOG 20
-#endif
-#define GEMM_BP ((long)1 << GEMM_BP_LOG)
+#define GEMM_BP ((long)GEMM_KC * GEMM_NV * VL)
 #define GEMM_CS ((long)MR_MAX * 4 * VL)
 
 /* A that is transposed or gathered is packed once per call into a buffer all items read
@@ -490,7 +487,7 @@ static inline ATTR const REAL *FN(apk_block)(const FN(gemm) *g, int si, long ib,
 }
 
 /* Row items all multiply by the same B: it is packed once per call (chunk after chunk of
- * GEMM_NV vectors at most, each as in gemm_item's whole-B layout). Its length, or 0 where the
+ * GEMM_NV vectors at most, each depth block laid out as gemm_item packs it). Its length, or 0 where the
  * product can have no row items or B would need more than GEMM_APK. */
 static long FN(gemm_chunk)(const FN(gemm) *g) {
     long chunk = GEMM_NV / g->G;
@@ -678,28 +675,24 @@ static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, lon
     for (long c0 = ua; c0 < ub; c0 += chunk) {
         long c1 = ub - c0 < chunk ? ub : c0 + chunk;
         long width = (c1 - c0) * g->G * VL; /* packed B of one depth row */
-        int whole = g->bpk || (long)g->K * width <= GEMM_BP;
-        REAL *bw = g->bpk ? g->bpk + (long)g->K * c0 * g->G * VL : wk->bp; /* (chunks from 0) */
-        if (whole && !g->bpk)
-            for (int kb = 0; kb < nkb; kb++) {
-                int k0 = (int)((long)g->K * kb / nkb), k1 = (int)((long)g->K * (kb + 1) / nkb);
-                FN(pack_b)(g, k0, k1 - k0, c0, c1, bw + (long)k0 * width, sums);
-            }
-        long base = 0;
-        int first = 1;
-        for (int si = 0; si < g->nseg; si++) {
-            const FN(seg) *s = &g->seg[si];
-            long lo = m0 > base ? m0 : base, hi = m1 < base + s->M ? m1 : base + s->M;
-            int plain_a = !s->a.ni && !s->trans;
-            for (long i0 = lo; i0 < hi; i0 += GEMM_MC, first = 0) { /* with g->apk, il % GEMM_MC == 0 */
-                int mn = hi - i0 < GEMM_MC ? (int)(hi - i0) : GEMM_MC;
-                long il = i0 - base; /* segment row */
-                int nblk = (mn + mrmax - 1) / mrmax;
-                for (int kb = 0; kb < nkb; kb++) {
-                    int k0 = (int)((long)g->K * kb / nkb), k1 = (int)((long)g->K * (kb + 1) / nkb);
-                    int kn = k1 - k0;
-                    const REAL *bk = bw + (whole ? (long)k0 * width : 0);
-                    if (!whole) FN(pack_b)(g, k0, kn, c0, c1, wk->bp, sums && first);
+        for (int kb = 0; kb < nkb; kb++) { /* depth outer: B's block stays in L2 for all rows */
+            int k0 = (int)((long)g->K * kb / nkb), k1 = (int)((long)g->K * (kb + 1) / nkb);
+            int kn = k1 - k0;
+            const REAL *bk = wk->bp;
+            if (g->bpk)
+                bk = g->bpk + (long)g->K * c0 * g->G * VL + (long)k0 * width;
+            else
+                FN(pack_b)(g, k0, kn, c0, c1, wk->bp, sums);
+            int init = kb > 0 || g->acc ? MK_LOAD : (g->bias ? MK_BIAS : MK_ZERO);
+            long base = 0;
+            for (int si = 0; si < g->nseg; si++) {
+                const FN(seg) *s = &g->seg[si];
+                long lo = m0 > base ? m0 : base, hi = m1 < base + s->M ? m1 : base + s->M;
+                int plain_a = !s->a.ni && !s->trans;
+                for (long i0 = lo; i0 < hi; i0 += GEMM_MC) { /* with g->apk, il % GEMM_MC == 0 */
+                    int mn = hi - i0 < GEMM_MC ? (int)(hi - i0) : GEMM_MC;
+                    long il = i0 - base; /* segment row */
+                    int nblk = (mn + mrmax - 1) / mrmax;
                     const REAL *ab; /* A(il, k0), rows lda apart */
                     long lda;
                     if (plain_a) {
@@ -713,7 +706,6 @@ static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, lon
                         FN(pack_a)(s, il, mn, k0, kn, wk->ap, lda);
                         ab = wk->ap;
                     }
-                    int init = kb > 0 || g->acc ? MK_LOAD : (g->bias ? MK_BIAS : MK_ZERO);
                     for (int b = 0, r0 = 0, mr; b < nblk; b++, r0 += mr) {
                         mr = FN(block_rows)(mn, r0, b, nblk);
                         long step;
@@ -738,8 +730,8 @@ static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, lon
                         }
                     }
                 }
+                base += s->M;
             }
-            base += s->M;
         }
     }
 }
