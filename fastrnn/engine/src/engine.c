@@ -62,7 +62,6 @@ static void fr_futex_wake(atomic_int *addr) { (void)addr; }
 #endif
 
 #define FR_MAXT 64
-#define FR_LONG_WAIT_NS 200000 /* a wait this long means a descheduled thread (fr_after_call) */
 #ifdef FR_PROFILE
 /* Measurement builds only (-DFR_PROFILE, never the package): ns summed over calls. [0..3]
  * products before the recurrence, [4] the recurrence, [5..8] products after it, as thread 0
@@ -79,9 +78,9 @@ static long fr_now_ns(void) {
 /* Wait until *addr != value: spin for up to spin_ns (a wake-up in the ~100 ns range when every
  * thread has a core), then sleep on a futex that the changer wakes (`sleepers` tells it to).
  * On a core shared with another process a yielding waiter would hand that process a whole
- * time slice, while a sleeper is woken the moment the value changes. Returns the time waited. */
-static long fr_wait_change(atomic_int *addr, int value, atomic_int *sleepers, long spin_ns) {
-    if (atomic_load_explicit(addr, memory_order_acquire) != value) return 0;
+ * time slice, while a sleeper is woken the moment the value changes. */
+static void fr_wait_change(atomic_int *addr, int value, atomic_int *sleepers, long spin_ns) {
+    if (atomic_load_explicit(addr, memory_order_acquire) != value) return;
     long t0 = fr_now_ns();
     for (int i = 1; atomic_load_explicit(addr, memory_order_acquire) == value; i++) {
         if (i % 64 || fr_now_ns() - t0 < spin_ns) {
@@ -93,7 +92,6 @@ static long fr_wait_change(atomic_int *addr, int value, atomic_int *sleepers, lo
             fr_futex_wait(addr, value);
         atomic_fetch_sub(sleepers, 1);
     }
-    return fr_now_ns() - t0;
 }
 
 /* Change *addr (seq_cst) and wake whoever sleeps on it. */
@@ -192,10 +190,8 @@ static int fr_pool_grow(int nt) {
 }
 #endif
 
-/* Run fn on nt threads (fewer when the pool is busy or cannot grow). Returns the time the
- * caller waited at the end for workers still inside the region, when that was a long wait
- * (see fr_after_call), else 0. */
-static long fr_parallel(fr_task fn, void *ctx, int nt) {
+/* Run fn on nt threads (fewer when the pool is busy or cannot grow). */
+static void fr_parallel(fr_task fn, void *ctx, int nt) {
 #if FR_THREADS
     if (nt > FR_MAXT) nt = FR_MAXT;
     if (nt > 1) {
@@ -217,20 +213,18 @@ static long fr_parallel(fr_task fn, void *ctx, int nt) {
                     if (atomic_compare_exchange_strong(&fr_pool.slot[i], &asked, 0))
                         atomic_fetch_sub(&fr_pool.pending, 1);
                 }
-                long waited = 0;
                 int left;
                 while ((left = atomic_load(&fr_pool.pending)) > 0)
-                    waited += fr_wait_change(&fr_pool.pending, left, &fr_pool.done_sleepers,
-                                             FR_POOL_SPIN_NS);
+                    fr_wait_change(&fr_pool.pending, left, &fr_pool.done_sleepers,
+                                   FR_POOL_SPIN_NS);
                 pthread_mutex_unlock(&fr_pool_lock);
-                return waited > FR_LONG_WAIT_NS ? waited : 0;
+                return;
             }
             pthread_mutex_unlock(&fr_pool_lock);
         }
     }
 #endif
     fn(ctx, 0, 1);
-    return 0;
 }
 
 /* ---------------------------------------------------------------------------- scheduling
@@ -252,7 +246,6 @@ typedef struct {
     fr_counter done;           /* items finished, over all phases */
     _Alignas(64) atomic_int epoch; /* phases finished: what sleepers wait on */
     atomic_int sleepers;
-    atomic_long waited_ns; /* time threads spent in long waits at phase ends, over the call */
 } fr_sched;
 
 /* One thread's view: how many items each owner's range held in the phases before this one;
@@ -268,7 +261,6 @@ static void fr_sched_init(fr_sched *s) {
     atomic_init(&s->done.v, 0);
     atomic_init(&s->epoch, 0);
     atomic_init(&s->sleepers, 0);
-    atomic_init(&s->waited_ns, 0);
 }
 
 static void fr_local_init(fr_local *l, int tid, int nt) {
@@ -372,12 +364,10 @@ static void fr_sync(fr_sched *s, fr_local *l, long n, long U) {
             fr_futex_wait(&s->epoch, e);
         atomic_fetch_sub(&s->sleepers, 1);
     }
-    long w = fr_now_ns() - t0;
 #ifdef FR_PROFILE
-    fr_prof[12 + (l->tid > 0)] += w; /* every wait, thread 0 and the others */
+    fr_prof[12 + (l->tid > 0)] += fr_now_ns() - t0; /* every wait, thread 0 and the others */
     fr_prof[14 + (l->tid > 0)] += 1;
 #endif
-    if (w > FR_LONG_WAIT_NS) atomic_fetch_add(&s->waited_ns, w);
 }
 
 /* Loop over the items of a phase over n units in items of U (end it with fr_sync(s, L, n, U)):
@@ -386,38 +376,6 @@ static void fr_sync(fr_sched *s, fr_local *l, long n, long U) {
     for (fr_item it_ = {0, 0, 0, fr_target((L), (n), (U))}; fr_next((S), (L), (n), (U), &it_); \
          fr_finish((S), it_.end))                                                               \
         for (long FIRST = it_.a, COUNT = it_.cnt, once_ = 1; once_; once_ = 0)
-
-/* Contention: when the threads of a call spent more than 30% of it in long waits for each
- * other (a thread descheduled inside an item: the machine is busy with other work), the next
- * calls run on one thread, a number that doubles while the contention lasts (up to 256 calls)
- * and resets after a call that ran well; then the full count is tried again. Only waits
- * longer than FR_LONG_WAIT_NS count: a descheduled thread is away for a time slice
- * (milliseconds), while on a free machine a small recurrence waits a few microseconds at
- * every step, which is no reason to drop a thread (counting those made the big products
- * after a small LSTM run on one thread, twice as slow). Calls shorter than FR_JUDGE_NS are not
- * judged at all. */
-#define FR_JUDGE_NS 1000000
-static atomic_int fr_single_calls, fr_backoff;
-
-static int fr_threads_now(int nt) {
-    if (nt <= 1) return 1;
-    int left = atomic_load(&fr_single_calls);
-    while (left > 0)
-        if (atomic_compare_exchange_weak(&fr_single_calls, &left, left - 1)) return 1;
-    return nt;
-}
-
-static void fr_after_call(int nt, long wall_ns, long waited_ns) {
-    if (nt <= 1 || wall_ns < FR_JUDGE_NS) return;
-    if (waited_ns * 10 > wall_ns * 3L * (nt - 1)) {
-        int b = atomic_load(&fr_backoff);
-        b = b < 4 ? 4 : (b < 256 ? 2 * b : 256);
-        atomic_store(&fr_backoff, b);
-        atomic_store(&fr_single_calls, b);
-    } else {
-        atomic_store(&fr_backoff, 0);
-    }
-}
 
 /* ---------------------------------------------------------------------------- work buffer
  * One cached buffer serves the calls that find it free: a fresh multi-megabyte allocation is

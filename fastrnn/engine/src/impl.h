@@ -1489,36 +1489,33 @@ static void FN(init_layer)(FN(ctx) *c, const fr_dims *d, const int64_t *len) {
 }
 
 /* One work buffer for the call (panels, per-thread blocks, cell scratch, then `internal`
- * REALs that the op lays out itself at *ibuf); nt may drop to 1 on a contended machine. */
+ * REALs that the op lays out itself at *ibuf) for nt threads. */
 typedef struct {
     void *p;
     int cached;
 } FN(held);
 
-static int FN(begin)(FN(ctx) *c, int *nt, long pk1, long pk2, long shared, long internal,
+static int FN(begin)(FN(ctx) *c, int nt, long pk1, long pk2, long shared, long internal,
                      REAL **ibuf, FN(held) *h) {
-    *nt = fr_threads_now(*nt);
     pk1 = ROUND16(pk1);
     pk2 = ROUND16(pk2);
     shared = ROUND16(shared);
     c->thr_stride = ROUND16(THR_LEN(c->N));
-    long total = pk1 + pk2 + c->thr_stride * *nt + shared + ROUND16(internal);
+    long total = pk1 + pk2 + c->thr_stride * nt + shared + ROUND16(internal);
     REAL *buf = (REAL *)fr_ws_get((size_t)total * sizeof(REAL), &h->cached);
     if (!buf) return FR_ENOMEM;
     h->p = buf;
     c->pk1 = buf;
     c->pk2 = buf + pk1;
     c->thr = buf + pk1 + pk2;
-    c->shared = c->thr + c->thr_stride * *nt;
+    c->shared = c->thr + c->thr_stride * nt;
     *ibuf = c->shared + shared;
     return 0;
 }
 
 static int FN(launch)(FN(ctx) *c, int nt, FN(held) *h) {
     fr_sched_init(&c->sch);
-    long t0 = fr_now_ns();
-    long joined = fr_parallel(FN(worker), c, nt);
-    if (nt > 1) fr_after_call(nt, fr_now_ns() - t0, atomic_load(&c->sch.waited_ns) + joined);
+    fr_parallel(FN(worker), c, nt);
     fr_ws_put(h->p, h->cached);
     return 0;
 }
@@ -1530,7 +1527,7 @@ static int FN(run_loop)(FN(ctx) *c, FN(loop_fn) loop, int G, int nthreads, long 
     REAL *ib;
     FN(held) h;
     c->loop = loop;
-    if (FN(begin)(c, &nt, pk1, pk2, shared, 0, &ib, &h)) return FR_ENOMEM;
+    if (FN(begin)(c, nt, pk1, pk2, shared, 0, &ib, &h)) return FR_ENOMEM;
     return FN(launch)(c, nt, &h);
 }
 
@@ -1748,7 +1745,7 @@ static int FN(run_layer)(FN(ctx) *c, const fr_dims *d, int G, int nth, long pk1,
     plan(c, d, in, out, nt, &cv);
     REAL *ib;
     FN(held) h;
-    if (FN(begin)(c, &nt, pk1, pk2, shared, cv.used, &ib, &h)) return FR_ENOMEM;
+    if (FN(begin)(c, nt, pk1, pk2, shared, cv.used, &ib, &h)) return FR_ENOMEM;
     cv = (FN(carve)){ib, 0};
     c->npre = c->npost = 0;
     plan(c, d, in, out, nt, &cv);
@@ -1937,7 +1934,7 @@ static int FN(matmul)(long M, long K, long Vc, const REAL *A, long a_rs, long a_
     REAL *ib;
     FN(held) h;
     g->mtot = M; /* (gemm_bpk_len reads it before gemm_plan sets it) */
-    if (FN(begin)(&c, &nt, 0, 0, 0, ROUND16(FN(gemm_apk_len)(g)) + ROUND16(FN(gemm_bpk_len)(g)),
+    if (FN(begin)(&c, nt, 0, 0, 0, ROUND16(FN(gemm_apk_len)(g)) + ROUND16(FN(gemm_bpk_len)(g)),
                   &ib, &h))
         return FR_ENOMEM;
     FN(carve) cv = {ib, 0};
