@@ -387,9 +387,10 @@ static inline ATTR FN(panel) FN(panel_at)(const FN(wpack) *wp, int H, long a, lo
  * a tile's slice of packed B fits in L1; rows in blocks of GEMM_MC. Per chunk, depth blocks
  * outer: B's block for the chunk is packed ([tile][k][g][u]) once and stays in L2 while every
  * row block of A passes it (rows outer streamed the whole chunk of B from L3 once per row
- * block where it did not fit L2: the LSTM dW product 512x3200x1024 and friends). An item is a group of unit vectors with all rows, or (narrow C, by_rows) a block of
- * at most GEMM_MC rows with all columns. Each C element sums its depth blocks in order and each block
- * in k order, whatever the item split: results do not depend on the thread count. */
+ * block where it did not fit L2: the LSTM dW product 512x3200x1024 and friends). An item is
+ * a group of unit vectors with all rows, or (narrow C, by_rows) a block of at most GEMM_MC
+ * rows with all columns. Each C element sums its depth blocks in order and each block in k
+ * order, whatever the item split: results do not depend on the thread count. */
 #ifndef GEMM_KC_BYTES
 #define GEMM_KC_BYTES (4 * FR_L1)
 #endif
@@ -487,8 +488,8 @@ static inline ATTR const REAL *FN(apk_block)(const FN(gemm) *g, int si, long ib,
 }
 
 /* Row items all multiply by the same B: it is packed once per call (chunk after chunk of
- * GEMM_NV vectors at most, each depth block laid out as gemm_item packs it). Its length, or 0 where the
- * product can have no row items or B would need more than GEMM_APK. */
+ * GEMM_NV vectors at most, each depth block laid out as gemm_item packs it). Its length, or 0
+ * where the product can have no row items or B would need more than GEMM_APK. */
 static long FN(gemm_chunk)(const FN(gemm) *g) {
     long chunk = GEMM_NV / g->G;
     chunk -= chunk % g->U;
