@@ -745,7 +745,7 @@ struct FN(ctx_s) {
     int T, N, H;
     long nuv; /* unit vectors of H */
     const REAL *xw, *Wh, *h0, *c0, *b_hn, *dhs, *hs_in, *cs_in, *acts_in, *hn_in;
-    /* LSTM / RNN layer forward with its input inside the steps (see fuse_input): no xw; each
+    /* LSTM / RNN layer forward with its input inside the steps (see run_input_layer): no xw; each
      * step's tile product adds x_t @ Wx (xs rows, panels of Wx in pk2), the epilogue b */
     const REAL *xs, *Wx, *b;
     int D;
@@ -923,7 +923,7 @@ static ATTR void FN(dh0_phase)(FN(ctx) *c, fr_local *L, const FN(wpack) *w1, REA
     SYNC(w1->U);
 }
 
-/* A layer forward with its input inside the steps (c->xs set, see fuse_input): the tile's
+/* A layer forward with its input inside the steps (c->xs set, see run_input_layer): the tile's
  * product block C also gets x_t @ Wx through the tile's panel of Wx. */
 static inline ATTR void FN(input_product)(const FN(ctx) *c, int t, const FN(wpack) *wx, long a,
                                          long Uc, int nv, REAL *C) {
@@ -1804,9 +1804,16 @@ PLAN(plan_gru_ra_bwd) { /* -> dxs, dh0, dWx, dWh, db, db_hn */
 #define FR_FUSE_BYTES (2L << 20)
 #define FR_FUSE_N 8
 #endif
-static int FN(fuse_input)(const fr_dims *d, int G) {
-    return d->N >= FR_FUSE_N &&
-           (long)(d->D + d->H) * G * d->H * (long)sizeof(REAL) <= FR_FUSE_BYTES;
+/* A layer forward whose input (xs, Wx, b: the contract's first three arguments) enters its
+ * G gate blocks additively: inside the steps where that pays, else through `project`. */
+static int FN(run_input_layer)(FN(ctx) *c, const fr_dims *d, int G, int nth, FN(plan_fn) project,
+                               const void *const *in, void *const *out) {
+    long pk1 = NUV(d->H) * G * d->H;
+    if (d->N >= FR_FUSE_N && (long)(d->D + d->H) * G * d->H * (long)sizeof(REAL) <= FR_FUSE_BYTES) {
+        c->xs = IN(0), c->Wx = IN(1), c->b = IN(2), c->D = d->D;
+        return FN(run_layer)(c, d, G, nth, pk1, NUV(d->H) * G * d->D, 0, FN(plan_none), in, out);
+    }
+    return FN(run_layer)(c, d, G, nth, pk1, 0, 0, project, in, out);
 }
 
 static int FN(op_rnn_layer_forward)(ARGS) { /* xs, Wx, b, Wh, h0 -> hs, h_last */
@@ -1814,12 +1821,7 @@ static int FN(op_rnn_layer_forward)(ARGS) { /* xs, Wx, b, Wh, h0 -> hs, h_last *
     FN(init_layer)(&c, d, len);
     c.Wh = IN(3), c.h0 = IN(4), c.hs = OUT(0), c.h_last = OUT(1);
     c.direct = d->T <= FR_DIRECT_T, c.loop = FN(rnn_fwd);
-    if (FN(fuse_input)(d, 1)) {
-        c.xs = IN(0), c.Wx = IN(1), c.b = IN(2), c.D = d->D;
-        return FN(run_layer)(&c, d, 1, nth, NUV(d->H) * d->H, NUV(d->H) * d->D, 0,
-                             FN(plan_none), in, out);
-    }
-    return FN(run_layer)(&c, d, 1, nth, NUV(d->H) * d->H, 0, 0, FN(plan_fwd1), in, out);
+    return FN(run_input_layer)(&c, d, 1, nth, FN(plan_fwd1), in, out);
 }
 
 static int FN(op_rnn_layer_backward)(ARGS) { /* dhs, xs, Wx, Wh, hs, h0 -> dxs, dh0, dW.. */
@@ -1837,12 +1839,7 @@ static int FN(op_lstm_layer_forward)(ARGS) {
     c.Wh = IN(3), c.h0 = IN(4), c.c0 = IN(5);
     c.hs = OUT(0), c.h_last = OUT(1), c.c_last = OUT(2), c.cs = OUT(3), c.acts = OUT(4);
     c.direct = d->T <= FR_DIRECT_T, c.loop = FN(lstm_fwd);
-    if (FN(fuse_input)(d, 4)) {
-        c.xs = IN(0), c.Wx = IN(1), c.b = IN(2), c.D = d->D;
-        return FN(run_layer)(&c, d, 4, nth, NUV(d->H) * 4 * d->H, NUV(d->H) * 4 * d->D, 0,
-                             FN(plan_none), in, out);
-    }
-    return FN(run_layer)(&c, d, 4, nth, NUV(d->H) * 4 * d->H, 0, 0, FN(plan_fwd4), in, out);
+    return FN(run_input_layer)(&c, d, 4, nth, FN(plan_fwd4), in, out);
 }
 
 static int FN(op_lstm_layer_backward)(ARGS) {
