@@ -17,9 +17,10 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # MAT_OUT are a 2-D FLOAT / OUT array that may also be in Fortran order (a transposed view, as
 # in weight tying), which matrix products read or write in place; LENGTHS is an optional (None:
 # every row has all T steps) integer array of per-row lengths in [0, T], handed to the
-# implementation as int64; RATIO, SEED and FLAG are scalars.
-FLOAT, INT, OUT, MAT, MAT_OUT, LENGTHS, RATIO, SEED, FLAG = (
-    "float", "int", "out", "mat", "mat out", "lengths", "ratio", "seed", "flag")
+# implementation as int64; RATIO, SEED, FLAG and REAL (any real number, a coefficient) are
+# scalars.
+FLOAT, INT, OUT, MAT, MAT_OUT, LENGTHS, RATIO, SEED, FLAG, REAL = (
+    "float", "int", "out", "mat", "mat out", "lengths", "ratio", "seed", "flag", "real")
 ARRAY_KINDS = (FLOAT, INT, OUT, MAT, MAT_OUT)
 FLOAT_KINDS = (FLOAT, OUT, MAT, MAT_OUT)
 OUT_KINDS = (OUT, MAT_OUT)
@@ -108,6 +109,10 @@ def _scalar(op, arg, value):
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{op.name}: {arg.name} must be True or False, got {value!r}")
         return bool(value)
+    if arg.kind == REAL:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{op.name}: {arg.name} must be a real number, got {value!r}")
+        return float(value)
     if arg.kind == RATIO:
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
             raise TypeError(f"{op.name}: {arg.name} must be a real number in [0, 1), got "

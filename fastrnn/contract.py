@@ -68,7 +68,8 @@ import dataclasses
 import functools
 import inspect
 
-from .checks import ARRAY_KINDS, FLAG, FLOAT, INT, LENGTHS, MAT, MAT_OUT, OUT, RATIO, SEED, check
+from .checks import (ARRAY_KINDS, FLAG, FLOAT, INT, LENGTHS, MAT, MAT_OUT, OUT, RATIO, REAL, SEED,
+                     check)
 
 # Gates per cell: the only place this fact is written.
 GATES = {"rnn": 1, "lstm": 4, "gru": 3, "gru_ra": 3}
@@ -249,6 +250,15 @@ OPS = (
        (("y", "(...)"), ("mask", "(...)")), sizes={"...": "x"},
        summary="inverted dropout; mask = keep / (1 - ratio), keep a pure function of (seed, "
                "flat index), identical on every backend."),
+    # The optimizers' elementwise work (fastrnn.optim), over a parameter or gradient of any shape.
+    Op("sum_squares", (Arg("x", FLOAT, "(...)"),), (("total", "()"),), sizes={"...": "x"},
+       summary="the sum of the squares of x's elements (a squared L2 norm), accumulated in "
+               "float64."),
+    Op("axpby", (Arg("a", REAL), Arg("x", FLOAT, "(...)"), Arg("b", REAL),
+                 Arg("y", OUT, "(...)")),
+       (("y", "(...)"),), sizes={"...": "y"},
+       summary="y = a*x + b*y in place, returned; when b is 0, y = a*x (y's old values are not "
+               "read). x may be y, or overlap it: x is read as it was before the call."),
 )
 OPS_BY_NAME = {op.name: op for op in OPS}
 NAMES = tuple(OPS_BY_NAME)

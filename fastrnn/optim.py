@@ -11,6 +11,7 @@ import threading
 
 import numpy as np
 
+from . import backend
 from .checks import array_module
 
 
@@ -66,40 +67,58 @@ def merge_tied(params, grads):
         if len(g) == 1:
             ugrads.append(grads[i0])
             continue
-        total = grads[i0].copy()
+        total = array_module(grads[i0]).empty_like(grads[i0])
+        _axpby(1.0, grads[i0], 0.0, total)
         for i, tr in g[1:]:
-            total += grads[i].T if tr else grads[i]
+            _axpby(1.0, grads[i].T if tr else grads[i], 1.0, total)
         ugrads.append(total)
     return uparams, ugrads
 
 
-# Chunks of the optimizer's elementwise work: small enough to stay in cache (and, for the norm,
-# for a sum in the arrays' own precision to stay accurate), large enough that the per-call cost
-# of a ufunc does not matter.
+# Chunks of Adam's elementwise work: small enough to stay in cache, large enough that the
+# per-call cost of a ufunc does not matter.
 _CHUNK = 1 << 16
 _scratch = threading.local()
 
-# No BLAS here. A float64 copy of every gradient for the norm cost 6 ms per step on the
-# textbook Rnnlm's 2.2M parameters, and ``p -= lr * g`` writes a temporary as large as the
-# parameter; BLAS dot / axpy avoid both, but wake OpenBLAS's worker threads, which then
-# busy-wait (for about 2**28 cycles unless OPENBLAS_THREAD_TIMEOUT is set before NumPy loads)
-# on the cores the engine's threads need next: the char LSTM step took 21.1 ms instead of
-# 12.8 ms that way. einsum's own sum-of-products and ufuncs over cache-sized chunks use neither.
+# The norms and the plain updates run the backend's flat ops (``sum_squares``, ``axpby``):
+# the compiled engine's run on its own threads, the reference's NumPy ones chunk by chunk. No
+# BLAS here: BLAS dot / axpy wake OpenBLAS's worker threads, which then busy-wait (for about
+# 2**28 cycles unless OPENBLAS_THREAD_TIMEOUT is set before NumPy loads) on the cores the
+# engine's threads need next; the char LSTM step took 21.1 ms instead of 12.8 ms that way.
+
+
+def _c_view(a):
+    """``a`` or a view of the same elements with C strides (``a.T`` for Fortran order), or None
+    when a has neither layout. Elementwise work may use either order."""
+    if a.flags.c_contiguous:
+        return a
+    if a.flags.f_contiguous:
+        return a.T
+    return None
 
 
 def global_norm(grads):
-    """sqrt of the sum of squares of every gradient: chunk sums in the arrays' precision,
-    added in float64."""
+    """sqrt of the sum of squares of every gradient (each summed in float64)."""
     total = 0.0
     for g in grads:
-        flat = g.reshape(-1)
-        if isinstance(flat, np.ndarray):
-            for i in range(0, flat.size, _CHUNK):
-                c = flat[i:i + _CHUNK]
-                total += float(np.einsum("i,i->", c, c))
-        else:  # CuPy: one reduction on the device
-            total += float((flat.astype(np.float64) ** 2).sum())
+        v = _c_view(g)
+        total += float(backend.ops_for(g).sum_squares(g if v is None else v))
     return math.sqrt(total)
+
+
+def _axpby(a, x, b, y):
+    """y = a*x + b*y in place through the backend's ``axpby`` (x may be y)."""
+    if not y.flags.c_contiguous and y.flags.f_contiguous:
+        x, y = x.T, y.T  # the same elements, both C-strided when x is Fortran-ordered too
+    if not y.flags.c_contiguous:  # a strided view of a parameter: NumPy / CuPy expressions
+        ax = y.dtype.type(a) * x
+        if b == 0:
+            y[...] = ax
+        else:
+            y *= y.dtype.type(b)
+            y += ax
+        return
+    backend.ops_for(y).axpby(a, x, b, y)
 
 
 def _chunkable(*arrays):
@@ -122,18 +141,6 @@ def _chunks(dtype, *arrays):
         yield (pair[0][:n], pair[1][:n], *views)
 
 
-def _axpy(a, x, y):
-    """y += a * x in place, for contiguous NumPy arrays of one float dtype through a per-thread
-    scratch chunk instead of a temporary as large as y."""
-    if not _chunkable(y, x):
-        y += y.dtype.type(a) * x
-        return
-    a = y.dtype.type(a)
-    for t, _, xc, yc in _chunks(y.dtype, x, y):
-        np.multiply(xc, a, out=t)
-        np.add(yc, t, out=yc)
-
-
 def clip_grads(grads, max_norm):
     """Scale every gradient in place so that their global L2 norm is at most ``max_norm``.
     Pass deduplicated gradients (``merge_tied``) so a tied array counts once. Returns the norm
@@ -142,7 +149,7 @@ def clip_grads(grads, max_norm):
     rate = max_norm / (norm + 1e-6)
     if rate < 1:
         for g in grads:
-            g *= g.dtype.type(rate)
+            _axpby(rate, g, 0.0, g)
     return norm
 
 
@@ -196,7 +203,7 @@ class Optimizer:
 class SGD(Optimizer):
     def _step(self, params, grads):
         for p, g in zip(params, grads):
-            _axpy(-self.lr, g, p)
+            _axpby(-self.lr, g, 1.0, p)
 
 
 class Momentum(Optimizer):
@@ -210,9 +217,8 @@ class Momentum(Optimizer):
     def _step(self, params, grads):
         vs = self._slot("v", params)
         for p, g, v in zip(params, grads, vs):
-            v *= v.dtype.type(self.momentum)
-            _axpy(-self.lr, g, v)
-            _axpy(1.0, v, p)
+            _axpby(-self.lr, g, self.momentum, v)
+            _axpby(1.0, v, 1.0, p)
 
 
 class Nesterov(Momentum):
@@ -222,11 +228,9 @@ class Nesterov(Momentum):
         vs = self._slot("v", params)
         m, lr = self.momentum, self.lr
         for p, g, v in zip(params, grads, vs):
-            t = p.dtype.type
-            v *= t(m)
-            v -= t(lr) * g
-            p += t(m * m) * v
-            p -= t((1 + m) * lr) * g
+            _axpby(-lr, g, m, v)
+            _axpby(m * m, v, 1.0, p)
+            _axpby(-(1 + m) * lr, g, 1.0, p)
 
 
 class AdaGrad(Optimizer):

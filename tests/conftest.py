@@ -288,6 +288,12 @@ def op_inputs(name, dtype=np.float64, seed=0, *, T=3, N=2, H=5, D=4, V=6, scale=
         return [(scale * rng.standard_normal((M, V))).astype(dtype), rng.integers(-1, V, M), True]
     if name == "dropout_forward":
         return [rng.standard_normal((N, T, D)).astype(dtype), 0.5, int(rng.integers(0, 2 ** 63))]
+    if name == "sum_squares":
+        return [(scale * rng.standard_normal((N, T, D))).astype(dtype)]
+    if name == "axpby":  # b = 0 (y not read), 1 (an update) or any
+        b = (0.0, 1.0, float(rng.standard_normal()))[seed % 3]
+        return [float(rng.standard_normal()), rng.standard_normal((N, T, D)).astype(dtype), b,
+                rng.standard_normal((N, T, D)).astype(dtype)]
     raise ValueError(f"no input generator for op {name!r}")
 
 

@@ -197,6 +197,75 @@ def test_results_do_not_depend_on_the_thread_count(cell, dtype):
             np.testing.assert_array_equal(x, y)
 
 
+# Sizes for the flat ops that span several blocks (8192 elements) and threads, with a tail.
+FLAT_SIZES = (1, 17, 8192 * 9 + 37, 300_001)
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("n", FLAT_SIZES)
+def test_every_dispatch_target_runs_the_flat_ops_like_the_reference(isa, dtype, n):
+    rng = np.random.default_rng(n)
+    x, y = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    assert_close(f"{isa} sum_squares", engine.sum_squares(x), reference.sum_squares(
+        x.astype(np.float64)), dtype=dtype)
+    for a, b in ((-0.1, 1.0), (0.7, 0.0), (1.5, -0.25)):
+        got, want = y.copy(), y.astype(np.float64)
+        engine.axpby(a, x, b, got)
+        reference.axpby(a, x.astype(np.float64), b, want)
+        assert_close(f"{isa} axpby a={a} b={b}", got, want, dtype=dtype)
+        same = y.copy()  # x is y: the clip's g *= rate
+        engine.axpby(a, same, b, same)
+        assert_close(f"{isa} axpby in place a={a} b={b}", same, (a + b) * y.astype(np.float64),
+                     dtype=dtype)
+    nan = np.full(n, np.nan, dtype)  # b = 0: y's old values are not read
+    engine.axpby(2.0, x, 0.0, nan)
+    np.testing.assert_array_equal(nan, 2 * x)
+    y_ref, m_ref = reference.dropout_forward(x, 0.3, 99)
+    y_got, m_got = engine.dropout_forward(x, 0.3, 99)
+    np.testing.assert_array_equal(m_got, m_ref)
+    np.testing.assert_array_equal(y_got, y_ref)
+
+
+def test_axpby_reads_an_overlapping_x_as_it_was():
+    buf = np.arange(20, dtype=np.float32)
+    want = buf[:15] + 2 * buf[5:].copy()
+    engine.axpby(2.0, buf[5:], 1.0, buf[:15])
+    np.testing.assert_array_equal(buf[:15], want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_flat_ops_do_not_depend_on_the_thread_count(dtype):
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal(500_003).astype(dtype), rng.standard_normal(500_003).astype(dtype)
+    dout, idx = rng.standard_normal((40, 35, 64)).astype(dtype), rng.integers(0, 3000, (40, 35))
+    idx[:, :5] = 7  # a row that many ids add to
+    before = threads._num_threads
+    try:
+        outs = []
+        for n in (1, 2, 3, 8):
+            threads._num_threads = n
+            z = y.copy()
+            engine.axpby(0.3, x, 0.9, z)
+            outs.append([engine.sum_squares(x), z, *engine.dropout_forward(x, 0.5, 5),
+                         engine.embedding_backward(dout, idx, np.empty((3000, 64), dtype)),
+                         engine.softmax_cross_entropy(x[:500_000].reshape(500, 1000),
+                                                      idx.reshape(-1)[:500] % 1000)[1]])
+    finally:
+        threads._num_threads = before
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("nt", [1, 2, 3, 8])
+def test_a_parallel_loop_completes_when_the_other_threads_never_start(nt):
+    # The pool releases a worker that has not started when the caller finishes its part (on a
+    # busy machine); the caller must then take over that worker's items, not skip them.
+    for n in (1, 5, 64, 1001):
+        assert engine._engine.selftest_takeover(n, nt) == n
+
+
 def test_repeated_calls_are_bit_identical():
     a = make("lstm", 6, 20, 130, np.float32, seed=3)
     first, again = run(engine, "lstm", a), run(engine, "lstm", a)

@@ -75,7 +75,7 @@ def _mutate(data, name, args):
     arrays = [i for i, a in enumerate(op.args) if a.kind in ARRAY_KINDS]
     floats = [i for i, a in enumerate(op.args) if a.kind in FLOAT_KINDS]
     ints = [i for i, a in enumerate(op.args) if a.kind == INT]
-    scalars = [i for i, a in enumerate(op.args) if a.kind in ("ratio", "seed", "flag")]
+    scalars = [i for i, a in enumerate(op.args) if a.kind in ("ratio", "seed", "flag", "real")]
     kind = data.draw(st.sampled_from(MUTATIONS), label="mutation")
     if kind == "non_finite":
         i = data.draw(st.sampled_from(floats), label="argument")
@@ -175,8 +175,9 @@ def _relayout(data, name, args):
 
 def _reference_copy(a, upcast, kind):
     """What the reference gets for argument ``a``: the same values, in float64 when
-    ``upcast``; an output array gets a fresh array with the same failings (not C-strided,
-    read-only) so that the reference accepts or rejects it like the backend."""
+    ``upcast``; an output array gets a fresh array holding a's values (``axpby`` reads y) with
+    the same failings (not C-strided, read-only), so that the reference accepts or rejects it
+    like the backend."""
     if kind not in OUT_KINDS:
         return np.array(a, dtype=np.float64) if upcast else a
     c = np.empty(a.shape, np.float64 if upcast else a.dtype)
@@ -184,6 +185,8 @@ def _reference_copy(a, upcast, kind):
         c = np.asfortranarray(c)
     elif not has_c_strides(a):
         c = layout(np, c, "strided")
+    if a.dtype.kind in "biuf":
+        c[...] = a
     c.flags.writeable = a.flags.writeable
     return c
 

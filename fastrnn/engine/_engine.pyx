@@ -24,9 +24,12 @@ cdef extern from "src/engine.h" nogil:
     void fr_embedding_forward(int f64, long M, long D, const void *W, const int64_t *idx,
                               void *out)
     void fr_embedding_backward(int f64, long M, long D, long V, const void *dout,
-                               const int64_t *idx, void *dW)
+                               const int64_t *idx, void *dW, int nthreads)
     void fr_dropout(int f64, long n, const void *x, uint64_t seed, uint64_t thr,
-                    double keep_value, void *y, void *mask)
+                    double keep_value, void *y, void *mask, int nthreads)
+    void fr_axpby(int f64, long n, double a, const void *x, double b, void *y, int nthreads)
+    int fr_sum_squares(int f64, long n, const void *x, double *total, int nthreads)
+    long fr_selftest_takeover(long n, int nt)
     int fr_set_isa(const char *name)
     const char *fr_isa()
     int fr_max_threads()
@@ -174,13 +177,36 @@ def embedding_forward(const real[:, ::1] W, const int64_t[::1] idx, real[:, ::1]
                              &out[0, 0])
 
 
-def embedding_backward(const real[:, ::1] dout, const int64_t[::1] idx, real[:, ::1] dW):
+def embedding_backward(const real[:, ::1] dout, const int64_t[::1] idx, real[:, ::1] dW,
+                       int nthreads):
     with nogil:
         fr_embedding_backward(real is double, idx.shape[0], dW.shape[1], dW.shape[0],
-                              &dout[0, 0], &idx[0], &dW[0, 0])
+                              &dout[0, 0], &idx[0], &dW[0, 0], nthreads)
 
 
 def dropout(const real[::1] x, uint64_t seed, uint64_t thr, real keep_value, real[::1] y,
-            real[::1] mask):
+            real[::1] mask, int nthreads):
     with nogil:
-        fr_dropout(real is double, x.shape[0], &x[0], seed, thr, keep_value, &y[0], &mask[0])
+        fr_dropout(real is double, x.shape[0], &x[0], seed, thr, keep_value, &y[0], &mask[0],
+                   nthreads)
+
+
+def axpby(double a, const real[::1] x, double b, real[::1] y, int nthreads):
+    """y = a x + b y in place (y = a x when b is 0); x may be y."""
+    with nogil:
+        fr_axpby(real is double, y.shape[0], a, &x[0], b, &y[0], nthreads)
+
+
+def sum_squares(const real[::1] x, int nthreads):
+    """The sum of x's squares, as a Python float."""
+    cdef double total = 0
+    cdef int rc
+    with nogil:
+        rc = fr_sum_squares(real is double, x.shape[0], &x[0], &total, nthreads)
+    _done(rc)
+    return total
+
+
+def selftest_takeover(long n, int nt):
+    """Items of a parallel loop that thread 0 of nt runs when no other thread starts."""
+    return fr_selftest_takeover(n, nt)

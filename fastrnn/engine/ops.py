@@ -1,5 +1,5 @@
 """Non-recurrent ops of the compiled CPU engine: linear, embedding, softmax cross-entropy,
-dropout.
+dropout, and the optimizers' sum of squares and axpby.
 
 Same names, parameters and results as ``fastrnn.reference.ops``; ``fastrnn.engine`` binds them
 to the op contract, which validates every input first (ids in [0, V), labels in [-1, V), ...).
@@ -79,7 +79,8 @@ def embedding_backward(dout, idx, dW):
     if idx.size == 0:
         dW[...] = 0
         return dW
-    _engine.embedding_backward(dout.reshape(idx.size, dW.shape[1]), _ids(idx), dW)
+    _engine.embedding_backward(dout.reshape(idx.size, dW.shape[1]), _ids(idx), dW,
+                               _threads.get_num_threads())
     return dW
 
 
@@ -101,5 +102,22 @@ def dropout_forward(x, ratio, seed):
     if x.size:
         keep_value = x.dtype.type(1.0 / (1.0 - ratio))
         _engine.dropout(x.reshape(-1), seed, dropout_threshold(ratio), keep_value,
-                        y.reshape(-1), mask.reshape(-1))
+                        y.reshape(-1), mask.reshape(-1), _threads.get_num_threads())
     return y, mask
+
+
+def sum_squares(x):
+    """The sum of the squares of x's elements (float64 sums of blocks); a 0-d array of
+    x.dtype."""
+    total = _engine.sum_squares(x.reshape(-1), _threads.get_num_threads()) if x.size else 0.0
+    return np.asarray(total, dtype=x.dtype)
+
+
+def axpby(a, x, b, y):
+    """y = a*x + b*y in place (y = a*x when b is 0); x may be y. Returns y."""
+    if y.size:
+        xf, yf = x.reshape(-1), y.reshape(-1)
+        if xf.ctypes.data != yf.ctypes.data and np.may_share_memory(xf, yf):
+            xf = xf.copy()  # a partial overlap: read x as it was (the kernel takes them apart)
+        _engine.axpby(a, xf, b, yf, _threads.get_num_threads())
+    return y

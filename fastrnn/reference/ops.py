@@ -1,9 +1,11 @@
 """Plain NumPy versions of the non-recurrent ops (linear, embedding, softmax cross-entropy,
-dropout).
+dropout, and the optimizers' sum of squares and axpby).
 
 Shapes: N batch, T time, D embedding or input width, V vocabulary or output width, M = N*T rows.
 """
 import numpy as np
+
+from ..checks import array_module
 
 # splitmix64 constants: the dropout mask is a pure function of (seed, flat index), so every
 # backend (NumPy, Numba, CUDA) draws the bit-identical mask for the same seed.
@@ -82,3 +84,52 @@ def dropout_forward(x, ratio, seed):
     keep = (z >> np.uint64(40)) >= np.uint64(dropout_threshold(ratio))
     mask = (keep * (1.0 / (1.0 - ratio))).astype(x.dtype).reshape(x.shape)
     return x * mask, mask
+
+
+# Chunks of the flat ops: small enough to stay in cache, large enough that a ufunc's per-call
+# cost does not matter. The NumPy path works chunk by chunk so that no temporary is as large
+# as a parameter; CuPy arrays get whole-array expressions.
+_CHUNK = 1 << 16
+
+
+def sum_squares(x):
+    """The sum of the squares of x's elements, in float64; a 0-d array of x.dtype."""
+    xp = array_module(x)
+    flat = x.reshape(-1)
+    if xp is not np:
+        return xp.asarray((flat.astype(np.float64) ** 2).sum(), dtype=x.dtype)
+    total = 0.0
+    for i in range(0, flat.size, _CHUNK):
+        c = flat[i:i + _CHUNK].astype(np.float64)
+        total += float(np.einsum("i,i->", c, c))  # einsum: no BLAS call (see fastrnn.optim)
+    return np.asarray(total, dtype=x.dtype)
+
+
+def axpby(a, x, b, y):
+    """y = a*x + b*y in place (y = a*x when b is 0, without reading y); x may be y, or overlap
+    it (x is read as it was before the call). Returns y."""
+    t = y.dtype.type
+    xp = array_module(y)
+    if xp is not np:
+        ax = t(a) * x
+        if b == 0:
+            y[...] = ax
+        else:
+            y *= t(b)
+            y += ax
+        return y
+    xf, yf = x.reshape(-1), y.reshape(-1)
+    if xf.ctypes.data != yf.ctypes.data and np.may_share_memory(xf, yf):
+        xf = xf.copy()  # a partial overlap: read x as it was
+    scratch = np.empty(min(_CHUNK, yf.size), y.dtype)
+    for i in range(0, yf.size, _CHUNK):
+        xc, yc = xf[i:i + _CHUNK], yf[i:i + _CHUNK]
+        s = scratch[:yc.size]
+        np.multiply(xc, t(a), out=s)  # before y changes: x may be y
+        if b == 0:
+            yc[...] = s
+        else:
+            if b != 1:
+                yc *= t(b)
+            yc += s
+    return y

@@ -377,6 +377,53 @@ static void fr_sync(fr_sched *s, fr_local *l, long n, long U) {
          fr_finish((S), it_.end))                                                               \
         for (long FIRST = it_.a, COUNT = it_.cnt, once_ = 1; once_; once_ = 0)
 
+/* A region whose work is n independent units in items of U: fn(ctx, first, count) per item.
+ * The items are claimed through the scheduler, so the caller takes over the range of a worker
+ * that never started (fr_parallel releases such a worker) and every item runs exactly once; a
+ * static split by thread would silently skip that worker's share. */
+typedef void (*fr_item_fn)(void *ctx, long first, long count);
+typedef struct {
+    fr_sched sch;
+    fr_item_fn fn;
+    void *ctx;
+    long n, U;
+} fr_loop;
+
+static void fr_loop_worker(void *arg, int tid, int nt) {
+    fr_loop *f = (fr_loop *)arg;
+    fr_local L;
+    fr_local_init(&L, tid, nt);
+    FOR_ITEMS(&f->sch, &L, f->n, f->U, a, cnt) f->fn(f->ctx, a, cnt);
+}
+
+static void fr_for(fr_item_fn fn, void *ctx, long n, long U, int nt) {
+    fr_loop f;
+    fr_sched_init(&f.sch);
+    f.fn = fn, f.ctx = ctx, f.n = n, f.U = U < 1 ? 1 : U;
+    fr_parallel(fr_loop_worker, &f, nt);
+}
+
+/* Items of U for n units, about `per` per thread: a worker released from the region leaves
+ * items small enough for the others to share. */
+static long fr_item_units(long n, int nt, int per) {
+    long U = n / ((long)nt * per);
+    return U < 1 ? 1 : U;
+}
+
+static void fr_count_items(void *ctx, long first, long count) {
+    (void)first;
+    *(long *)ctx += count;
+}
+
+long fr_selftest_takeover(long n, int nt) {
+    long done = 0;
+    fr_loop f;
+    fr_sched_init(&f.sch);
+    f.fn = fr_count_items, f.ctx = &done, f.n = n, f.U = 1;
+    fr_loop_worker(&f, 0, nt < 1 ? 1 : (nt > FR_MAXT ? FR_MAXT : nt));
+    return done;
+}
+
 /* ---------------------------------------------------------------------------- work buffer
  * One cached buffer serves the calls that find it free: a fresh multi-megabyte allocation is
  * mapped page by page on first touch, which costs as much as a small call. Buffers above
@@ -421,6 +468,11 @@ typedef int (*fr_cell_fn)(const fr_dims *, const void *const *, void *const *, c
 typedef int (*fr_matmul_fn)(long, long, long, const void *, long, long, const void *, long, long,
                             void *, long, long, const void *, void *, int, int);
 typedef int (*fr_softmax_fn)(long, long, const void *, const int64_t *, void *, double *, int);
+typedef void (*fr_embedding_backward_fn)(long, long, long, const void *, const int64_t *, void *,
+                                         int);
+typedef void (*fr_dropout_fn)(long, const void *, uint64_t, uint64_t, double, void *, void *, int);
+typedef void (*fr_axpby_fn)(long, double, const void *, double, void *, int);
+typedef int (*fr_sum_squares_fn)(long, const void *, double *, int);
 
 #define ATTR
 #define VL 4
@@ -556,6 +608,10 @@ int fr_max_threads(void) { return FR_THREADS ? FR_MAXT : 1; }
 #define CELL_TABLE(s) cell_ops_##s
 #define MATMUL_FN(s) (fr_matmul_fn) matmul_##s
 #define SOFTMAX_FN(s) (fr_softmax_fn) softmax_cross_entropy_##s
+#define EMBEDDING_BACKWARD_FN(s) embedding_backward_##s
+#define DROPOUT_FN(s) dropout_##s
+#define AXPBY_FN(s) axpby_##s
+#define SUM_SQUARES_FN(s) sum_squares_##s
 
 int fr_cell(int op, int f64, const fr_dims *d, const void *const *in, void *const *out,
             const int64_t *lengths, int nthreads) {
@@ -581,35 +637,14 @@ int fr_softmax_cross_entropy(int f64, long M, long V, const void *x, const int64
 }
 
 /* ---------------------------------------------------------------------------- other ops */
-#define FR_OPS(REAL, P)                                                                        \
-static void embedding_forward_##P(long M, long D, const REAL *W, const int64_t *idx,          \
-                                  REAL *out) {                                                 \
-    for (long m = 0; m < M; m++) memcpy(out + m * D, W + idx[m] * D, D * sizeof(REAL));        \
-}                                                                                              \
-static void embedding_backward_##P(long M, long D, long V, const REAL *dout,                   \
-                                   const int64_t *idx, REAL *dW) {                             \
-    memset(dW, 0, (size_t)V * D * sizeof(REAL));                                               \
-    for (long m = 0; m < M; m++) {                                                             \
-        REAL *row = dW + idx[m] * D;                                                           \
-        const REAL *src = dout + m * D;                                                        \
-        for (long j = 0; j < D; j++) row[j] += src[j];                                         \
-    }                                                                                          \
-}                                                                                              \
-static void dropout_##P(long n, const REAL *x, unsigned long long seed, unsigned long long thr, \
-                        REAL keep_value, REAL *y, REAL *mask) {                                \
-    for (long k = 0; k < n; k++) {                                                             \
-        unsigned long long z = seed + (unsigned long long)(k + 1) * 0x9E3779B97F4A7C15ULL;     \
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;                                           \
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;                                           \
-        z ^= z >> 31;                                                                          \
-        REAL mk = (z >> 40) >= thr ? keep_value : (REAL)0;                                     \
-        mask[k] = mk;                                                                          \
-        y[k] = x[k] * mk;                                                                      \
-    }                                                                                          \
+static void embedding_forward_f32(long M, long D, const float *W, const int64_t *idx,
+                                  float *out) {
+    for (long m = 0; m < M; m++) memcpy(out + m * D, W + idx[m] * D, D * sizeof(float));
 }
-
-FR_OPS(float, f32)
-FR_OPS(double, f64)
+static void embedding_forward_f64(long M, long D, const double *W, const int64_t *idx,
+                                  double *out) {
+    for (long m = 0; m < M; m++) memcpy(out + m * D, W + idx[m] * D, D * sizeof(double));
+}
 
 void fr_embedding_forward(int f64, long M, long D, const void *W, const int64_t *idx, void *out) {
     if (f64)
@@ -619,18 +654,27 @@ void fr_embedding_forward(int f64, long M, long D, const void *W, const int64_t 
 }
 
 void fr_embedding_backward(int f64, long M, long D, long V, const void *dout,
-                           const int64_t *idx, void *dW) {
-    if (f64)
-        embedding_backward_f64(M, D, V, (const double *)dout, idx, (double *)dW);
-    else
-        embedding_backward_f32(M, D, V, (const float *)dout, idx, (float *)dW);
+                           const int64_t *idx, void *dW, int nthreads) {
+    fr_embedding_backward_fn fn;
+    PICK(fn, f64, EMBEDDING_BACKWARD_FN);
+    fn(M, D, V, dout, idx, dW, nthreads);
 }
 
 void fr_dropout(int f64, long n, const void *x, uint64_t seed, uint64_t thr, double keep_value,
-                void *y, void *mask) {
-    if (f64)
-        dropout_f64(n, (const double *)x, seed, thr, keep_value, (double *)y, (double *)mask);
-    else
-        dropout_f32(n, (const float *)x, seed, thr, (float)keep_value, (float *)y,
-                    (float *)mask);
+                void *y, void *mask, int nthreads) {
+    fr_dropout_fn fn;
+    PICK(fn, f64, DROPOUT_FN);
+    fn(n, x, seed, thr, keep_value, y, mask, nthreads);
+}
+
+void fr_axpby(int f64, long n, double a, const void *x, double b, void *y, int nthreads) {
+    fr_axpby_fn fn;
+    PICK(fn, f64, AXPBY_FN);
+    fn(n, a, x, b, y, nthreads);
+}
+
+int fr_sum_squares(int f64, long n, const void *x, double *total, int nthreads) {
+    fr_sum_squares_fn fn;
+    PICK(fn, f64, SUM_SQUARES_FN);
+    return fn(n, x, total, nthreads);
 }

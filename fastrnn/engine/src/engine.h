@@ -58,15 +58,26 @@ int fr_matmul(int f64, long M, long K, long V, const void *A, long a_rs, long a_
 
 /* The other ops. M rows (ids, labels, scores), D embedding width, V vocabulary. Ids and labels
  * are int64; labels -1 are ignored. softmax_cross_entropy writes the mean loss over labelled
- * rows to *loss and, when dx is not NULL, its gradient (M, V). dropout keeps element k when the
- * 24-bit draw splitmix64(seed + (k+1) * golden) >> 40 is at least thr. */
+ * rows to *loss and, when dx is not NULL, its gradient (M, V). embedding_backward overwrites dW
+ * (V, D) with the scatter-add of dout (M, D) by idx. dropout keeps element k when the 24-bit
+ * draw splitmix64(seed + (k+1) * golden) >> 40 is at least thr.
+ *
+ * Flat ops over n elements of C-contiguous arrays: axpby sets y = a x + b y (y = a x when b is
+ * 0: y is not read; x may be y); sum_squares writes the sum of x's squares to *total (blocks
+ * summed in REAL lanes, then in double). Results do not depend on the thread count. */
 int fr_softmax_cross_entropy(int f64, long M, long V, const void *x, const int64_t *t, void *dx,
                              double *loss, int nthreads);
 void fr_embedding_forward(int f64, long M, long D, const void *W, const int64_t *idx, void *out);
 void fr_embedding_backward(int f64, long M, long D, long V, const void *dout,
-                           const int64_t *idx, void *dW);
+                           const int64_t *idx, void *dW, int nthreads);
 void fr_dropout(int f64, long n, const void *x, uint64_t seed, uint64_t thr, double keep_value,
-                void *y, void *mask);
+                void *y, void *mask, int nthreads);
+void fr_axpby(int f64, long n, double a, const void *x, double b, void *y, int nthreads);
+int fr_sum_squares(int f64, long n, const void *x, double *total, int nthreads);
+
+/* Test hook: a parallel loop of n items run by thread 0 of nt alone, as when the other threads
+ * of a region never start; returns how many items ran (n: thread 0 took over the rest). */
+long fr_selftest_takeover(long n, int nt);
 
 /* Instruction set the kernels run with: "avx512", "avx2" or "portable". fr_set_isa picks one
  * by name (NULL or "" = the best this CPU supports) and returns 0, or -1 for an unknown name,

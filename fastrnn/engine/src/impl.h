@@ -1429,10 +1429,9 @@ typedef struct {
     double *loss;
 } FN(softmax_ctx);
 
-static ATTR void FN(softmax_worker)(void *arg, int tid, int nt) {
+static ATTR void FN(softmax_items)(void *arg, long r0, long cnt) {
     FN(softmax_ctx) *s = (FN(softmax_ctx) *)arg;
-    FN(softmax_rows)(s->M * tid / nt, s->M * (tid + 1) / nt, s->Vn, s->x, s->t, s->dx, s->scale,
-                     s->loss);
+    FN(softmax_rows)(r0, r0 + cnt, s->Vn, s->x, s->t, s->dx, s->scale, s->loss);
 }
 
 static int FN(softmax_cross_entropy)(long M, long Vn, const REAL *x, const int64_t *t,
@@ -1446,12 +1445,166 @@ static int FN(softmax_cross_entropy)(long M, long Vn, const REAL *x, const int64
     long by_work = M * Vn / 200000;
     int nt = nthreads < by_work ? nthreads : (int)by_work;
     if (nt > M) nt = (int)M;
-    fr_parallel(FN(softmax_worker), &s, nt < 1 ? 1 : nt);
+    nt = nt < 1 ? 1 : nt;
+    fr_for(FN(softmax_items), &s, M, fr_item_units(M, nt, 4), nt);
     double total = 0; /* row by row, in order: the same sum whatever the thread count */
     for (long r = 0; r < M; r++) total += rows[r];
     free(rows);
     *loss = count > 0 ? total / (double)count : 0.0;
     return 0;
+}
+
+/* ---------------------------------------------------------------------------- flat ops
+ * Elementwise work over n elements (the optimizers' updates and norms, dropout) and the
+ * embedding's gradient, as items of an fr_for loop on the engine's threads. The unit is a block
+ * of FLAT_BLOCK elements; a block's values, and its partial sum, are the same whatever the
+ * thread count. One thread per FLAT_PER_THREAD elements at most: below that a region's start
+ * costs more than the split saves. */
+#define FLAT_BLOCK 8192L
+#define FLAT_PER_THREAD (1L << 16)
+
+typedef struct {
+    long n;
+    REAL a, b, keep;
+    const REAL *x;
+    REAL *y, *mask;
+    double *part;
+    unsigned long long seed, thr;
+    long M, D; /* embedding: dout (M, D) scattered into dW's rows */
+    const int64_t *idx;
+} FN(flat);
+
+static int FN(flat_threads)(long n, int nthreads) {
+    long by_work = n / FLAT_PER_THREAD;
+    int nt = by_work < nthreads ? (int)by_work : nthreads;
+    return nt < 1 ? 1 : (nt > FR_MAXT ? FR_MAXT : nt);
+}
+
+static inline long FN(flat_end)(const FN(flat) *f, long b) {
+    return (b * FLAT_BLOCK < f->n - FLAT_BLOCK) ? b * FLAT_BLOCK + FLAT_BLOCK : f->n;
+}
+
+/* y = a x + b y, or y = a x when b is 0 (y is not read then, as in BLAS). x may be y. */
+static ATTR void FN(axpby_items)(void *arg, long b0, long nb) {
+    const FN(flat) *f = (const FN(flat) *)arg;
+    const long k0 = b0 * FLAT_BLOCK, k1 = FN(flat_end)(f, b0 + nb - 1);
+    const REAL a = f->a, b = f->b;
+    if (f->x == f->y) { /* one array: a loop without a second pointer vectorizes unversioned */
+        REAL *y = f->y;
+        if (b == 0)
+            for (long k = k0; k < k1; k++) y[k] = a * y[k];
+        else
+            for (long k = k0; k < k1; k++) y[k] = a * y[k] + b * y[k];
+        return;
+    }
+    const REAL *restrict x = f->x; /* disjoint: the caller copies an x that overlaps y */
+    REAL *restrict y = f->y;
+    if (b == 0)
+        for (long k = k0; k < k1; k++) y[k] = a * x[k];
+    else
+        for (long k = k0; k < k1; k++) y[k] = a * x[k] + b * y[k];
+}
+
+/* Each block's sum of squares, in double: vector lanes sum 16 squares each in REAL, then go
+ * into the double. */
+static ATTR void FN(sumsq_items)(void *arg, long b0, long nb) {
+    const FN(flat) *f = (const FN(flat) *)arg;
+    const REAL *x = f->x;
+    for (long bk = b0; bk < b0 + nb; bk++) {
+        const long k1 = FN(flat_end)(f, bk);
+        long k = bk * FLAT_BLOCK;
+        double s = 0;
+        while (k < k1) {
+            const long c1 = k + 64 * VL < k1 ? k + 64 * VL : k1;
+            V s0 = SPLAT(V, 0), s1 = s0, s2 = s0, s3 = s0;
+            for (; k + 4 * VL <= c1; k += 4 * VL) {
+                V v0 = FN(vld)(x + k), v1 = FN(vld)(x + k + VL);
+                V v2 = FN(vld)(x + k + 2 * VL), v3 = FN(vld)(x + k + 3 * VL);
+                s0 += v0 * v0, s1 += v1 * v1, s2 += v2 * v2, s3 += v3 * v3;
+            }
+            for (; k + VL <= c1; k += VL) {
+                V v = FN(vld)(x + k);
+                s0 += v * v;
+            }
+            V t = (s0 + s1) + (s2 + s3);
+            for (int l = 0; l < VL; l++) s += t[l];
+            for (; k < c1; k++) s += (double)x[k] * x[k];
+        }
+        f->part[bk] = s;
+    }
+}
+
+/* Keep element k when the 24-bit draw splitmix64(seed + (k + 1) golden) >> 40 is >= thr. */
+static ATTR void FN(dropout_items)(void *arg, long b0, long nb) {
+    const FN(flat) *f = (const FN(flat) *)arg;
+    const long k0 = b0 * FLAT_BLOCK, k1 = FN(flat_end)(f, b0 + nb - 1);
+    const unsigned long long seed = f->seed, thr = f->thr;
+    const REAL keep = f->keep;
+    const REAL *restrict x = f->x;
+    REAL *restrict y = f->y, *restrict mask = f->mask;
+    for (long k = k0; k < k1; k++) {
+        unsigned long long z = seed + (unsigned long long)(k + 1) * 0x9E3779B97F4A7C15ULL;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+        z ^= z >> 31;
+        REAL mk = (z >> 40) >= thr ? keep : (REAL)0;
+        mask[k] = mk;
+        y[k] = x[k] * mk;
+    }
+}
+
+/* Rows [r0, r0 + cnt) of dW: zeroed, then the dout rows whose id falls there added in the
+ * order of the ids (so a row's sum does not depend on the thread count). */
+static ATTR void FN(embed_items)(void *arg, long r0, long cnt) {
+    const FN(flat) *f = (const FN(flat) *)arg;
+    const long D = f->D;
+    memset(f->y + r0 * D, 0, (size_t)(cnt * D) * sizeof(REAL));
+    for (long m = 0; m < f->M; m++) {
+        const long r = (long)f->idx[m];
+        if (r < r0 || r >= r0 + cnt) continue;
+        REAL *restrict row = f->y + r * D;
+        const REAL *restrict src = f->x + m * D;
+        for (long j = 0; j < D; j++) row[j] += src[j];
+    }
+}
+
+static void FN(axpby)(long n, double a, const void *x, double b, void *y, int nthreads) {
+    FN(flat) f = {.n = n, .a = (REAL)a, .b = (REAL)b, .x = (const REAL *)x, .y = (REAL *)y};
+    long nb = (n + FLAT_BLOCK - 1) / FLAT_BLOCK;
+    int nt = FN(flat_threads)(n, nthreads);
+    if (nb) fr_for(FN(axpby_items), &f, nb, fr_item_units(nb, nt, 4), nt);
+}
+
+static int FN(sum_squares)(long n, const void *x, double *total, int nthreads) {
+    long nb = (n + FLAT_BLOCK - 1) / FLAT_BLOCK;
+    FN(flat) f = {.n = n, .x = (const REAL *)x};
+    *total = 0;
+    if (!nb) return 0;
+    f.part = (double *)malloc((size_t)nb * sizeof(double));
+    if (!f.part) return FR_ENOMEM;
+    int nt = FN(flat_threads)(n, nthreads);
+    fr_for(FN(sumsq_items), &f, nb, fr_item_units(nb, nt, 4), nt);
+    double s = 0; /* block by block, in order: the same sum whatever the thread count */
+    for (long i = 0; i < nb; i++) s += f.part[i];
+    free(f.part);
+    *total = s;
+    return 0;
+}
+
+static void FN(dropout)(long n, const void *x, uint64_t seed, uint64_t thr, double keep,
+                        void *y, void *mask, int nthreads) {
+    FN(flat) f = {.n = n, .keep = (REAL)keep, .x = (const REAL *)x, .y = (REAL *)y,
+                  .mask = (REAL *)mask, .seed = seed, .thr = thr};
+    long nb = (n + FLAT_BLOCK - 1) / FLAT_BLOCK;
+    int nt = FN(flat_threads)(n, nthreads);
+    if (nb) fr_for(FN(dropout_items), &f, nb, fr_item_units(nb, nt, 4), nt);
+}
+
+static void FN(embedding_backward)(long M, long D, long Vn, const void *dout,
+                                   const int64_t *idx, void *dW, int nthreads) {
+    FN(flat) f = {.x = (const REAL *)dout, .y = (REAL *)dW, .M = M, .D = D, .idx = idx};
+    int nt = FN(flat_threads)(Vn * D, nthreads);
+    if (Vn && D) fr_for(FN(embed_items), &f, Vn, fr_item_units(Vn, nt, 4), nt);
 }
 
 /* ---------------------------------------------------------------------------- driver */
@@ -1973,6 +2126,8 @@ static int FN(matmul)(long M, long K, long Vc, const REAL *A, long a_rs, long a_
 #undef EXP_LN2LO
 #undef EXP_BIAS
 #undef EXP_MANT
+#undef FLAT_BLOCK
+#undef FLAT_PER_THREAD
 #undef EXP_POLY
 #undef STORE_STEP
 #undef ADD_STEP
