@@ -131,7 +131,10 @@ def test_every_dispatch_target_runs_layer_ops_like_the_reference(isa, cell, dtyp
 
 @pytest.mark.parametrize("isa", ISAS, indirect=True)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("M,D,V", [(1, 1, 1), (37, 19, 70), (300, 150, 130), (5, 700, 40)])
+# (700, 300, 2000): with W in Fortran order, dW^T = dy^T x has row items that pack their own
+# rows of a transposed A and pass two column chunks and two depth blocks with them.
+@pytest.mark.parametrize("M,D,V", [(1, 1, 1), (37, 19, 70), (300, 150, 130), (5, 700, 40),
+                                   (700, 300, 2000)])
 def test_every_dispatch_target_multiplies_like_numpy(isa, dtype, M, D, V):
     rng = np.random.default_rng(M + D + V)
     x, dy = rng.standard_normal((M, D)).astype(dtype), rng.standard_normal((M, V)).astype(dtype)
@@ -165,10 +168,11 @@ def test_layer_results_do_not_depend_on_the_thread_count(cell, dtype):
             x, W = rng.standard_normal((333, 170)).astype(dtype), rng.standard_normal(
                 (170, 2000)).astype(dtype)
             outs[-1].append(engine.linear_forward(x, W, np.zeros(2000, dtype)))
-            for D, V in ((40, 300), (260, 20)):  # dx split by rows; dW of a narrow output
+            # dx split by rows; dW of a narrow output; a tied dW^T in row items
+            for D, V, order in ((40, 300, "C"), (260, 20, "C"), (300, 2000, "F")):
                 x, dy = (rng.standard_normal((700, D)).astype(dtype),
                          rng.standard_normal((700, V)).astype(dtype))
-                dW, db = np.empty((D, V), dtype), np.empty(V, dtype)
+                dW, db = np.empty((D, V), dtype, order=order), np.empty(V, dtype)
                 outs[-1].extend(engine.linear_backward(dy, x, rng.standard_normal((D, V)).astype(
                     dtype), dW, db))
     finally:
