@@ -262,21 +262,26 @@ typedef struct {
 } FN(panel);
 
 /* C (N, nv*VL) (+)= A (N, K; row stride lda) @ panel (K, nv*VL) for one step of a recurrence.
- * k runs in blocks whose panel slice fits in L1 (FR_L1 bytes), each block serving every row
- * block before the next is loaded: the panel then streams from L2/L3 once per step instead of
- * once per row block. `acc` adds to what C holds. */
+ * k runs in blocks whose panel slice takes kcb bytes, each block serving every row block
+ * before the next: with a slice that fits in L1 (FR_L1), the panel streams from L2/L3 once per
+ * step instead of once per row block. Deeper blocks reload C less often and stream the slice
+ * from L2 per row block instead, which wins where the L1 block could not stay there anyway:
+ * backward (dA is G*H wide) and forward with many rows (TILE_KCB). `acc` adds to what C
+ * holds. */
 #ifndef FR_DIRECT_T
 #define FR_DIRECT_T 3 /* forward calls of at most this many steps read Wh in place */
 #endif
 #ifndef FR_L1
 #define FR_L1 32768
 #endif
+#define TILE_KCB_BWD (2 * FR_L1)
+#define TILE_KCB_FWD(N) ((N) >= 48 ? 2 * FR_L1 : FR_L1)
 static ATTR void FN(tile_product)(int N, int K, const REAL *A, long lda, FN(panel) pv, int nv,
-                                 REAL *C, int acc) {
+                                 REAL *C, int acc, int kcb) {
     int mrmax = FN(mr_of)[nv];
     int nblk = (N + mrmax - 1) / mrmax;
     long ldc = (long)nv * VL;
-    int kc = FR_L1 / (int)(ldc * sizeof(REAL));
+    int kc = kcb / (int)(ldc * sizeof(REAL));
     for (int k0 = 0; k0 < K; k0 += kc) {
         int kn = K - k0 < kc ? K - k0 : kc;
         int n0 = 0;
@@ -925,7 +930,7 @@ static ATTR void FN(dh0_phase)(FN(ctx) *c, fr_local *L, const FN(wpack) *w1, REA
                               const REAL *A, long lda, int add) {
     const int N = c->N, H = c->H;
     FOR_TILES(w1) {
-        FN(tile_product)(N, K, A, lda, p, nv, C, 0);
+        FN(tile_product)(N, K, A, lda, p, nv, C, 0, TILE_KCB_BWD);
         for (int n = 0; n < N; n++) {
             if (add)
                 FN(add_row)(nu, C + (long)n * w, c->dh + (long)n * H + j0);
@@ -942,7 +947,7 @@ static inline ATTR void FN(input_product)(const FN(ctx) *c, int t, const FN(wpac
                                          long Uc, int nv, REAL *C) {
     if (c->xs)
         FN(tile_product)(c->N, c->D, c->xs + (long)t * c->D, (long)c->T * c->D,
-                         FN(panel_at)(wx, c->H, a, Uc), nv, C, 1);
+                         FN(panel_at)(wx, c->H, a, Uc), nv, C, 1, TILE_KCB_FWD(c->N));
 }
 
 /* ------------------------------------------------------------------ RNN: h' = tanh(xw + h Wh) */
@@ -972,7 +977,7 @@ static ATTR void FN(rnn_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
         const long xn = c->xs ? 0 : H; /* x's row stride: the bias is every row's */
         REAL *ho = c->hs + t * c->hts;
         FOR_TILES(&w1) {
-            FN(tile_product)(N, H, hp, lda, p, nv, C, 0);
+            FN(tile_product)(N, H, hp, lda, p, nv, C, 0, TILE_KCB_FWD(N));
             FN(input_product)(c, t, &w2, a, Uc, nv, C);
             for (int n = 0; n < N; n++) {
                 REAL *o = ho + n * c->hns + j0;
@@ -995,8 +1000,8 @@ static ATTR void FN(rnn_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
         L->reverse = (T - 1 - t) & 1; /* see fr_next */
         REAL *d = c->dA + (long)t * N * H;
         FOR_TILES(&w1) {
-            if (t < T - 1)
-                FN(tile_product)(N, H, d + (long)N * H, H, p, nv, C, 0); /* dA_{t+1} Wh^T */
+            if (t < T - 1) /* dA_{t+1} Wh^T */
+                FN(tile_product)(N, H, d + (long)N * H, H, p, nv, C, 0, TILE_KCB_BWD);
             else
                 FN(zero)(C, N * w);
             for (int n = 0; n < N; n++) {
@@ -1069,7 +1074,7 @@ static ATTR void FN(lstm_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
         REAL *ac = c->acts + t * N * G4;
         REAL *co = c->cs + (long)t * N * H;
         FOR_TILES(&w1) {
-            FN(tile_product)(N, H, hp, lda, p, nv, C, 0);
+            FN(tile_product)(N, H, hp, lda, p, nv, C, 0, TILE_KCB_FWD(N));
             FN(input_product)(c, t, &w2, a, Uc, nv, C);
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G4 + j0;
@@ -1101,8 +1106,8 @@ static ATTR void FN(lstm_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
         const REAL *cp = t ? c->cs_in + o - (long)N * H : c->c0;
         REAL *d = c->dA + t * N * G4;
         FOR_TILES(&w1) {
-            if (t < T - 1)
-                FN(tile_product)(N, (int)G4, d + N * G4, G4, p, nv, C, 0); /* dA_{t+1} Wh^T */
+            if (t < T - 1) /* dA_{t+1} Wh^T */
+                FN(tile_product)(N, (int)G4, d + N * G4, G4, p, nv, C, 0, TILE_KCB_BWD);
             else
                 FN(zero)(C, N * w);
             for (int n = 0; n < N; n++) {
@@ -1189,7 +1194,7 @@ static ATTR void FN(gru_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
         REAL *ac = c->acts + t * N * G3;
         REAL *rh = c->rh + (long)t * N * H;
         FOR_TILES(&w1) {
-            FN(tile_product)(N, H, hp, lda, p, nv, C, 0);
+            FN(tile_product)(N, H, hp, lda, p, nv, C, 0, TILE_KCB_FWD(N));
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G3 + j0;
                 if (PAD(c, t, n)) {
@@ -1204,7 +1209,7 @@ static ATTR void FN(gru_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
         }
         SYNC(w1.U); /* the candidate product needs every unit of r*h */
         FOR_TILES(&w2) {
-            FN(tile_product)(N, H, rh, H, p, nv, C, 0);
+            FN(tile_product)(N, H, rh, H, p, nv, C, 0, TILE_KCB_FWD(N));
             for (int n = 0; n < N; n++) {
                 const long sg = n * G3 + j0;
                 REAL *o = c->hs + t * c->hts + n * c->hns + j0;
@@ -1236,7 +1241,7 @@ static ATTR void FN(gru_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
          * then the candidate's gradient of step t */
         FOR_TILES(&w2) {
             if (t < T - 1)
-                FN(tile_product)(N, 2 * H, d + N * G3, G3, p, nv, C, 0);
+                FN(tile_product)(N, 2 * H, d + N * G3, G3, p, nv, C, 0, TILE_KCB_BWD);
             else
                 FN(zero)(C, N * w);
             for (int n = 0; n < N; n++) {
@@ -1252,7 +1257,8 @@ static ATTR void FN(gru_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
         }
         SYNC(w2.U);
         FOR_TILES(&w1) {
-            FN(tile_product)(N, H, d + 2 * H, G3, p, nv, C, 0); /* drh = dA_h @ Wh_h^T */
+            /* drh = dA_h @ Wh_h^T */
+            FN(tile_product)(N, H, d + 2 * H, G3, p, nv, C, 0, TILE_KCB_BWD);
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G3 + j0;
                 if (PAD(c, t, n)) {
@@ -1318,7 +1324,7 @@ static ATTR void FN(gru_ra_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
         REAL *ac = c->acts + t * N * G3;
         REAL *hn = c->hn + (long)t * N * H;
         FOR_TILES(&w1) {
-            FN(tile_product)(N, H, hp, lda, p, nv, C, 0);
+            FN(tile_product)(N, H, hp, lda, p, nv, C, 0, TILE_KCB_FWD(N));
             for (int n = 0; n < N; n++) {
                 const long s = (long)n * H + j0, sg = n * G3 + j0;
                 REAL *o = c->hs + t * c->hts + n * c->hns + j0;
@@ -1351,10 +1357,10 @@ static ATTR void FN(gru_ra_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
         /* this step's share of dh_{t+1}: [dA_z|dA_r]_{t+1} Wh_zr^T + dhn_{t+1} Wh_n^T */
         FOR_TILES(&w1) {
             if (t < T - 1) {
-                FN(tile_product)(N, 2 * H, d + N * G3, G3, p, nv, C, 0);
+                FN(tile_product)(N, 2 * H, d + N * G3, G3, p, nv, C, 0, TILE_KCB_BWD);
                 FN(panel) pn = p;
                 pn.b += 2L * H * p.ldb;
-                FN(tile_product)(N, H, c->dhn + o + (long)N * H, H, pn, nv, C, 1);
+                FN(tile_product)(N, H, c->dhn + o + (long)N * H, H, pn, nv, C, 1, TILE_KCB_BWD);
             } else {
                 FN(zero)(C, N * w);
             }
@@ -1377,10 +1383,10 @@ static ATTR void FN(gru_ra_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
     }
     /* dh0 = z*v of step 0 + [dA_z|dA_r]_0 Wh_zr^T + dhn_0 Wh_n^T */
     FOR_TILES(&w1) {
-        FN(tile_product)(N, 2 * H, c->dA, G3, p, nv, C, 0);
+        FN(tile_product)(N, 2 * H, c->dA, G3, p, nv, C, 0, TILE_KCB_BWD);
         FN(panel) pn = p;
         pn.b += 2L * H * p.ldb;
-        FN(tile_product)(N, H, c->dhn, H, pn, nv, C, 1);
+        FN(tile_product)(N, H, c->dhn, H, pn, nv, C, 1, TILE_KCB_BWD);
         for (int n = 0; n < N; n++) FN(add_row)(nu, C + (long)n * w, c->dh + (long)n * H + j0);
     }
     SYNC(w1.U);
@@ -2143,6 +2149,8 @@ static int FN(matmul)(long M, long K, long Vc, const REAL *A, long a_rs, long a_
 #undef EXP_BIAS
 #undef EXP_MANT
 #undef FLAT_BLOCK
+#undef TILE_KCB_BWD
+#undef TILE_KCB_FWD
 #undef FLAT_PER_THREAD
 #undef EXP_POLY
 #undef STORE_STEP
