@@ -637,20 +637,10 @@ int fr_softmax_cross_entropy(int f64, long M, long V, const void *x, const int64
 }
 
 /* ---------------------------------------------------------------------------- other ops */
-static void embedding_forward_f32(long M, long D, const float *W, const int64_t *idx,
-                                  float *out) {
-    for (long m = 0; m < M; m++) memcpy(out + m * D, W + idx[m] * D, D * sizeof(float));
-}
-static void embedding_forward_f64(long M, long D, const double *W, const int64_t *idx,
-                                  double *out) {
-    for (long m = 0; m < M; m++) memcpy(out + m * D, W + idx[m] * D, D * sizeof(double));
-}
-
 void fr_embedding_forward(int f64, long M, long D, const void *W, const int64_t *idx, void *out) {
-    if (f64)
-        embedding_forward_f64(M, D, (const double *)W, idx, (double *)out);
-    else
-        embedding_forward_f32(M, D, (const float *)W, idx, (float *)out);
+    const size_t row = (size_t)D * (f64 ? sizeof(double) : sizeof(float));
+    for (long m = 0; m < M; m++)
+        memcpy((char *)out + (size_t)m * row, (const char *)W + (size_t)idx[m] * row, row);
 }
 
 void fr_embedding_backward(int f64, long M, long D, long V, const void *dout,
