@@ -8,14 +8,13 @@ input projection, the recurrence and the weight / input gradients in that one re
 register-blocked SIMD microkernel: each tile of hidden units (all their gate columns) has its
 slice of ``Wh`` packed once per call into panels, the step's product and gate math are fused,
 and the big products around the recurrence are blocked for the caches. Threads meet once per
-step (twice for the reset-before GRU), take over a late thread's unstarted items, and a call
-that found the machine busy makes the next calls run on one thread for a while
+step (twice for the reset-before GRU) and take over a late thread's unstarted items
 (``src/engine.c``). The instruction set is picked at run time (AVX-512, AVX2 or a portable
 build); the environment variable ``FASTRNN_ENGINE_ISA=avx512|avx2|portable`` or ``set_isa``
 forces one. Results do not depend on the thread count: every output element is summed in the
-same order whatever the split. Embedding, softmax cross-entropy (rows split over the threads)
-and dropout are C loops too (``ops``), so this backend never imports Numba: nothing compiles
-at run time.
+same order whatever the split. Embedding, softmax cross-entropy, dropout and the optimizers'
+``sum_squares`` / ``axpby`` run on the same threads too (``ops``), so this backend never
+imports Numba: nothing compiles at run time.
 
 Importing this module fails with ImportError when the extension was not built (no C compiler
 at install time); ``fastrnn.backend`` then falls back to the Numba backend.
