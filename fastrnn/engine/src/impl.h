@@ -464,12 +464,12 @@ typedef struct {
 #define GEMM_BP ((long)GEMM_KC * GEMM_NV * VL)
 #define GEMM_CS ((long)MR_MAX * 4 * VL)
 
-/* A that is transposed or gathered is packed once per call into a buffer all items read
- * (segment after segment, each in row blocks of GEMM_MC rows, each row block [depth block]
- * [row][k]) rather than once per item: packing a transposed block costs about a tenth of
- * multiplying it by a chunk. Packed rows are FN(kstride) long (a whole number of vectors, so
- * that a packing store fills whole cache lines). Its length, or 0 where A is read in place or
- * would need more than GEMM_APK. */
+/* A that is transposed is packed once per call into a buffer all items read (segment after
+ * segment, each in row blocks of GEMM_MC rows, each row block [depth block] [row][k]) rather
+ * than once per item: packing a transposed block costs about a tenth of multiplying it by a
+ * chunk. Packed rows are FN(kstride) long (a whole number of vectors, so that a packing store
+ * fills whole cache lines). Its length, or 0 where A is read in place (plain rows, and gathered
+ * ones: see gemm_item) or would need more than GEMM_APK. */
 #define GEMM_APK ((long)1 << 23)
 static inline long FN(nkb)(int K) { return (K + GEMM_KC - 1) / GEMM_KC; }
 static inline long FN(kstride)(int K) {
@@ -481,7 +481,7 @@ static long FN(gemm_apk_len)(const FN(gemm) *g) {
     int need = 0;
     for (int si = 0; si < g->nseg; si++) {
         len += (g->seg[si].M + GEMM_MC - 1) / GEMM_MC * GEMM_MC * FN(nkb)(g->K) * FN(kstride)(g->K);
-        need |= g->seg[si].a.ni || g->seg[si].trans;
+        need |= g->seg[si].trans; /* gathered rows are read in place (gemm_item) */
     }
     return need && len <= GEMM_APK ? len : 0;
 }
@@ -669,9 +669,11 @@ static inline ATTR int FN(even_rows)(const FN(rows) *m, long i, int cnt, long *s
 }
 
 /* One item: unit vectors [ua, ub) of every gate block, rows [m0, m1) of the segments. Depth
- * blocks are near-equal (none of a few k). A is read in place where its stored rows are plain
- * and not transposed, else packed row-major per row block and depth block; each microkernel
- * row block of A then stays in L1 while the chunk's tiles of B stream past it from L2. A tile
+ * blocks are near-equal (none of a few k). A is read in place where it is not transposed:
+ * plain rows, and gathered rows (xs read time-major) one microkernel block at a time, where
+ * the block's rows are equally spaced (a block that spans two steps is copied to ap first);
+ * a transposed A is packed row-major per row block and depth block. Each microkernel row
+ * block of A stays in L1 while the chunk's tiles of B stream past it from L2. A tile
  * of full vectors whose C rows are equally spaced is summed in C itself (with the bias as the
  * first block's start), others go through the scratch block and gemm_store. */
 static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, long m1,
@@ -704,15 +706,18 @@ static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, lon
                 const FN(seg) *s = &g->seg[si];
                 long lo = m0 > base ? m0 : base, hi = m1 < base + s->M ? m1 : base + s->M;
                 int plain_a = !s->a.ni && !s->trans;
+                int gathered = s->a.ni && !s->trans; /* read in place block by block */
                 for (long i0 = lo; i0 < hi; i0 += GEMM_MC) { /* with g->apk, il % GEMM_MC == 0 */
                     int mn = hi - i0 < GEMM_MC ? (int)(hi - i0) : GEMM_MC;
                     long il = i0 - base; /* segment row */
                     int nblk = (mn + mrmax - 1) / mrmax;
-                    const REAL *ab; /* A(il, k0), rows lda apart */
-                    long lda;
+                    const REAL *ab = NULL; /* A(il, k0), rows lda apart */
+                    long lda = 0;
                     if (plain_a) {
                         lda = s->a.sn;
                         ab = FN(row)(&s->a, il) + k0;
+                    } else if (gathered) {
+                        /* below, per microkernel block */
                     } else if (g->apk) {
                         lda = FN(kstride)(g->K);
                         ab = FN(apk_block)(g, si, il / GEMM_MC, kb);
@@ -727,7 +732,16 @@ static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, lon
                     }
                     for (int b = 0, r0 = 0, mr; b < nblk; b++, r0 += mr) {
                         mr = FN(block_rows)(mn, r0, b, nblk);
-                        long step;
+                        long step, ald = lda;
+                        const REAL *ar = ab + r0 * lda; /* this block's A(il + r0, k0) */
+                        if (gathered && FN(even_rows)(&s->a, il + r0, mr, &ald)) {
+                            ar = FN(row)(&s->a, il + r0) + k0; /* equally spaced: in place */
+                        } else if (gathered) { /* rows of two steps: copied side by side */
+                            for (int r = 0; r < mr; r++)
+                                FN(copy)(wk->ap + r * kn, FN(row)(&s->a, il + r0 + r) + k0, kn);
+                            wk->a_key = NULL; /* ap no longer holds a packed block */
+                            ar = wk->ap, ald = kn;
+                        }
                         int even = FN(even_rows)(&s->c, il + r0, mr, &step);
                         REAL *crow = (REAL *)FN(row)(&s->c, il + r0);
                         for (long a = c0; a < c1; a += g->U) {
@@ -738,12 +752,12 @@ static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, lon
                                 long coff[4];
                                 for (int v = 0; v < nv; v++)
                                     coff[v] = (v / Uc) * g->cg + (a + v % Uc) * VL;
-                                mk(kn, ab + r0 * lda, lda, panel, (long)nv * VL, FN(packed_off),
-                                   crow, step, coff, init, g->bias);
+                                mk(kn, ar, ald, panel, (long)nv * VL, FN(packed_off), crow, step,
+                                   coff, init, g->bias);
                             } else {
                                 FN(gemm_start)(g, s, il + r0, mr, wk->cs, a, Uc, init);
-                                mk(kn, ab + r0 * lda, lda, panel, (long)nv * VL, FN(packed_off),
-                                   wk->cs, (long)nv * VL, FN(packed_off), MK_LOAD, NULL);
+                                mk(kn, ar, ald, panel, (long)nv * VL, FN(packed_off), wk->cs,
+                                   (long)nv * VL, FN(packed_off), MK_LOAD, NULL);
                                 FN(gemm_store)(g, s, il + r0, mr, wk->cs, a, Uc);
                             }
                         }
