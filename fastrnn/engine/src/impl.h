@@ -692,79 +692,77 @@ static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, lon
         int kb = (int)(kouter ? it / nch : it % nkb);
         long c1 = ub - c0 < chunk ? ub : c0 + chunk;
         long width = (c1 - c0) * g->G * VL; /* packed B of one depth row */
-        {
-            int k0 = (int)((long)g->K * kb / nkb), k1 = (int)((long)g->K * (kb + 1) / nkb);
-            int kn = k1 - k0;
-            const REAL *bk = wk->bp;
-            if (g->bpk)
-                bk = g->bpk + (long)g->K * c0 * g->G * VL + (long)k0 * width;
-            else
-                FN(pack_b)(g, k0, kn, c0, c1, wk->bp, sums);
-            int init = kb > 0 || g->acc ? MK_LOAD : (g->bias ? MK_BIAS : MK_ZERO);
-            long base = 0;
-            for (int si = 0; si < g->nseg; si++) {
-                const FN(seg) *s = &g->seg[si];
-                long lo = m0 > base ? m0 : base, hi = m1 < base + s->M ? m1 : base + s->M;
-                int plain_a = !s->a.ni && !s->trans;
-                int gathered = s->a.ni && !s->trans; /* read in place block by block */
-                for (long i0 = lo; i0 < hi; i0 += GEMM_MC) { /* with g->apk, il % GEMM_MC == 0 */
-                    int mn = hi - i0 < GEMM_MC ? (int)(hi - i0) : GEMM_MC;
-                    long il = i0 - base; /* segment row */
-                    int nblk = (mn + mrmax - 1) / mrmax;
-                    const REAL *ab = NULL; /* A(il, k0), rows lda apart */
-                    long lda = 0;
-                    if (plain_a) {
-                        lda = s->a.sn;
-                        ab = FN(row)(&s->a, il) + k0;
-                    } else if (gathered) {
-                        /* below, per microkernel block */
-                    } else if (g->apk) {
-                        lda = FN(kstride)(g->K);
-                        ab = FN(apk_block)(g, si, il / GEMM_MC, kb);
-                    } else {
-                        lda = FN(kstride)(g->K);
-                        if (wk->a_key != g || wk->pa_si != si || wk->pa_row != il ||
-                            wk->pa_kb != kb) {
-                            FN(pack_a)(s, il, mn, k0, kn, wk->ap, lda);
-                            wk->a_key = g, wk->pa_si = si, wk->pa_row = il, wk->pa_kb = kb;
-                        }
-                        ab = wk->ap;
+        int k0 = (int)((long)g->K * kb / nkb), k1 = (int)((long)g->K * (kb + 1) / nkb);
+        int kn = k1 - k0;
+        const REAL *bk = wk->bp;
+        if (g->bpk)
+            bk = g->bpk + (long)g->K * c0 * g->G * VL + (long)k0 * width;
+        else
+            FN(pack_b)(g, k0, kn, c0, c1, wk->bp, sums);
+        int init = kb > 0 || g->acc ? MK_LOAD : (g->bias ? MK_BIAS : MK_ZERO);
+        long base = 0;
+        for (int si = 0; si < g->nseg; si++) {
+            const FN(seg) *s = &g->seg[si];
+            long lo = m0 > base ? m0 : base, hi = m1 < base + s->M ? m1 : base + s->M;
+            int plain_a = !s->a.ni && !s->trans;
+            int gathered = s->a.ni && !s->trans; /* read in place block by block */
+            for (long i0 = lo; i0 < hi; i0 += GEMM_MC) { /* with g->apk, il % GEMM_MC == 0 */
+                int mn = hi - i0 < GEMM_MC ? (int)(hi - i0) : GEMM_MC;
+                long il = i0 - base; /* segment row */
+                int nblk = (mn + mrmax - 1) / mrmax;
+                const REAL *ab = NULL; /* A(il, k0), rows lda apart (gathered: per block) */
+                long lda = 0;
+                if (plain_a) {
+                    lda = s->a.sn;
+                    ab = FN(row)(&s->a, il) + k0;
+                } else if (g->apk && !gathered) {
+                    lda = FN(kstride)(g->K);
+                    ab = FN(apk_block)(g, si, il / GEMM_MC, kb);
+                } else if (!gathered) {
+                    lda = FN(kstride)(g->K);
+                    if (wk->a_key != g || wk->pa_si != si || wk->pa_row != il ||
+                        wk->pa_kb != kb) {
+                        FN(pack_a)(s, il, mn, k0, kn, wk->ap, lda);
+                        wk->a_key = g, wk->pa_si = si, wk->pa_row = il, wk->pa_kb = kb;
                     }
-                    for (int b = 0, r0 = 0, mr; b < nblk; b++, r0 += mr) {
-                        mr = FN(block_rows)(mn, r0, b, nblk);
-                        long step, ald = lda;
-                        const REAL *ar = ab + r0 * lda; /* this block's A(il + r0, k0) */
-                        if (gathered && FN(even_rows)(&s->a, il + r0, mr, &ald)) {
-                            ar = FN(row)(&s->a, il + r0) + k0; /* equally spaced: in place */
-                        } else if (gathered) { /* rows of two steps: copied side by side */
-                            for (int r = 0; r < mr; r++)
-                                FN(copy)(wk->ap + r * kn, FN(row)(&s->a, il + r0 + r) + k0, kn);
-                            wk->a_key = NULL; /* ap no longer holds a packed block */
-                            ar = wk->ap, ald = kn;
-                        }
-                        int even = FN(even_rows)(&s->c, il + r0, mr, &step);
-                        REAL *crow = (REAL *)FN(row)(&s->c, il + r0);
-                        for (long a = c0; a < c1; a += g->U) {
-                            int Uc = c1 - a < g->U ? (int)(c1 - a) : g->U, nv = g->G * Uc;
-                            const REAL *panel = bk + (a - c0) * g->G * VL * kn;
-                            FN(mk_fn) mk = FN(mk_table)(nv, mr);
-                            if (even && (a + Uc) * VL <= g->Hc) { /* C in place */
-                                long coff[4];
-                                for (int v = 0; v < nv; v++)
-                                    coff[v] = (v / Uc) * g->cg + (a + v % Uc) * VL;
-                                mk(kn, ar, ald, panel, (long)nv * VL, FN(packed_off), crow, step,
-                                   coff, init, g->bias);
-                            } else {
-                                FN(gemm_start)(g, s, il + r0, mr, wk->cs, a, Uc, init);
-                                mk(kn, ar, ald, panel, (long)nv * VL, FN(packed_off), wk->cs,
-                                   (long)nv * VL, FN(packed_off), MK_LOAD, NULL);
-                                FN(gemm_store)(g, s, il + r0, mr, wk->cs, a, Uc);
-                            }
+                    ab = wk->ap;
+                }
+                for (int b = 0, r0 = 0, mr; b < nblk; b++, r0 += mr) {
+                    mr = FN(block_rows)(mn, r0, b, nblk);
+                    long step, ald = lda;
+                    const REAL *ar; /* this block's A(il + r0, k0), rows ald apart */
+                    if (!gathered) {
+                        ar = ab + r0 * lda;
+                    } else if (FN(even_rows)(&s->a, il + r0, mr, &ald)) {
+                        ar = FN(row)(&s->a, il + r0) + k0; /* rows of one step: in place */
+                    } else { /* rows of two steps: copied side by side */
+                        for (int r = 0; r < mr; r++)
+                            FN(copy)(wk->ap + r * kn, FN(row)(&s->a, il + r0 + r) + k0, kn);
+                        wk->a_key = NULL; /* ap no longer holds a packed block */
+                        ar = wk->ap, ald = kn;
+                    }
+                    int even = FN(even_rows)(&s->c, il + r0, mr, &step);
+                    REAL *crow = (REAL *)FN(row)(&s->c, il + r0);
+                    for (long a = c0; a < c1; a += g->U) {
+                        int Uc = c1 - a < g->U ? (int)(c1 - a) : g->U, nv = g->G * Uc;
+                        const REAL *panel = bk + (a - c0) * g->G * VL * kn;
+                        FN(mk_fn) mk = FN(mk_table)(nv, mr);
+                        if (even && (a + Uc) * VL <= g->Hc) { /* C in place */
+                            long coff[4];
+                            for (int v = 0; v < nv; v++)
+                                coff[v] = (v / Uc) * g->cg + (a + v % Uc) * VL;
+                            mk(kn, ar, ald, panel, (long)nv * VL, FN(packed_off), crow, step,
+                               coff, init, g->bias);
+                        } else {
+                            FN(gemm_start)(g, s, il + r0, mr, wk->cs, a, Uc, init);
+                            mk(kn, ar, ald, panel, (long)nv * VL, FN(packed_off), wk->cs,
+                               (long)nv * VL, FN(packed_off), MK_LOAD, NULL);
+                            FN(gemm_store)(g, s, il + r0, mr, wk->cs, a, Uc);
                         }
                     }
                 }
-                base += s->M;
             }
+            base += s->M;
         }
     }
 }
