@@ -7,12 +7,13 @@ the copies and updates the storage once; updating both copies would apply the st
 updates are in place, so the arrays the layers hold stay the ones being trained.
 """
 import math
-import threading
 
 import numpy as np
 
 from . import backend
 from .checks import array_module
+from .reference import ops as reference_ops
+from .reference.ops import chunks
 
 
 def _address(a):
@@ -75,11 +76,6 @@ def merge_tied(params, grads):
     return uparams, ugrads
 
 
-# Chunks of Adam's elementwise work: small enough to stay in cache, large enough that the
-# per-call cost of a ufunc does not matter.
-_CHUNK = 1 << 16
-_scratch = threading.local()
-
 # The norms and the plain updates run the backend's flat ops (``sum_squares``, ``axpby``):
 # the compiled engine's run on its own threads, the reference's NumPy ones chunk by chunk. No
 # BLAS here: BLAS dot / axpy wake OpenBLAS's worker threads, which then busy-wait (for about
@@ -110,35 +106,16 @@ def _axpby(a, x, b, y):
     """y = a*x + b*y in place through the backend's ``axpby`` (x may be y)."""
     if not y.flags.c_contiguous and y.flags.f_contiguous:
         x, y = x.T, y.T  # the same elements, both C-strided when x is Fortran-ordered too
-    if not y.flags.c_contiguous:  # a strided view of a parameter: NumPy / CuPy expressions
-        ax = y.dtype.type(a) * x
-        if b == 0:
-            y[...] = ax
-        else:
-            y *= y.dtype.type(b)
-            y += ax
-        return
-    backend.ops_for(y).axpby(a, x, b, y)
+    if y.flags.c_contiguous:
+        backend.ops_for(y).axpby(a, x, b, y)
+    else:  # a strided view of a parameter, which the contract's in-place output cannot be
+        reference_ops.axpby(a, x, b, y)
 
 
 def _chunkable(*arrays):
     """Contiguous writeable NumPy arrays of one float dtype: what the chunked updates take."""
     return all(isinstance(a, np.ndarray) and a.flags.c_contiguous and a.flags.writeable
                and a.dtype == arrays[0].dtype for a in arrays)
-
-
-def _chunks(dtype, *arrays):
-    """(scratch1, scratch2, flat views...) per chunk of the arrays: two per-thread scratch
-    chunks of ``dtype`` cut to the chunk's size, then each array's slice."""
-    pair = getattr(_scratch, dtype.name, None)
-    if pair is None:
-        pair = (np.empty(_CHUNK, dtype), np.empty(_CHUNK, dtype))
-        setattr(_scratch, dtype.name, pair)
-    flats = [a.reshape(-1) for a in arrays]
-    for i in range(0, flats[0].size, _CHUNK):
-        views = [f[i:i + _CHUNK] for f in flats]
-        n = views[0].size
-        yield (pair[0][:n], pair[1][:n], *views)
 
 
 def clip_grads(grads, max_norm):
@@ -287,7 +264,7 @@ class Adam(Optimizer):
                 continue
             # the same operations in the same order, chunk by chunk (no parameter-sized
             # temporaries)
-            for s1, s2, pc, gc, mc, vc in _chunks(p.dtype, p, g, m, v):
+            for s1, s2, pc, gc, mc, vc in chunks(p.dtype, p, g, m, v):
                 np.subtract(gc, mc, out=s1)
                 s1 *= t(1 - b1)
                 mc += s1

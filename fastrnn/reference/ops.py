@@ -3,6 +3,8 @@ dropout, and the optimizers' sum of squares and axpby).
 
 Shapes: N batch, T time, D embedding or input width, V vocabulary or output width, M = N*T rows.
 """
+import threading
+
 import numpy as np
 
 from ..checks import array_module
@@ -86,10 +88,26 @@ def dropout_forward(x, ratio, seed):
     return x * mask, mask
 
 
-# Chunks of the flat ops: small enough to stay in cache, large enough that a ufunc's per-call
-# cost does not matter. The NumPy path works chunk by chunk so that no temporary is as large
-# as a parameter; CuPy arrays get whole-array expressions.
-_CHUNK = 1 << 16
+# Chunks of elementwise NumPy work (the flat ops here, Adam in fastrnn.optim): small enough
+# to stay in cache, large enough that a ufunc's per-call cost does not matter, so that no
+# temporary is as large as a parameter.
+CHUNK = 1 << 16
+_scratch = threading.local()
+
+
+def chunks(dtype, *arrays):
+    """(scratch1, scratch2, flat views...) per chunk of the arrays (C-contiguous, one size):
+    two per-thread scratch chunks of ``dtype`` cut to the chunk's size, then each array's
+    slice."""
+    pair = getattr(_scratch, dtype.name, None)
+    if pair is None:
+        pair = (np.empty(CHUNK, dtype), np.empty(CHUNK, dtype))
+        setattr(_scratch, dtype.name, pair)
+    flats = [a.reshape(-1) for a in arrays]
+    for i in range(0, flats[0].size, CHUNK):
+        views = [f[i:i + CHUNK] for f in flats]
+        n = views[0].size
+        yield (pair[0][:n], pair[1][:n], *views)
 
 
 def sum_squares(x):
@@ -98,19 +116,16 @@ def sum_squares(x):
     flat = x.reshape(-1)
     if xp is not np:
         return xp.asarray((flat.astype(np.float64) ** 2).sum(), dtype=x.dtype)
-    total = 0.0
-    for i in range(0, flat.size, _CHUNK):
-        c = flat[i:i + _CHUNK].astype(np.float64)
-        total += float(np.einsum("i,i->", c, c))  # einsum: no BLAS call (see fastrnn.optim)
-    return np.asarray(total, dtype=x.dtype)
+    # einsum casts chunk by chunk (no float64 copy of x) and calls no BLAS (see fastrnn.optim)
+    return np.asarray(np.einsum("i,i->", flat, flat, dtype=np.float64), dtype=x.dtype)
 
 
 def axpby(a, x, b, y):
     """y = a*x + b*y in place (y = a*x when b is 0, without reading y); x may be y, or overlap
-    it (x is read as it was before the call). Returns y."""
+    it (x is read as it was before the call). Returns y. Takes y of any layout (the contract
+    passes C-strided ones; fastrnn.optim also strided views of a parameter)."""
     t = y.dtype.type
-    xp = array_module(y)
-    if xp is not np:
+    if array_module(y) is not np or not y.flags.c_contiguous:  # whole-array expressions
         ax = t(a) * x
         if b == 0:
             y[...] = ax
@@ -118,13 +133,9 @@ def axpby(a, x, b, y):
             y *= t(b)
             y += ax
         return y
-    xf, yf = x.reshape(-1), y.reshape(-1)
-    if xf.ctypes.data != yf.ctypes.data and np.may_share_memory(xf, yf):
-        xf = xf.copy()  # a partial overlap: read x as it was
-    scratch = np.empty(min(_CHUNK, yf.size), y.dtype)
-    for i in range(0, yf.size, _CHUNK):
-        xc, yc = xf[i:i + _CHUNK], yf[i:i + _CHUNK]
-        s = scratch[:yc.size]
+    if x.reshape(-1).ctypes.data != y.ctypes.data and np.may_share_memory(x, y):
+        x = x.copy()  # a partial overlap: read x as it was
+    for s, _, xc, yc in chunks(y.dtype, x, y):
         np.multiply(xc, t(a), out=s)  # before y changes: x may be y
         if b == 0:
             yc[...] = s
