@@ -162,10 +162,13 @@ MATH_DEFS(V, v)
  * A packed panel has ldb = NVv*VL and off[v] = v*VL; a direct one reads Wh's rows in place
  * (off[v] = that vector's column). C is a block of a product's output (a tile's gate columns
  * at coff[v]) or a scratch block (ldc = NVv*VL, coff[v] = v*VL). */
+#ifndef FR_PF_LEVEL
+#define FR_PF_LEVEL 2
+#endif
 static inline __attribute__((always_inline)) ATTR void FN(mk_body)(
     int K, const REAL *restrict A, long lda, const REAL *restrict B, long ldb,
     const long *restrict off, REAL *restrict C, long ldc, const long *restrict coff, int init,
-    const REAL *restrict bias, const int NVv, const int MRv) {
+    const REAL *restrict bias, const char *pf, const int NVv, const int MRv, const int PF) {
     V acc[32]; /* MRv * NVv <= 24: fully unrolled, so only the used ones live (in registers) */
     if (init == MK_LOAD) {
         _Pragma("GCC unroll 12") for (int r = 0; r < MRv; r++)
@@ -182,6 +185,7 @@ static inline __attribute__((always_inline)) ATTR void FN(mk_body)(
     _Pragma("GCC unroll 4") for (int v = 0; v < NVv; v++) b[v] = B + off[v];
     for (int k = 0; k < K; k++) {
         V p[4];
+        if (PF) __builtin_prefetch(pf + (long)k * 64, 0, FR_PF_LEVEL);
         _Pragma("GCC unroll 4") for (int v = 0; v < NVv; v++) {
             p[v] = FN(vld)(b[v]);
             b[v] += ldb;
@@ -198,48 +202,55 @@ static inline __attribute__((always_inline)) ATTR void FN(mk_body)(
 
 typedef void (*FN(mk_fn))(int, const REAL *restrict, long, const REAL *restrict, long,
                          const long *restrict, REAL *restrict, long, const long *restrict, int,
-                         const REAL *restrict);
+                         const REAL *restrict, const char *);
 
-#define MK(NVv, MRv)                                                                         \
-    static ATTR void CAT(FN(mk), NVv##x##MRv)(                                               \
-        int K, const REAL *restrict A, long lda, const REAL *restrict B, long ldb,           \
-        const long *restrict off, REAL *restrict C, long ldc, const long *restrict coff,     \
-        int init, const REAL *restrict bias) {                                               \
-        FN(mk_body)(K, A, lda, B, ldb, off, C, ldc, coff, init, bias, NVv, MRv);              \
+/* Every (nv, mr) shape of the microkernel: X(NVv, MRv). */
+#if MR2 > 6
+#define MK_SHAPES_MR2(X) X(2, 7) X(2, 8) X(2, 9) X(2, 10) X(2, 11) X(2, 12)
+#else
+#define MK_SHAPES_MR2(X)
+#endif
+#if MR3 > 4
+#define MK_SHAPES_MR3(X) X(3, 5) X(3, 6) X(3, 7) X(3, 8)
+#else
+#define MK_SHAPES_MR3(X)
+#endif
+#if MR4 > 3
+#define MK_SHAPES_MR4(X) X(4, 4) X(4, 5) X(4, 6)
+#else
+#define MK_SHAPES_MR4(X)
+#endif
+#define MK_SHAPES(X)                                                                          \
+    X(1, 1) X(1, 2) X(1, 3) X(1, 4) X(1, 5) X(1, 6) X(1, 7) X(1, 8)                           \
+    X(2, 1) X(2, 2) X(2, 3) X(2, 4) X(2, 5) X(2, 6)                                           \
+    X(3, 1) X(3, 2) X(3, 3) X(3, 4)                                                           \
+    X(4, 1) X(4, 2) X(4, 3)                                                                   \
+    MK_SHAPES_MR2(X) MK_SHAPES_MR3(X) MK_SHAPES_MR4(X)
+
+/* Each shape twice: mk_ ignores pf; mkp_ also prefetches one cache line from pf + 64 k into L2
+ * per k (a recurrence's next panel slice, see tile_product). */
+#define MK(NVv, MRv)                                                                          \
+    static ATTR void CAT(FN(mk), NVv##x##MRv)(                                                \
+        int K, const REAL *restrict A, long lda, const REAL *restrict B, long ldb,            \
+        const long *restrict off, REAL *restrict C, long ldc, const long *restrict coff,      \
+        int init, const REAL *restrict bias, const char *pf) {                                \
+        FN(mk_body)(K, A, lda, B, ldb, off, C, ldc, coff, init, bias, pf, NVv, MRv, 0);        \
+    }                                                                                         \
+    static ATTR void CAT(FN(mkp), NVv##x##MRv)(                                               \
+        int K, const REAL *restrict A, long lda, const REAL *restrict B, long ldb,            \
+        const long *restrict off, REAL *restrict C, long ldc, const long *restrict coff,      \
+        int init, const REAL *restrict bias, const char *pf) {                                \
+        FN(mk_body)(K, A, lda, B, ldb, off, C, ldc, coff, init, bias, pf, NVv, MRv, 1);        \
     }
+MK_SHAPES(MK)
+#undef MK
 
-MK(1, 1) MK(1, 2) MK(1, 3) MK(1, 4) MK(1, 5) MK(1, 6) MK(1, 7) MK(1, 8)
-MK(2, 1) MK(2, 2) MK(2, 3) MK(2, 4) MK(2, 5) MK(2, 6)
-MK(3, 1) MK(3, 2) MK(3, 3) MK(3, 4)
-MK(4, 1) MK(4, 2) MK(4, 3)
-#if MR2 > 6
-MK(2, 7) MK(2, 8) MK(2, 9) MK(2, 10) MK(2, 11) MK(2, 12)
-#endif
-#if MR3 > 4
-MK(3, 5) MK(3, 6) MK(3, 7) MK(3, 8)
-#endif
-#if MR4 > 3
-MK(4, 4) MK(4, 5) MK(4, 6)
-#endif
-
-/* The microkernel for nv vectors and mr rows. */
-static FN(mk_fn) FN(mk_table)(int nv, int mr) {
+/* The microkernel for nv vectors and mr rows, prefetching when pf. */
+static FN(mk_fn) FN(mk_table)(int nv, int mr, int pf) {
     switch (nv * 16 + mr) {
-#define E(NVv, MRv)                                                                          \
-    case NVv * 16 + MRv: return CAT(FN(mk), NVv##x##MRv);
-    E(1, 1) E(1, 2) E(1, 3) E(1, 4) E(1, 5) E(1, 6) E(1, 7) E(1, 8)
-    E(2, 1) E(2, 2) E(2, 3) E(2, 4) E(2, 5) E(2, 6)
-    E(3, 1) E(3, 2) E(3, 3) E(3, 4)
-    E(4, 1) E(4, 2) E(4, 3)
-#if MR2 > 6
-    E(2, 7) E(2, 8) E(2, 9) E(2, 10) E(2, 11) E(2, 12)
-#endif
-#if MR3 > 4
-    E(3, 5) E(3, 6) E(3, 7) E(3, 8)
-#endif
-#if MR4 > 3
-    E(4, 4) E(4, 5) E(4, 6)
-#endif
+#define E(NVv, MRv)                                                                           \
+    case NVv * 16 + MRv: return pf ? CAT(FN(mkp), NVv##x##MRv) : CAT(FN(mk), NVv##x##MRv);
+        MK_SHAPES(E)
 #undef E
     }
     return 0;
@@ -259,6 +270,7 @@ static inline int FN(block_rows)(int n, int r0, int b, int nblk) {
 typedef struct {
     const REAL *b;
     long ldb, off[4];
+    const REAL *nx; /* the panel of the tile likely to come next, or NULL */
 } FN(panel);
 
 /* C (N, nv*VL) (+)= A (N, K; row stride lda) @ panel (K, nv*VL) for one step of a recurrence.
@@ -266,8 +278,10 @@ typedef struct {
  * before the next: with a slice that fits in L1 (FR_L1), the panel streams from L2/L3 once per
  * step instead of once per row block. Deeper blocks reload C less often and stream the slice
  * from L2 per row block instead, which wins where the L1 block could not stay there anyway:
- * backward (dA is G*H wide) and forward with many rows (TILE_KCB). `acc` adds to what C
- * holds. */
+ * backward (dA is G*H wide) and forward with many rows (TILE_KCB). A packed panel's next slice
+ * (or the first of pv.nx) is prefetched into L2 meanwhile: a thread's panels may not fit its L2
+ * (H = 650 on 2 threads), and without it only the first row block of a slice read memory while
+ * the others left the memory idle. `acc` adds to what C holds. */
 #ifndef FR_DIRECT_T
 #define FR_DIRECT_T 3 /* forward calls of at most this many steps read Wh in place */
 #endif
@@ -285,11 +299,22 @@ static ATTR void FN(tile_product)(int N, int K, const REAL *A, long lda, FN(pane
     for (int k0 = 0; k0 < K; k0 += kc) {
         int kn = K - k0 < kc ? K - k0 : kc;
         int n0 = 0;
+        /* the slice that comes after this one (of this panel, or the first of the next tile's),
+         * its lines shared out among the row blocks: one per k */
+        const char *nx = NULL;
+        if (pv.ldb == ldc) { /* packed: slices are contiguous */
+            if (k0 + kn < K)
+                nx = (const char *)(pv.b + (long)(k0 + kn) * ldc);
+            else if (pv.nx)
+                nx = (const char *)pv.nx;
+        }
+        long share = ((long)kc * ldc * (long)sizeof(REAL) / nblk + 63) / 64 * 64;
         for (int b = 0; b < nblk; b++) {
             int mr = FN(block_rows)(N, n0, b, nblk);
-            FN(mk_table)(nv, mr)(kn, A + n0 * lda + k0, lda, pv.b + k0 * pv.ldb, pv.ldb,
+            FN(mk_table)(nv, mr, nx != NULL)(kn, A + n0 * lda + k0, lda, pv.b + k0 * pv.ldb, pv.ldb,
                                     pv.off, C + n0 * ldc, ldc, FN(packed_off),
-                                    acc || k0 > 0 ? MK_LOAD : MK_ZERO, NULL);
+                                    acc || k0 > 0 ? MK_LOAD : MK_ZERO, NULL,
+                                    nx ? nx + (long)b * share : NULL);
             n0 += mr;
         }
     }
@@ -379,6 +404,18 @@ static inline ATTR FN(panel) FN(panel_at)(const FN(wpack) *wp, int H, long a, lo
         pv.ldb = (long)wp->G * Uc * VL;
         for (int v = 0; v < wp->G * Uc; v++) pv.off[v] = (long)v * VL;
     }
+    return pv;
+}
+
+/* The panel of tile a, knowing the tile that its thread likely takes next (the scheduler hands
+ * a thread its own tiles in order, last first on reverse steps): tile_product prefetches that
+ * tile's first slice into L2 while it works on the last slice of this one. */
+static inline ATTR FN(panel) FN(panel_next)(const FN(wpack) *wp, int H, long a, long Uc,
+                                           int reverse, long nuv) {
+    FN(panel) pv = FN(panel_at)(wp, H, a, Uc);
+    long n = reverse ? a - wp->U : a + wp->U;
+    if (n >= 0 && n < nuv && !FN(in_place)(wp, H, n, wp->U))
+        pv.nx = wp->buf + n * VL * wp->G * wp->K;
     return pv;
 }
 
@@ -746,17 +783,17 @@ static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, lon
                     for (long a = c0; a < c1; a += g->U) {
                         int Uc = c1 - a < g->U ? (int)(c1 - a) : g->U, nv = g->G * Uc;
                         const REAL *panel = bk + (a - c0) * g->G * VL * kn;
-                        FN(mk_fn) mk = FN(mk_table)(nv, mr);
+                        FN(mk_fn) mk = FN(mk_table)(nv, mr, 0);
                         if (even && (a + Uc) * VL <= g->Hc) { /* C in place */
                             long coff[4];
                             for (int v = 0; v < nv; v++)
                                 coff[v] = (v / Uc) * g->cg + (a + v % Uc) * VL;
                             mk(kn, ar, ald, panel, (long)nv * VL, FN(packed_off), crow, step,
-                               coff, init, g->bias);
+                               coff, init, g->bias, NULL);
                         } else {
                             FN(gemm_start)(g, s, il + r0, mr, wk->cs, a, Uc, init);
                             mk(kn, ar, ald, panel, (long)nv * VL, FN(packed_off), wk->cs,
-                               (long)nv * VL, FN(packed_off), MK_LOAD, NULL);
+                               (long)nv * VL, FN(packed_off), MK_LOAD, NULL, NULL);
                             FN(gemm_store)(g, s, il + r0, mr, wk->cs, a, Uc);
                         }
                     }
@@ -893,7 +930,8 @@ static ATTR void FN(pack_phase)(FN(ctx) *c, fr_local *L, const FN(wpack) *wp) {
 #define FOR_TILES(WP)                                                                         \
     FOR_UNITS((WP)->U)                                                                        \
     for (int nv = (WP)->G * (int)Uc, w = (int)Uc * VL, once2_ = 1; once2_; once2_ = 0)        \
-        for (FN(panel) p = FN(panel_at)((WP), H, a, Uc); once2_; once2_ = 0)
+        for (FN(panel) p = FN(panel_next)((WP), H, a, Uc, L->reverse, c->nuv); once2_;         \
+             once2_ = 0)
 #define SYNC(U) fr_sync(&c->sch, L, c->nuv, (U))
 
 /* Variable lengths: step t of row n is padding when t >= len[n]. Padding rows get zero outputs,
@@ -2146,7 +2184,10 @@ static int FN(matmul)(long M, long K, long Vc, const REAL *A, long a_rs, long a_
 #undef V
 #undef EXP_LO
 #undef EXP_HI
-#undef MK
+#undef MK_SHAPES
+#undef MK_SHAPES_MR2
+#undef MK_SHAPES_MR3
+#undef MK_SHAPES_MR4
 #undef PAD
 #undef R
 #undef CR
