@@ -40,6 +40,15 @@ def isa(request):
     engine.set_isa(before)
 
 
+@pytest.fixture
+def kc_bytes(request):
+    """A product's depth-block size in force for the test: the machine's default (from its L2),
+    or the smallest, with which modest shapes pass several depth blocks."""
+    engine._engine.set_kc_bytes(request.param)
+    yield request.param
+    engine._engine.set_kc_bytes(0)
+
+
 def make(cell, T, N, H, dtype, seed):
     """Inputs of one recurrence: xw (T, N, G*H), Wh (H, G*H), h0, c0 (N, H), b_hn (H,),
     dhs (T, N, H)."""
@@ -130,12 +139,14 @@ def test_every_dispatch_target_runs_layer_ops_like_the_reference(isa, cell, dtyp
 
 
 @pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("kc_bytes", [0, 32768], ids=["kc_default", "kc_32K"], indirect=True)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 # (700, 300, 2000): with W in Fortran order, dW^T = dy^T x has row items that pack their own
-# rows of a transposed A and pass two column chunks and two depth blocks with them.
+# rows of a transposed A and pass two column chunks, and with small depth blocks several of
+# them.
 @pytest.mark.parametrize("M,D,V", [(1, 1, 1), (37, 19, 70), (300, 150, 130), (5, 700, 40),
                                    (700, 300, 2000)])
-def test_every_dispatch_target_multiplies_like_numpy(isa, dtype, M, D, V):
+def test_every_dispatch_target_multiplies_like_numpy(isa, kc_bytes, dtype, M, D, V):
     rng = np.random.default_rng(M + D + V)
     x, dy = rng.standard_normal((M, D)).astype(dtype), rng.standard_normal((M, V)).astype(dtype)
     for W in (rng.standard_normal((D, V)).astype(dtype),

@@ -30,6 +30,7 @@ cdef extern from "src/engine.h" nogil:
     void fr_axpby(int f64, long n, double a, const void *x, double b, void *y, int nthreads)
     int fr_sum_squares(int f64, long n, const void *x, double *total, int nthreads)
     long fr_selftest_takeover(long n, int nt)
+    long fr_set_kc_bytes(long n)
     int fr_set_isa(const char *name)
     const char *fr_isa()
     int fr_max_threads()
@@ -210,3 +211,9 @@ def sum_squares(const real[::1] x, int nthreads):
 def selftest_takeover(long n, int nt):
     """Items of a parallel loop that thread 0 of nt runs when no other thread starts."""
     return fr_selftest_takeover(n, nt)
+
+
+def set_kc_bytes(long n):
+    """Bytes of a product tile's depth-block slice (n <= 0: the machine's default); returns the
+    value in force. A test hook: results depend on it."""
+    return fr_set_kc_bytes(n)

@@ -75,6 +75,11 @@ void fr_dropout(int f64, long n, const void *x, uint64_t seed, uint64_t thr, dou
 void fr_axpby(int f64, long n, double a, const void *x, double b, void *y, int nthreads);
 int fr_sum_squares(int f64, long n, const void *x, double *total, int nthreads);
 
+/* Test hook: the bytes of a product tile's depth-block slice (32 KB to 256 KB; n <= 0: this
+ * machine's default, from its L2). Returns the value now in force. Results depend on it (the
+ * depth blocks are summed in order), so it is set only between calls. */
+long fr_set_kc_bytes(long n);
+
 /* Test hook: a parallel loop of n items run by thread 0 of nt alone, as when the other threads
  * of a region never start; returns how many items ran (n: thread 0 took over the rest). */
 long fr_selftest_takeover(long n, int nt);

@@ -425,21 +425,19 @@ static inline ATTR FN(panel) FN(panel_next)(const FN(wpack) *wp, int H, long a, 
  * vectors x G gates, as in the recurrence. A comes in one or two row segments (dWx and dWh
  * share B = dA: [X^T; Hprev^T] @ dA), each with its own C rows.
  *
- * Blocking: columns in chunks of at most GEMM_NV vectors; depth in blocks of GEMM_KC, so that
- * a tile's slice of packed B fits in L1; rows in blocks of GEMM_MC. Per chunk, depth blocks
+ * Blocking: columns in chunks of at most GEMM_NV vectors; depth in near-equal blocks of at most
+ * g->kc (fr_kc_bytes: the chunk's packed B block takes half of a core's L2); rows in blocks
+ * of GEMM_MC. Per chunk, depth blocks
  * outer: B's block for the chunk is packed ([tile][k][g][u]) once and stays in L2 while every
  * row block of A passes it (rows outer streamed the whole chunk of B from L3 once per row
  * block where it did not fit L2: the LSTM dW product 512x3200x1024 and friends). An item is
  * a group of unit vectors with all rows, or (narrow C, by_rows) a block of at most GEMM_MC
  * rows with all columns. Each C element sums its depth blocks in order and each block in k
  * order, whatever the item split: results do not depend on the thread count. */
-#ifndef GEMM_KC_BYTES
-#define GEMM_KC_BYTES (4 * FR_L1)
-#endif
 #ifndef GEMM_MC
 #define GEMM_MC 144
 #endif
-#define GEMM_KC (GEMM_KC_BYTES / (4 * VL * (int)sizeof(REAL)))
+#define GEMM_KC_MAX ((int)(FR_KC_BYTES_MAX / (4 * VL * (long)sizeof(REAL))))
 #ifndef GEMM_NV
 #define GEMM_NV 16
 #endif
@@ -471,6 +469,7 @@ typedef struct {
 
 typedef struct {
     int K, nseg;
+    int kc;              /* the deepest depth block (set by add_seg) */
     FN(seg) seg[2];
     long mtot;           /* rows of all segments */
     const REAL *B;       /* B(k, g, j) = B[k*sk + g*sg + j*sj] */
@@ -489,16 +488,16 @@ typedef struct {
     REAL *bpk;           /* row items: B packed once per call for all of them, or NULL */
 } FN(gemm);
 
-/* Per-thread blocks of a product: packed A (GEMM_MC x GEMM_KC), packed B (one depth block of a
- * chunk: GEMM_KC x GEMM_NV vectors), the microkernel's output block. */
+/* Per-thread blocks of a product: packed A (GEMM_MC x kc), packed B (one depth block of a
+ * chunk: kc x GEMM_NV vectors), the microkernel's output block. */
 typedef struct {
     REAL *ap, *bp, *cs;
     const void *a_key; /* what ap holds: the product, segment, row and depth block (pa_*) */
     long pa_si, pa_row, pa_kb;
 } FN(work);
 
-#define GEMM_AP ((long)GEMM_MC * (GEMM_KC + VL))
-#define GEMM_BP ((long)GEMM_KC * GEMM_NV * VL)
+#define GEMM_AP ((long)GEMM_MC * (GEMM_KC_MAX + VL))
+#define GEMM_BP ((long)GEMM_KC_MAX * GEMM_NV * VL)
 #define GEMM_CS ((long)MR_MAX * 4 * VL)
 
 /* A that is transposed is packed once per call into a buffer all items read (segment after
@@ -508,16 +507,16 @@ typedef struct {
  * fills whole cache lines). Its length, or 0 where A is read in place (plain rows, and gathered
  * ones: see gemm_item) or would need more than GEMM_APK. */
 #define GEMM_APK ((long)1 << 23)
-static inline long FN(nkb)(int K) { return (K + GEMM_KC - 1) / GEMM_KC; }
-static inline long FN(kstride)(int K) {
-    long kmax = (K + FN(nkb)(K) - 1) / FN(nkb)(K); /* the longest near-equal depth block */
+static inline int FN(nkb)(const FN(gemm) *g) { return (g->K + g->kc - 1) / g->kc; }
+static inline long FN(kstride)(const FN(gemm) *g) {
+    long kmax = (g->K + FN(nkb)(g) - 1) / FN(nkb)(g); /* the longest near-equal depth block */
     return (kmax + VL - 1) / VL * VL;
 }
 static long FN(gemm_apk_len)(const FN(gemm) *g) {
     long len = 0;
     int need = 0;
     for (int si = 0; si < g->nseg; si++) {
-        len += (g->seg[si].M + GEMM_MC - 1) / GEMM_MC * GEMM_MC * FN(nkb)(g->K) * FN(kstride)(g->K);
+        len += (g->seg[si].M + GEMM_MC - 1) / GEMM_MC * GEMM_MC * FN(nkb)(g) * FN(kstride)(g);
         need |= g->seg[si].trans; /* gathered rows are read in place (gemm_item) */
     }
     return need && len <= GEMM_APK ? len : 0;
@@ -525,7 +524,7 @@ static long FN(gemm_apk_len)(const FN(gemm) *g) {
 
 /* Row block ib of segment si in the shared packed A, depth block kb: its start. */
 static inline ATTR const REAL *FN(apk_block)(const FN(gemm) *g, int si, long ib, int kb) {
-    long ks = FN(kstride)(g->K), nkb = FN(nkb)(g->K), off = 0;
+    long ks = FN(kstride)(g), nkb = FN(nkb)(g), off = 0;
     for (int s = 0; s < si; s++) off += (g->seg[s].M + GEMM_MC - 1) / GEMM_MC * GEMM_MC * nkb * ks;
     long mn = g->seg[si].M - ib * GEMM_MC < GEMM_MC ? g->seg[si].M - ib * GEMM_MC : GEMM_MC;
     return g->apk + off + ib * GEMM_MC * nkb * ks + kb * mn * ks;
@@ -717,7 +716,7 @@ static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, lon
                               FN(work) *wk) {
     long chunk = FN(gemm_chunk)(g);
     int sums = g->colsum != NULL; /* column items only: every column is packed in one item */
-    int nkb = (g->K + GEMM_KC - 1) / GEMM_KC;
+    int nkb = FN(nkb)(g);
     int mrmax = FN(mr_of)[g->G * g->U]; /* rows of a block: the full tiles' register tile */
     long nch = (ub - ua + chunk - 1) / chunk;
     /* Chunks outer, each with its depth blocks: B's block stays in L2 for all rows. With B
@@ -753,10 +752,10 @@ static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, lon
                     lda = s->a.sn;
                     ab = FN(row)(&s->a, il) + k0;
                 } else if (g->apk && !gathered) {
-                    lda = FN(kstride)(g->K);
+                    lda = FN(kstride)(g);
                     ab = FN(apk_block)(g, si, il / GEMM_MC, kb);
                 } else if (!gathered) {
-                    lda = FN(kstride)(g->K);
+                    lda = FN(kstride)(g);
                     if (wk->a_key != g || wk->pa_si != si || wk->pa_row != il ||
                         wk->pa_kb != kb) {
                         FN(pack_a)(s, il, mn, k0, kn, wk->ap, lda);
@@ -843,7 +842,7 @@ static ATTR void FN(gemm_phase)(FN(ctx) *c, fr_local *L, const FN(gemm) *g, FN(w
     if (g->apk) { /* every row block of every segment, all depth blocks */
         long nrb = 0;
         for (int si = 0; si < g->nseg; si++) nrb += (g->seg[si].M + GEMM_MC - 1) / GEMM_MC;
-        int nkb = (g->K + GEMM_KC - 1) / GEMM_KC;
+        int nkb = FN(nkb)(g);
         FOR_ITEMS(&c->sch, L, nrb, 1, u, cnt) { /* one row block per item: cnt is 1 */
             int si = 0;
             long ib = u + cnt - 1;
@@ -854,14 +853,14 @@ static ATTR void FN(gemm_phase)(FN(ctx) *c, fr_local *L, const FN(gemm) *g, FN(w
             for (int kb = 0; kb < nkb; kb++) {
                 int k0 = (int)((long)g->K * kb / nkb), k1 = (int)((long)g->K * (kb + 1) / nkb);
                 FN(pack_a)(&g->seg[si], i0, mn, k0, k1 - k0, (REAL *)FN(apk_block)(g, si, ib, kb),
-                           FN(kstride)(g->K));
+                           FN(kstride)(g));
             }
         }
         fr_sync(&c->sch, L, nrb, 1);
     }
     if (g->bpk) { /* every chunk of columns, every depth block */
         long chunk = FN(gemm_chunk)(g), nch = (nuv + chunk - 1) / chunk;
-        int nkb = (g->K + GEMM_KC - 1) / GEMM_KC;
+        int nkb = FN(nkb)(g);
         FOR_ITEMS(&c->sch, L, nch * nkb, 1, u, cnt) { /* one (chunk, depth block) per item */
             long ch = (u + cnt - 1) / nkb, c0 = ch * chunk, c1 = c0 + chunk < nuv ? c0 + chunk : nuv;
             int kb = (int)((u + cnt - 1) % nkb);
@@ -1890,6 +1889,7 @@ static void FN(gate_gemm)(FN(gemm) *g, int K, const REAL *B, long sk, int G, int
 static void FN(add_seg)(FN(gemm) *g, FN(rows) a, int trans, long M, FN(rows) cr) {
     FN(seg) *s = &g->seg[g->nseg++];
     s->a = a, s->trans = trans, s->M = M, s->c = cr;
+    if (!g->kc) g->kc = (int)(fr_kc_bytes() / (4 * VL * (long)sizeof(REAL)));
 }
 
 /* xw (T, N, G*H) = X @ Wx + b, X the rows of xs (N, T, D) in time-major order; a product before
@@ -2175,7 +2175,7 @@ static int FN(matmul)(long M, long K, long Vc, const REAL *A, long a_rs, long a_
 #undef FOR_UNITS
 #undef FOR_TILES
 #undef SYNC
-#undef GEMM_KC
+#undef GEMM_KC_MAX
 #undef GEMM_NV
 #undef GEMM_AP
 #undef GEMM_BP
