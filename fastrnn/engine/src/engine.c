@@ -492,7 +492,8 @@ static long fr_kc_bytes(void) {
 }
 
 long fr_set_kc_bytes(long n) {
-    if (n > 0) n = n < FR_KC_BYTES_MIN ? FR_KC_BYTES_MIN : (n > FR_KC_BYTES_MAX ? FR_KC_BYTES_MAX : n);
+    if (n > 0)
+        n = n < FR_KC_BYTES_MIN ? FR_KC_BYTES_MIN : (n > FR_KC_BYTES_MAX ? FR_KC_BYTES_MAX : n);
     atomic_store(&fr_kc_set, n > 0 ? n : 0);
     return fr_kc_bytes();
 }
