@@ -466,21 +466,29 @@ static void fr_ws_put(void *p, int cached) {
  * B: the chunk's block of B (four such slices) then takes half of a core's L2, where it stays
  * while every row block of A passes it. Deeper blocks load and store C fewer times; measured
  * on a 2 MB L2, 256 KB slices beat 128 KB on every large product and 384 KB lost (see
- * NOTES.md). An L2 the C library does not report counts as 1 MB. */
+ * NOTES.md). */
 #define FR_KC_BYTES_MAX (256L << 10)
 #define FR_KC_BYTES_MIN (32L << 10)
 static atomic_long fr_kc_set; /* a test's choice, or 0 */
 
+/* One core's L2 in bytes (1 MB where the C library does not report it). */
+static long fr_l2_bytes(void) {
+    static atomic_long l2; /* the same answer every time: a benign race */
+    long b = atomic_load_explicit(&l2, memory_order_relaxed);
+    if (b) return b;
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+    b = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+    if (b <= 0) b = 1L << 20;
+    atomic_store_explicit(&l2, b, memory_order_relaxed);
+    return b;
+}
+
 static long fr_kc_default(void) {
-    static atomic_long kc; /* the same answer every time: a benign race */
+    static atomic_long kc;
     long b = atomic_load_explicit(&kc, memory_order_relaxed);
     if (b) return b;
-    long l2 = 0;
-#if defined(_SC_LEVEL2_CACHE_SIZE)
-    l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
-#endif
-    if (l2 <= 0) l2 = 1L << 20;
-    b = l2 / 8 / 4096 * 4096;
+    b = fr_l2_bytes() / 8 / 4096 * 4096;
     b = b < FR_KC_BYTES_MIN ? FR_KC_BYTES_MIN : (b > FR_KC_BYTES_MAX ? FR_KC_BYTES_MAX : b);
     atomic_store_explicit(&kc, b, memory_order_relaxed);
     return b;

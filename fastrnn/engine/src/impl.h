@@ -992,11 +992,33 @@ static ATTR void FN(dh0_phase)(FN(ctx) *c, fr_local *L, const FN(wpack) *w1, REA
 
 /* A layer forward with its input inside the steps (c->xs set, see run_input_layer): the tile's
  * product block C also gets x_t @ Wx through the tile's panel of Wx. */
-static inline ATTR void FN(input_product)(const FN(ctx) *c, int t, const FN(wpack) *wx, long a,
-                                         long Uc, int nv, REAL *C) {
+static inline ATTR void FN(input_product)(const FN(ctx) *c, int t, long n0, long cnt,
+                                         const FN(wpack) *wx, long a, long Uc, int nv, REAL *C) {
+    const long ldx = (long)c->T * c->D;
     if (c->xs)
-        FN(tile_product)(c->N, c->D, c->xs + (long)t * c->D, (long)c->T * c->D,
-                         FN(panel_at)(wx, c->H, a, Uc), nv, C, 1, TILE_KCB_FWD(c->N));
+        FN(tile_product)((int)cnt, c->D, c->xs + n0 * ldx + (long)t * c->D, ldx,
+                         FN(panel_at)(wx, c->H, a, Uc), nv, C, 1, TILE_KCB_FWD((int)cnt));
+}
+
+/* Rows apart: where one thread's panels of a whole step fit its L2, each thread takes whole
+ * rows (batch elements) through every step and every tile, instead of its tiles for every
+ * row. Rows never meet in a recurrence, so the threads meet once per call instead of once per
+ * step, read no h_prev from another core, and share the work evenly whatever the count of
+ * unit vectors (H = 200: 13, split 7 / 6 by tiles). Each element is summed over k in the same
+ * order either way, so results are the same. Returns the rows of an item (one per thread), or
+ * 0 to cut by tiles. */
+#define FR_ROWS_MIN 8 /* rows per thread at least: fewer fill too little of a microkernel */
+/* Every tile of a phase over the unit vectors in items of U (a, Uc), in order, cut as the
+ * scheduler cuts them for L->nt threads: the panels were packed tile by tile so. */
+#define FOR_EVERY_TILE(U)                                                                     \
+    for (int r_ = 0; r_ < L->nt; r_++)                                                        \
+        for (long u0_ = 0, u1_ = 0, a = (fr_range(c->nuv, r_, L->nt, &u0_, &u1_), u0_);     \
+             a < u1_; a += (U))                                                               \
+            for (long Uc = u1_ - a < (U) ? u1_ - a : (U), once_t = 1; once_t; once_t = 0)
+static inline long FN(rows_apart)(const FN(ctx) *c, const fr_local *L, long panel_elems) {
+    if (L->nt < 2 || c->N < FR_ROWS_MIN * L->nt) return 0;
+    if (panel_elems * (long)sizeof(REAL) > fr_l2_bytes()) return 0;
+    return (c->N + L->nt - 1) / L->nt;
 }
 
 /* ------------------------------------------------------------------ RNN: h' = tanh(xw + h Wh) */
@@ -1027,7 +1049,7 @@ static ATTR void FN(rnn_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
         REAL *ho = c->hs + t * c->hts;
         FOR_TILES(&w1) {
             FN(tile_product)(N, H, hp, lda, p, nv, C, 0, TILE_KCB_FWD(N));
-            FN(input_product)(c, t, &w2, a, Uc, nv, C);
+            FN(input_product)(c, t, 0, N, &w2, a, Uc, nv, C);
             for (int n = 0; n < N; n++) {
                 REAL *o = ho + n * c->hns + j0;
                 if (PAD(c, t, n))
@@ -1106,73 +1128,115 @@ static inline ATTR void FN(lstm_bwd_row)(int cnt, int H, CR ar, CR cn, CR cp, CR
     ROW_LOOP(cnt, LSTM_BWD_STEP);
 }
 
+/* Step t of rows [n0, n0 + cnt) for the tile of Uc unit vectors at a: its product (h_prev,
+ * and x_t where the input is inside the steps) and gates. */
+static ATTR void FN(lstm_fwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc,
+                                   FN(panel) p, const FN(wpack) *w2, REAL *C) {
+    const int N = c->N, H = c->H;
+    const long G4 = 4L * H;
+    const int j0 = (int)a * VL, w = (int)Uc * VL, nv = 4 * (int)Uc;
+    const int nu = H - j0 < w ? H - j0 : w;
+    const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
+    long lda = t ? c->hns : H;
+    const REAL *cp = t ? c->cs + (long)(t - 1) * N * H : c->c0;
+    const REAL *x = c->xs ? c->b : c->xw + t * N * G4;
+    const long xn = c->xs ? 0 : G4; /* x's row stride: the bias is every row's */
+    REAL *ac = c->acts + t * N * G4;
+    REAL *co = c->cs + (long)t * N * H;
+    FN(tile_product)((int)cnt, H, hp + n0 * lda, lda, p, nv, C, 0, TILE_KCB_FWD((int)cnt));
+    FN(input_product)(c, t, n0, cnt, w2, a, Uc, nv, C);
+    for (long n = n0; n < n0 + cnt; n++) {
+        const long s = n * H + j0, sg = n * G4 + j0;
+        REAL *o = c->hs + t * c->hts + n * c->hns + j0;
+        if (PAD(c, t, n)) {
+            FN(zero_gates)(ac + sg, 4, H, nu);
+            FN(zero)(co + s, nu);
+            FN(zero)(o, nu);
+        } else {
+            FN(lstm_fwd_row)(nu, H, w, C + (n - n0) * 4 * w, x + n * xn + j0, cp + s, ac + sg,
+                             co + s, o);
+        }
+        FN(keep_last)(c, c->h_last, t, (int)n, j0, nu, o, c->h0 + s);
+        FN(keep_last)(c, c->c_last, t, (int)n, j0, nu, co + s, c->c0 + s);
+    }
+}
+
 static ATTR void FN(lstm_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
-    const int T = c->T, N = c->N, H = c->H;
+    const int T = c->T, H = c->H;
     const long G4 = 4L * H;
     FN(wpack) w1 = {c->Wh, G4, H, 1, H, 4, 1, c->direct, c->pk1};
     FN(wpack) w2 = {c->Wx, G4, H, 1, c->D, 4, 1, c->direct, c->pk2};
     FN(pack_phase)(c, L, &w1);
     if (c->xs) FN(pack_phase)(c, L, &w2);
+    long nr = FN(rows_apart)(c, L, (H + (c->xs ? c->D : 0)) * c->nuv * VL * 4);
+    if (nr) {
+        FOR_ITEMS(&c->sch, L, c->N, nr, n0, cnt)
+        for (int t = 0; t < T; t++)
+            FOR_EVERY_TILE(w1.U)
+            FN(lstm_fwd_tile)(c, t, n0, cnt, a, Uc, FN(panel_next)(&w1, H, a, Uc, 0, c->nuv),
+                              &w2, C);
+        fr_sync(&c->sch, L, c->N, nr);
+        return;
+    }
     for (int t = 0; t < T; t++) {
         L->reverse = t & 1; /* see fr_next */
-        const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
-        long lda = t ? c->hns : H;
-        const REAL *cp = t ? c->cs + (long)(t - 1) * N * H : c->c0;
-        const REAL *x = c->xs ? c->b : c->xw + t * N * G4;
-        const long xn = c->xs ? 0 : G4; /* x's row stride: the bias is every row's */
-        REAL *ac = c->acts + t * N * G4;
-        REAL *co = c->cs + (long)t * N * H;
-        FOR_TILES(&w1) {
-            FN(tile_product)(N, H, hp, lda, p, nv, C, 0, TILE_KCB_FWD(N));
-            FN(input_product)(c, t, &w2, a, Uc, nv, C);
-            for (int n = 0; n < N; n++) {
-                const long s = (long)n * H + j0, sg = n * G4 + j0;
-                REAL *o = c->hs + t * c->hts + n * c->hns + j0;
-                if (PAD(c, t, n)) {
-                    FN(zero_gates)(ac + sg, 4, H, nu);
-                    FN(zero)(co + s, nu);
-                    FN(zero)(o, nu);
-                } else {
-                    FN(lstm_fwd_row)(nu, H, w, C + (long)n * 4 * w, x + n * xn + j0, cp + s,
-                                     ac + sg, co + s, o);
-                }
-                FN(keep_last)(c, c->h_last, t, n, j0, nu, o, c->h0 + s);
-                FN(keep_last)(c, c->c_last, t, n, j0, nu, co + s, c->c0 + s);
-            }
-        }
+        FOR_ITEMS(&c->sch, L, c->nuv, w1.U, a, Uc)
+        FN(lstm_fwd_tile)(c, t, 0, c->N, a, Uc, FN(panel_next)(&w1, H, a, Uc, 1 & t, c->nuv),
+                          &w2, C);
         SYNC(w1.U);
     }
 }
 
-static ATTR void FN(lstm_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
+/* Step t of rows [n0, n0 + cnt) for the tile of Uc unit vectors at a: those units' share of
+ * dh from step t+1 (dA_{t+1} Wh^T), then their gate gradients of step t. */
+static ATTR void FN(lstm_bwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc,
+                                   FN(panel) p, REAL *C) {
     const int T = c->T, N = c->N, H = c->H;
+    const long G4 = 4L * H, o = (long)t * N * H;
+    const int j0 = (int)a * VL, w = (int)Uc * VL;
+    const int nu = H - j0 < w ? H - j0 : w;
+    const REAL *cp = t ? c->cs_in + o - (long)N * H : c->c0;
+    REAL *d = c->dA + t * N * G4;
+    if (t < T - 1) /* dA_{t+1} Wh^T */
+        FN(tile_product)((int)cnt, (int)G4, d + (N + n0) * G4, G4, p, (int)Uc, C, 0,
+                         TILE_KCB_BWD);
+    else
+        FN(zero)(C, (int)cnt * w);
+    for (long n = n0; n < n0 + cnt; n++) {
+        const long s = n * H + j0, sg = n * G4 + j0;
+        if (t == T - 1) FN(zero)(c->dc + s, nu);
+        if (PAD(c, t, n)) {
+            FN(zero_gates)(d + sg, 4, H, nu);
+            FN(zero)(c->dc + s, nu);
+            continue;
+        }
+        FN(lstm_bwd_row)(nu, H, c->acts_in + t * N * G4 + sg, c->cs_in + o + s, cp + s,
+                         c->dhs + t * c->hts + n * c->hns + j0, C + (n - n0) * w, c->dc + s,
+                         d + sg);
+    }
+}
+
+static ATTR void FN(lstm_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
+    const int T = c->T, H = c->H;
     const long G4 = 4L * H;
     FN(wpack) w1 = {c->Wh, 1, 0, G4, (int)G4, 1, 4, 0, c->pk1}; /* rows of Wh: dA @ Wh^T */
     FN(pack_phase)(c, L, &w1);
-    for (int t = T - 1; t >= 0; t--) {
-        L->reverse = (T - 1 - t) & 1; /* see fr_next */
-        const long o = (long)t * N * H;
-        const REAL *cp = t ? c->cs_in + o - (long)N * H : c->c0;
-        REAL *d = c->dA + t * N * G4;
-        FOR_TILES(&w1) {
-            if (t < T - 1) /* dA_{t+1} Wh^T */
-                FN(tile_product)(N, (int)G4, d + N * G4, G4, p, nv, C, 0, TILE_KCB_BWD);
-            else
-                FN(zero)(C, N * w);
-            for (int n = 0; n < N; n++) {
-                const long s = (long)n * H + j0, sg = n * G4 + j0;
-                if (t == T - 1) FN(zero)(c->dc + s, nu);
-                if (PAD(c, t, n)) {
-                    FN(zero_gates)(d + sg, 4, H, nu);
-                    FN(zero)(c->dc + s, nu);
-                    continue;
-                }
-                FN(lstm_bwd_row)(nu, H, c->acts_in + t * N * G4 + sg, c->cs_in + o + s, cp + s,
-                                 c->dhs + t * c->hts + n * c->hns + j0, C + (long)n * w,
-                                 c->dc + s, d + sg);
-            }
+    long nr = FN(rows_apart)(c, L, G4 * c->nuv * VL);
+    if (nr) {
+        FOR_ITEMS(&c->sch, L, c->N, nr, n0, cnt)
+        for (int t = T - 1; t >= 0; t--)
+            FOR_EVERY_TILE(w1.U)
+            FN(lstm_bwd_tile)(c, t, n0, cnt, a, Uc, FN(panel_next)(&w1, H, a, Uc, 0, c->nuv), C);
+        fr_sync(&c->sch, L, c->N, nr);
+    } else {
+        for (int t = T - 1; t >= 0; t--) {
+            int rev = (T - 1 - t) & 1;
+            L->reverse = rev; /* see fr_next */
+            FOR_ITEMS(&c->sch, L, c->nuv, w1.U, a, Uc)
+            FN(lstm_bwd_tile)(c, t, 0, c->N, a, Uc, FN(panel_next)(&w1, H, a, Uc, rev, c->nuv),
+                              C);
+            SYNC(w1.U);
         }
-        SYNC(w1.U);
     }
     FN(dh0_phase)(c, L, &w1, C, (int)G4, c->dA, G4, 0);
 }
@@ -2174,6 +2238,7 @@ static int FN(matmul)(long M, long K, long Vc, const REAL *A, long a_rs, long a_
 #undef THR_LEN
 #undef FOR_UNITS
 #undef FOR_TILES
+#undef FOR_EVERY_TILE
 #undef SYNC
 #undef GEMM_KC_MAX
 #undef GEMM_NV
