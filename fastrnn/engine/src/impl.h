@@ -1034,58 +1034,97 @@ static inline ATTR void FN(rnn_bwd_row)(int cnt, CR g, CR pr, CR y, R d) {
     ROW_LOOP(cnt, RNN_BWD_STEP);
 }
 
+/* Step t of rows [n0, n0 + cnt) for the tile of Uc unit vectors at a (see lstm_fwd_tile). */
+static ATTR void FN(rnn_fwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc,
+                                  FN(panel) p, const FN(wpack) *w2, REAL *C) {
+    const int N = c->N, H = c->H;
+    const int j0 = (int)a * VL, w = (int)Uc * VL;
+    const int nu = H - j0 < w ? H - j0 : w;
+    const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
+    long lda = t ? c->hns : H;
+    const REAL *x = c->xs ? c->b : c->xw + (long)t * N * H;
+    const long xn = c->xs ? 0 : H; /* x's row stride: the bias is every row's */
+    REAL *ho = c->hs + t * c->hts;
+    FN(tile_product)((int)cnt, H, hp + n0 * lda, lda, p, (int)Uc, C, 0, TILE_KCB_FWD((int)cnt));
+    FN(input_product)(c, t, n0, cnt, w2, a, Uc, (int)Uc, C);
+    for (long n = n0; n < n0 + cnt; n++) {
+        REAL *o = ho + n * c->hns + j0;
+        if (PAD(c, t, n))
+            FN(zero)(o, nu);
+        else
+            FN(rnn_fwd_row)(nu, C + (n - n0) * w, x + n * xn + j0, o);
+        FN(keep_last)(c, c->h_last, t, (int)n, j0, nu, o, c->h0 + n * H + j0);
+    }
+}
+
 static ATTR void FN(rnn_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
-    const int T = c->T, N = c->N, H = c->H;
+    const int T = c->T, H = c->H;
     FN(wpack) w1 = {c->Wh, H, 0, 1, H, 1, 4, c->direct, c->pk1};
     FN(wpack) w2 = {c->Wx, H, 0, 1, c->D, 1, 4, c->direct, c->pk2};
     FN(pack_phase)(c, L, &w1);
     if (c->xs) FN(pack_phase)(c, L, &w2);
+    long nr = FN(rows_apart)(c, L, (H + (c->xs ? c->D : 0)) * c->nuv * VL);
+    if (nr) {
+        FOR_ITEMS(&c->sch, L, c->N, nr, n0, cnt)
+        for (int t = 0; t < T; t++)
+            FOR_EVERY_TILE(w1.U)
+            FN(rnn_fwd_tile)(c, t, n0, cnt, a, Uc, FN(panel_next)(&w1, H, a, Uc, 0, c->nuv),
+                             &w2, C);
+        fr_sync(&c->sch, L, c->N, nr);
+        return;
+    }
     for (int t = 0; t < T; t++) {
         L->reverse = t & 1; /* see fr_next */
-        const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
-        long lda = t ? c->hns : H;
-        const REAL *x = c->xs ? c->b : c->xw + (long)t * N * H;
-        const long xn = c->xs ? 0 : H; /* x's row stride: the bias is every row's */
-        REAL *ho = c->hs + t * c->hts;
-        FOR_TILES(&w1) {
-            FN(tile_product)(N, H, hp, lda, p, nv, C, 0, TILE_KCB_FWD(N));
-            FN(input_product)(c, t, 0, N, &w2, a, Uc, nv, C);
-            for (int n = 0; n < N; n++) {
-                REAL *o = ho + n * c->hns + j0;
-                if (PAD(c, t, n))
-                    FN(zero)(o, nu);
-                else
-                    FN(rnn_fwd_row)(nu, C + (long)n * w, x + n * xn + j0, o);
-                FN(keep_last)(c, c->h_last, t, n, j0, nu, o, c->h0 + (long)n * H + j0);
-            }
-        }
+        FOR_ITEMS(&c->sch, L, c->nuv, w1.U, a, Uc)
+        FN(rnn_fwd_tile)(c, t, 0, c->N, a, Uc, FN(panel_next)(&w1, H, a, Uc, 1 & t, c->nuv),
+                         &w2, C);
         SYNC(w1.U);
     }
 }
 
-static ATTR void FN(rnn_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
+/* Step t of rows [n0, n0 + cnt) for the tile at a (see lstm_bwd_tile). */
+static ATTR void FN(rnn_bwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc,
+                                  FN(panel) p, REAL *C) {
     const int T = c->T, N = c->N, H = c->H;
+    const int j0 = (int)a * VL, w = (int)Uc * VL;
+    const int nu = H - j0 < w ? H - j0 : w;
+    REAL *d = c->dA + (long)t * N * H;
+    if (t < T - 1) /* dA_{t+1} Wh^T */
+        FN(tile_product)((int)cnt, H, d + ((long)N + n0) * H, H, p, (int)Uc, C, 0,
+                         TILE_KCB_BWD);
+    else
+        FN(zero)(C, (int)cnt * w);
+    for (long n = n0; n < n0 + cnt; n++) {
+        REAL *dr = d + n * H + j0;
+        if (PAD(c, t, n)) {
+            FN(zero)(dr, nu);
+            continue;
+        }
+        long s = t * c->hts + n * c->hns + j0;
+        FN(rnn_bwd_row)(nu, c->dhs + s, C + (n - n0) * w, c->hs_in + s, dr);
+    }
+}
+
+static ATTR void FN(rnn_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
+    const int T = c->T, H = c->H;
     FN(wpack) w1 = {c->Wh, 1, 0, H, H, 1, 4, 0, c->pk1}; /* rows of Wh: dA @ Wh^T */
     FN(pack_phase)(c, L, &w1);
-    for (int t = T - 1; t >= 0; t--) {
-        L->reverse = (T - 1 - t) & 1; /* see fr_next */
-        REAL *d = c->dA + (long)t * N * H;
-        FOR_TILES(&w1) {
-            if (t < T - 1) /* dA_{t+1} Wh^T */
-                FN(tile_product)(N, H, d + (long)N * H, H, p, nv, C, 0, TILE_KCB_BWD);
-            else
-                FN(zero)(C, N * w);
-            for (int n = 0; n < N; n++) {
-                REAL *dr = d + (long)n * H + j0;
-                if (PAD(c, t, n)) {
-                    FN(zero)(dr, nu);
-                    continue;
-                }
-                long s = t * c->hts + n * c->hns + j0;
-                FN(rnn_bwd_row)(nu, c->dhs + s, C + (long)n * w, c->hs_in + s, dr);
-            }
+    long nr = FN(rows_apart)(c, L, (long)H * c->nuv * VL);
+    if (nr) {
+        FOR_ITEMS(&c->sch, L, c->N, nr, n0, cnt)
+        for (int t = T - 1; t >= 0; t--)
+            FOR_EVERY_TILE(w1.U)
+            FN(rnn_bwd_tile)(c, t, n0, cnt, a, Uc, FN(panel_next)(&w1, H, a, Uc, 0, c->nuv), C);
+        fr_sync(&c->sch, L, c->N, nr);
+    } else {
+        for (int t = T - 1; t >= 0; t--) {
+            int rev = (T - 1 - t) & 1;
+            L->reverse = rev; /* see fr_next */
+            FOR_ITEMS(&c->sch, L, c->nuv, w1.U, a, Uc)
+            FN(rnn_bwd_tile)(c, t, 0, c->N, a, Uc, FN(panel_next)(&w1, H, a, Uc, rev, c->nuv),
+                             C);
+            SYNC(w1.U);
         }
-        SYNC(w1.U);
     }
     FN(dh0_phase)(c, L, &w1, C, H, c->dA, H, 0);
 }
