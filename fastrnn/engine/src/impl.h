@@ -1331,97 +1331,167 @@ static inline ATTR void FN(gru_bwd_row_zr)(int nu, int H, CR ar, CR hp, CR dhv, 
     ROW_LOOP(nu, GRU_BWD_ZR_STEP);
 }
 
+/* Step t of rows [n0, n0 + cnt), the z and r gates of the tile at a (its [Wh_z | Wh_r] panel
+ * p), then, in a second pass over the tiles, the candidate and h (panel of Wh_h). */
+static ATTR void FN(gru_fwd_tile_zr)(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc,
+                                     FN(panel) p, REAL *C) {
+    const int N = c->N, H = c->H;
+    const long G3 = 3L * H;
+    const int j0 = (int)a * VL, w = (int)Uc * VL;
+    const int nu = H - j0 < w ? H - j0 : w;
+    const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
+    long lda = t ? c->hns : H;
+    const REAL *x = c->xw + t * N * G3;
+    REAL *ac = c->acts + t * N * G3;
+    REAL *rh = c->rh + (long)t * N * H;
+    FN(tile_product)((int)cnt, H, hp + n0 * lda, lda, p, 2 * (int)Uc, C, 0,
+                     TILE_KCB_FWD((int)cnt));
+    for (long n = n0; n < n0 + cnt; n++) {
+        const long s = n * H + j0, sg = n * G3 + j0;
+        if (PAD(c, t, n)) {
+            FN(zero_gates)(ac + sg, 3, H, nu);
+            FN(zero)(rh + s, nu);
+            FN(zero)(c->hs + t * c->hts + n * c->hns + j0, nu);
+            continue;
+        }
+        FN(gru_fwd_row_zr)(nu, H, w, C + (n - n0) * 2 * w, x + sg, hp + n * lda + j0, ac + sg,
+                           rh + s);
+    }
+}
+static ATTR void FN(gru_fwd_tile_h)(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc,
+                                    FN(panel) p, REAL *C) {
+    const int N = c->N, H = c->H;
+    const long G3 = 3L * H;
+    const int j0 = (int)a * VL, w = (int)Uc * VL;
+    const int nu = H - j0 < w ? H - j0 : w;
+    const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
+    long lda = t ? c->hns : H;
+    const REAL *x = c->xw + t * N * G3;
+    REAL *ac = c->acts + t * N * G3;
+    const REAL *rh = c->rh + (long)t * N * H;
+    FN(tile_product)((int)cnt, H, rh + n0 * H, H, p, (int)Uc, C, 0, TILE_KCB_FWD((int)cnt));
+    for (long n = n0; n < n0 + cnt; n++) {
+        const long sg = n * G3 + j0;
+        REAL *o = c->hs + t * c->hts + n * c->hns + j0;
+        if (!PAD(c, t, n)) /* padded rows were zeroed in the first pass */
+            FN(gru_fwd_row_h)(nu, H, C + (n - n0) * w, x + sg, hp + n * lda + j0, ac + sg, o);
+        FN(keep_last)(c, c->h_last, t, (int)n, j0, nu, o, c->h0 + n * H + j0);
+    }
+}
+
 static ATTR void FN(gru_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
-    const int T = c->T, N = c->N, H = c->H;
+    const int T = c->T, H = c->H;
     const long G3 = 3L * H;
     FN(wpack) w1 = {c->Wh, G3, H, 1, H, 2, 2, c->direct, c->pk1};         /* [Wh_z | Wh_r] */
     FN(pack_phase)(c, L, &w1);
     FN(wpack) w2 = {c->Wh + 2 * H, G3, 0, 1, H, 1, 4, c->direct, c->pk2}; /* Wh_h */
     FN(pack_phase)(c, L, &w2);
+    long nr = FN(rows_apart)(c, L, G3 * c->nuv * VL);
+    if (nr) {
+        FOR_ITEMS(&c->sch, L, c->N, nr, n0, cnt)
+        for (int t = 0; t < T; t++) {
+            FOR_EVERY_TILE(w1.U)
+            FN(gru_fwd_tile_zr)(c, t, n0, cnt, a, Uc, FN(panel_next)(&w1, H, a, Uc, 0, c->nuv),
+                                C);
+            FOR_EVERY_TILE(w2.U)
+            FN(gru_fwd_tile_h)(c, t, n0, cnt, a, Uc, FN(panel_next)(&w2, H, a, Uc, 0, c->nuv),
+                               C);
+        }
+        fr_sync(&c->sch, L, c->N, nr);
+        return;
+    }
     for (int t = 0; t < T; t++) {
-        L->reverse = t & 1; /* see fr_next */
-        const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
-        long lda = t ? c->hns : H;
-        const REAL *x = c->xw + t * N * G3;
-        REAL *ac = c->acts + t * N * G3;
-        REAL *rh = c->rh + (long)t * N * H;
-        FOR_TILES(&w1) {
-            FN(tile_product)(N, H, hp, lda, p, nv, C, 0, TILE_KCB_FWD(N));
-            for (int n = 0; n < N; n++) {
-                const long s = (long)n * H + j0, sg = n * G3 + j0;
-                if (PAD(c, t, n)) {
-                    FN(zero_gates)(ac + sg, 3, H, nu);
-                    FN(zero)(rh + s, nu);
-                    FN(zero)(c->hs + t * c->hts + n * c->hns + j0, nu);
-                    continue;
-                }
-                FN(gru_fwd_row_zr)(nu, H, w, C + (long)n * 2 * w, x + sg, hp + n * lda + j0,
-                                   ac + sg, rh + s);
-            }
-        }
+        int rev = t & 1;
+        L->reverse = rev; /* see fr_next */
+        FOR_ITEMS(&c->sch, L, c->nuv, w1.U, a, Uc)
+        FN(gru_fwd_tile_zr)(c, t, 0, c->N, a, Uc, FN(panel_next)(&w1, H, a, Uc, rev, c->nuv), C);
         SYNC(w1.U); /* the candidate product needs every unit of r*h */
-        FOR_TILES(&w2) {
-            FN(tile_product)(N, H, rh, H, p, nv, C, 0, TILE_KCB_FWD(N));
-            for (int n = 0; n < N; n++) {
-                const long sg = n * G3 + j0;
-                REAL *o = c->hs + t * c->hts + n * c->hns + j0;
-                if (!PAD(c, t, n)) /* padded rows were zeroed in the first phase */
-                    FN(gru_fwd_row_h)(nu, H, C + (long)n * w, x + sg, hp + n * lda + j0,
-                                      ac + sg, o);
-                FN(keep_last)(c, c->h_last, t, n, j0, nu, o, c->h0 + (long)n * H + j0);
-            }
-        }
+        FOR_ITEMS(&c->sch, L, c->nuv, w2.U, a, Uc)
+        FN(gru_fwd_tile_h)(c, t, 0, c->N, a, Uc, FN(panel_next)(&w2, H, a, Uc, rev, c->nuv), C);
         SYNC(w2.U);
     }
 }
 
-static ATTR void FN(gru_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
+/* Step t of rows [n0, n0 + cnt) for the tile at a: units of dh_{t+1} (what dh holds, its
+ * gates' share, + [dA_z|dA_r]_{t+1} Wh_zr^T: panel p), then the candidate's gradient of step
+ * t; in a second pass over the tiles, drh = dA_h @ Wh_h^T and the z and r gradients. */
+static ATTR void FN(gru_bwd_tile_h)(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc,
+                                    FN(panel) p, REAL *C) {
     const int T = c->T, N = c->N, H = c->H;
+    const long G3 = 3L * H;
+    const int j0 = (int)a * VL, w = (int)Uc * VL;
+    const int nu = H - j0 < w ? H - j0 : w;
+    const REAL *ac = c->acts_in + t * N * G3;
+    REAL *d = c->dA + t * N * G3, *dhv = c->shared; /* dhv (N, H): dhs[t] + dh */
+    if (t < T - 1)
+        FN(tile_product)((int)cnt, 2 * H, d + (N + n0) * G3, G3, p, (int)Uc, C, 0, TILE_KCB_BWD);
+    else
+        FN(zero)(C, (int)cnt * w);
+    for (long n = n0; n < n0 + cnt; n++) {
+        const long s = n * H + j0, sg = n * G3 + j0;
+        if (t == T - 1) FN(zero)(c->dh + s, nu);
+        if (PAD(c, t, n)) {
+            FN(zero_gates)(d + sg, 3, H, nu);
+            continue;
+        }
+        FN(gru_bwd_row_h)(nu, H, ac + sg, c->dhs + t * c->hts + n * c->hns + j0, c->dh + s,
+                          C + (n - n0) * w, dhv + s, d + sg);
+    }
+}
+static ATTR void FN(gru_bwd_tile_zr)(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc,
+                                     FN(panel) p, REAL *C) {
+    const int N = c->N, H = c->H;
+    const long G3 = 3L * H;
+    const int j0 = (int)a * VL, w = (int)Uc * VL;
+    const int nu = H - j0 < w ? H - j0 : w;
+    const REAL *hp = t ? c->hs_in + (t - 1) * c->hts : c->h0;
+    long lda = t ? c->hns : H;
+    const REAL *ac = c->acts_in + t * N * G3;
+    REAL *d = c->dA + t * N * G3, *dhv = c->shared;
+    FN(tile_product)((int)cnt, H, d + n0 * G3 + 2 * H, G3, p, (int)Uc, C, 0, TILE_KCB_BWD);
+    for (long n = n0; n < n0 + cnt; n++) {
+        const long s = n * H + j0, sg = n * G3 + j0;
+        if (PAD(c, t, n)) {
+            FN(zero)(c->dh + s, nu);
+            continue;
+        }
+        FN(gru_bwd_row_zr)(nu, H, ac + sg, hp + n * lda + j0, dhv + s, C + (n - n0) * w, d + sg,
+                           c->dh + s);
+    }
+}
+
+static ATTR void FN(gru_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
+    const int T = c->T, H = c->H;
     const long G3 = 3L * H;
     FN(wpack) w1 = {c->Wh + 2 * H, 1, 0, G3, H, 1, 4, 0, c->pk1}; /* for dA_h @ Wh_h^T */
     FN(pack_phase)(c, L, &w1);
     FN(wpack) w2 = {c->Wh, 1, 0, G3, 2 * H, 1, 4, 0, c->pk2};     /* for dA_zr @ Wh_zr^T */
     FN(pack_phase)(c, L, &w2);
-    REAL *dhv = c->shared; /* (N, H): dhs[t] + dh */
-    for (int t = T - 1; t >= 0; t--) {
-        L->reverse = (T - 1 - t) & 1; /* see fr_next */
-        const REAL *hp = t ? c->hs_in + (t - 1) * c->hts : c->h0;
-        long lda = t ? c->hns : H;
-        const REAL *ac = c->acts_in + t * N * G3;
-        REAL *d = c->dA + t * N * G3;
-        /* units of dh_{t+1}: what dh holds (its gates' share) + [dA_z|dA_r]_{t+1} Wh_zr^T;
-         * then the candidate's gradient of step t */
-        FOR_TILES(&w2) {
-            if (t < T - 1)
-                FN(tile_product)(N, 2 * H, d + N * G3, G3, p, nv, C, 0, TILE_KCB_BWD);
-            else
-                FN(zero)(C, N * w);
-            for (int n = 0; n < N; n++) {
-                const long s = (long)n * H + j0, sg = n * G3 + j0;
-                if (t == T - 1) FN(zero)(c->dh + s, nu);
-                if (PAD(c, t, n)) {
-                    FN(zero_gates)(d + sg, 3, H, nu);
-                    continue;
-                }
-                FN(gru_bwd_row_h)(nu, H, ac + sg, c->dhs + t * c->hts + n * c->hns + j0,
-                                  c->dh + s, C + (long)n * w, dhv + s, d + sg);
-            }
+    long nr = FN(rows_apart)(c, L, G3 * c->nuv * VL);
+    if (nr) {
+        FOR_ITEMS(&c->sch, L, c->N, nr, n0, cnt)
+        for (int t = T - 1; t >= 0; t--) {
+            FOR_EVERY_TILE(w2.U)
+            FN(gru_bwd_tile_h)(c, t, n0, cnt, a, Uc, FN(panel_next)(&w2, H, a, Uc, 0, c->nuv),
+                               C);
+            FOR_EVERY_TILE(w1.U)
+            FN(gru_bwd_tile_zr)(c, t, n0, cnt, a, Uc, FN(panel_next)(&w1, H, a, Uc, 0, c->nuv),
+                                C);
         }
-        SYNC(w2.U);
-        FOR_TILES(&w1) {
-            /* drh = dA_h @ Wh_h^T */
-            FN(tile_product)(N, H, d + 2 * H, G3, p, nv, C, 0, TILE_KCB_BWD);
-            for (int n = 0; n < N; n++) {
-                const long s = (long)n * H + j0, sg = n * G3 + j0;
-                if (PAD(c, t, n)) {
-                    FN(zero)(c->dh + s, nu);
-                    continue;
-                }
-                FN(gru_bwd_row_zr)(nu, H, ac + sg, hp + n * lda + j0, dhv + s, C + (long)n * w,
-                                   d + sg, c->dh + s);
-            }
+        fr_sync(&c->sch, L, c->N, nr);
+    } else {
+        for (int t = T - 1; t >= 0; t--) {
+            int rev = (T - 1 - t) & 1;
+            L->reverse = rev; /* see fr_next */
+            FOR_ITEMS(&c->sch, L, c->nuv, w2.U, a, Uc)
+            FN(gru_bwd_tile_h)(c, t, 0, c->N, a, Uc, FN(panel_next)(&w2, H, a, Uc, rev, c->nuv),
+                               C);
+            SYNC(w2.U);
+            FOR_ITEMS(&c->sch, L, c->nuv, w1.U, a, Uc)
+            FN(gru_bwd_tile_zr)(c, t, 0, c->N, a, Uc, FN(panel_next)(&w1, H, a, Uc, rev, c->nuv),
+                                C);
+            SYNC(w1.U);
         }
-        SYNC(w1.U);
     }
     FN(dh0_phase)(c, L, &w2, C, 2 * H, c->dA, G3, 1);
 }
@@ -1463,35 +1533,93 @@ static inline ATTR void FN(gru_ra_bwd_row)(int cnt, int H, CR ar, CR g, CR pr, C
     ROW_LOOP(cnt, GRU_RA_BWD_STEP);
 }
 
+/* Step t of rows [n0, n0 + cnt) for the tile at a: product and gates. */
+static ATTR void FN(gru_ra_fwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc,
+                                     FN(panel) p, REAL *C) {
+    const int N = c->N, H = c->H;
+    const long G3 = 3L * H;
+    const int j0 = (int)a * VL, w = (int)Uc * VL;
+    const int nu = H - j0 < w ? H - j0 : w;
+    const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
+    long lda = t ? c->hns : H;
+    const REAL *x = c->xw + t * N * G3;
+    REAL *ac = c->acts + t * N * G3;
+    REAL *hn = c->hn + (long)t * N * H;
+    FN(tile_product)((int)cnt, H, hp + n0 * lda, lda, p, 3 * (int)Uc, C, 0,
+                     TILE_KCB_FWD((int)cnt));
+    for (long n = n0; n < n0 + cnt; n++) {
+        const long s = n * H + j0, sg = n * G3 + j0;
+        REAL *o = c->hs + t * c->hts + n * c->hns + j0;
+        if (PAD(c, t, n)) {
+            FN(zero_gates)(ac + sg, 3, H, nu);
+            FN(zero)(hn + s, nu);
+            FN(zero)(o, nu);
+        } else {
+            FN(gru_ra_fwd_row)(nu, H, w, C + (n - n0) * 3 * w, x + sg, c->b_hn + j0,
+                               hp + n * lda + j0, ac + sg, hn + s, o);
+        }
+        FN(keep_last)(c, c->h_last, t, (int)n, j0, nu, o, c->h0 + s);
+    }
+}
+
 static ATTR void FN(gru_ra_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
-    const int T = c->T, N = c->N, H = c->H;
+    const int T = c->T, H = c->H;
     const long G3 = 3L * H;
     FN(wpack) w1 = {c->Wh, G3, H, 1, H, 3, 1, c->direct, c->pk1};
     FN(pack_phase)(c, L, &w1);
+    long nr = FN(rows_apart)(c, L, G3 * c->nuv * VL);
+    if (nr) {
+        FOR_ITEMS(&c->sch, L, c->N, nr, n0, cnt)
+        for (int t = 0; t < T; t++)
+            FOR_EVERY_TILE(w1.U)
+            FN(gru_ra_fwd_tile)(c, t, n0, cnt, a, Uc, FN(panel_next)(&w1, H, a, Uc, 0, c->nuv),
+                                C);
+        fr_sync(&c->sch, L, c->N, nr);
+        return;
+    }
     for (int t = 0; t < T; t++) {
         L->reverse = t & 1; /* see fr_next */
-        const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
-        long lda = t ? c->hns : H;
-        const REAL *x = c->xw + t * N * G3;
-        REAL *ac = c->acts + t * N * G3;
-        REAL *hn = c->hn + (long)t * N * H;
-        FOR_TILES(&w1) {
-            FN(tile_product)(N, H, hp, lda, p, nv, C, 0, TILE_KCB_FWD(N));
-            for (int n = 0; n < N; n++) {
-                const long s = (long)n * H + j0, sg = n * G3 + j0;
-                REAL *o = c->hs + t * c->hts + n * c->hns + j0;
-                if (PAD(c, t, n)) {
-                    FN(zero_gates)(ac + sg, 3, H, nu);
-                    FN(zero)(hn + s, nu);
-                    FN(zero)(o, nu);
-                } else {
-                    FN(gru_ra_fwd_row)(nu, H, w, C + (long)n * 3 * w, x + sg, c->b_hn + j0,
-                                       hp + n * lda + j0, ac + sg, hn + s, o);
-                }
-                FN(keep_last)(c, c->h_last, t, n, j0, nu, o, c->h0 + s);
-            }
-        }
+        FOR_ITEMS(&c->sch, L, c->nuv, w1.U, a, Uc)
+        FN(gru_ra_fwd_tile)(c, t, 0, c->N, a, Uc, FN(panel_next)(&w1, H, a, Uc, 1 & t, c->nuv),
+                            C);
         SYNC(w1.U);
+    }
+}
+
+/* Step t of rows [n0, n0 + cnt) for the tile at a: its units' share of dh_{t+1}
+ * ([dA_z|dA_r]_{t+1} Wh_zr^T + dhn_{t+1} Wh_n^T), then their gate gradients of step t. */
+static ATTR void FN(gru_ra_bwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc,
+                                     FN(panel) p, REAL *C) {
+    const int T = c->T, N = c->N, H = c->H;
+    const long G3 = 3L * H, o = (long)t * N * H;
+    const int j0 = (int)a * VL, w = (int)Uc * VL;
+    const int nu = H - j0 < w ? H - j0 : w;
+    const REAL *hp = t ? c->hs_in + (t - 1) * c->hts : c->h0;
+    long lda = t ? c->hns : H;
+    REAL *d = c->dA + t * N * G3;
+    if (t < T - 1) {
+        FN(tile_product)((int)cnt, 2 * H, d + (N + n0) * G3, G3, p, (int)Uc, C, 0, TILE_KCB_BWD);
+        FN(panel) pn = p;
+        pn.b += 2L * H * p.ldb;
+        pn.nx = NULL;
+        FN(tile_product)((int)cnt, H, c->dhn + o + (N + n0) * H, H, pn, (int)Uc, C, 1,
+                         TILE_KCB_BWD);
+    } else {
+        FN(zero)(C, (int)cnt * w);
+    }
+    for (long n = n0; n < n0 + cnt; n++) {
+        const long s = n * H + j0, sg = n * G3 + j0;
+        if (t == T - 1) FN(zero)(c->dh + s, nu);
+        if (PAD(c, t, n)) {
+            FN(zero_gates)(d + sg, 3, H, nu);
+            FN(zero)(c->dhn + o + s, nu);
+            FN(zero)(c->dh + s, nu);
+            continue;
+        }
+        FN(gru_ra_bwd_row)(nu, H, c->acts_in + t * N * G3 + sg,
+                           c->dhs + t * c->hts + n * c->hns + j0, C + (n - n0) * w,
+                           hp + n * lda + j0, c->hn_in + o + s, c->dh + s, d + sg,
+                           c->dhn + o + s);
     }
 }
 
@@ -1500,38 +1628,23 @@ static ATTR void FN(gru_ra_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
     const long G3 = 3L * H;
     FN(wpack) w1 = {c->Wh, 1, 0, G3, (int)G3, 1, 4, 0, c->pk1}; /* rows of Wh: [z | r | n] */
     FN(pack_phase)(c, L, &w1);
-    for (int t = T - 1; t >= 0; t--) {
-        L->reverse = (T - 1 - t) & 1; /* see fr_next */
-        const long o = (long)t * N * H;
-        const REAL *hp = t ? c->hs_in + (t - 1) * c->hts : c->h0;
-        long lda = t ? c->hns : H;
-        REAL *d = c->dA + t * N * G3;
-        /* this step's share of dh_{t+1}: [dA_z|dA_r]_{t+1} Wh_zr^T + dhn_{t+1} Wh_n^T */
-        FOR_TILES(&w1) {
-            if (t < T - 1) {
-                FN(tile_product)(N, 2 * H, d + N * G3, G3, p, nv, C, 0, TILE_KCB_BWD);
-                FN(panel) pn = p;
-                pn.b += 2L * H * p.ldb;
-                FN(tile_product)(N, H, c->dhn + o + (long)N * H, H, pn, nv, C, 1, TILE_KCB_BWD);
-            } else {
-                FN(zero)(C, N * w);
-            }
-            for (int n = 0; n < N; n++) {
-                const long s = (long)n * H + j0, sg = n * G3 + j0;
-                if (t == T - 1) FN(zero)(c->dh + s, nu);
-                if (PAD(c, t, n)) {
-                    FN(zero_gates)(d + sg, 3, H, nu);
-                    FN(zero)(c->dhn + o + s, nu);
-                    FN(zero)(c->dh + s, nu);
-                    continue;
-                }
-                FN(gru_ra_bwd_row)(nu, H, c->acts_in + t * N * G3 + sg,
-                                   c->dhs + t * c->hts + n * c->hns + j0, C + (long)n * w,
-                                   hp + n * lda + j0, c->hn_in + o + s, c->dh + s, d + sg,
-                                   c->dhn + o + s);
-            }
+    long nr = FN(rows_apart)(c, L, G3 * c->nuv * VL);
+    if (nr) {
+        FOR_ITEMS(&c->sch, L, c->N, nr, n0, cnt)
+        for (int t = T - 1; t >= 0; t--)
+            FOR_EVERY_TILE(w1.U)
+            FN(gru_ra_bwd_tile)(c, t, n0, cnt, a, Uc, FN(panel_next)(&w1, H, a, Uc, 0, c->nuv),
+                                C);
+        fr_sync(&c->sch, L, c->N, nr);
+    } else {
+        for (int t = T - 1; t >= 0; t--) {
+            int rev = (T - 1 - t) & 1;
+            L->reverse = rev; /* see fr_next */
+            FOR_ITEMS(&c->sch, L, c->nuv, w1.U, a, Uc)
+            FN(gru_ra_bwd_tile)(c, t, 0, N, a, Uc, FN(panel_next)(&w1, H, a, Uc, rev, c->nuv),
+                                C);
+            SYNC(w1.U);
         }
-        SYNC(w1.U);
     }
     /* dh0 = z*v of step 0 + [dA_z|dA_r]_0 Wh_zr^T + dhn_0 Wh_n^T */
     FOR_TILES(&w1) {
