@@ -18,7 +18,8 @@
  *   gate epilogue from there and writes its units of the outputs. Forward, a step is one phase
  *   (two for the reset-before GRU, whose candidate product needs every r*h_prev unit); backward,
  *   a tile computes its units of dh_{t+1} = dA_{t+1} @ Wh^T and then their gate gradients of
- *   step t, so a step is one phase too (two for the reset-before GRU).
+ *   step t, so a step is one phase too (two for the reset-before GRU). Where one thread's
+ *   panels fit its L2, threads take whole rows through every step instead (rows_apart).
  * - the matrix products around it (gemm below): the same panels and microkernel over kc-deep
  *   blocks of a packed A (any row gather, transposed or not) and a packed B, with a store / add
  *   / bias epilogue. A layer op runs its products and its recurrence in one parallel region.
