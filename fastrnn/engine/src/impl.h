@@ -1022,6 +1022,49 @@ static inline long FN(rows_apart)(const FN(ctx) *c, const fr_local *L, long pane
     return (c->N + L->nt - 1) / L->nt;
 }
 
+/* In a tile function: the tile at unit vector a of Uc vectors (j0 its first unit, w its width,
+ * nu its units inside H), and h_prev of step t from hs (h0 at t = 0; lda its row stride). */
+#define TILE_AT(a, Uc)                                                                        \
+    const int j0 = (int)(a) * VL, w = (int)(Uc) * VL, nu = c->H - j0 < w ? c->H - j0 : w
+#define HPREV(hs_, t)                                                                         \
+    const REAL *hp = (t) ? (hs_) + ((t) - 1) * c->hts : c->h0;                                \
+    const long lda = (t) ? c->hns : c->H
+
+/* One tile's part of step t for rows [n0, n0 + cnt): its product(s) and gate math (wx: the
+ * panels of Wx where the input is inside the steps). */
+typedef void (*FN(tile_fn))(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc, FN(panel) p,
+                            const FN(wpack) *wx, REAL *C);
+
+/* The steps of a recurrence whose panels are packed: forward (t up) or backward (`down`), each
+ * step npass passes over the tiles (pass i: fn[i] with the panels of wp[i]). Rows apart where
+ * rows_apart says so (panel_elems: one thread's panels of a step), else tiles of every row
+ * with a meeting after each pass. */
+static ATTR void FN(run_steps)(FN(ctx) *c, fr_local *L, REAL *C, int down, int npass,
+                               const FN(wpack) *const *wp, const FN(tile_fn) *fn,
+                               const FN(wpack) *wx, long panel_elems) {
+    const int T = c->T, H = c->H;
+    long nr = FN(rows_apart)(c, L, panel_elems);
+    if (nr) {
+        FOR_ITEMS(&c->sch, L, c->N, nr, n0, cnt)
+        for (int s = 0; s < T; s++)
+            for (int i = 0; i < npass; i++)
+                FOR_EVERY_TILE(wp[i]->U)
+                fn[i](c, down ? T - 1 - s : s, n0, cnt, a, Uc,
+                      FN(panel_next)(wp[i], H, a, Uc, 0, c->nuv), wx, C);
+        fr_sync(&c->sch, L, c->N, nr);
+        return;
+    }
+    for (int s = 0; s < T; s++) {
+        L->reverse = s & 1; /* see fr_next */
+        for (int i = 0; i < npass; i++) {
+            FOR_ITEMS(&c->sch, L, c->nuv, wp[i]->U, a, Uc)
+            fn[i](c, down ? T - 1 - s : s, 0, c->N, a, Uc,
+                  FN(panel_next)(wp[i], H, a, Uc, L->reverse, c->nuv), wx, C);
+            fr_sync(&c->sch, L, c->nuv, wp[i]->U);
+        }
+    }
+}
+
 /* ------------------------------------------------------------------ RNN: h' = tanh(xw + h Wh) */
 #define RNN_FWD_STEP(T, LD, ST, SIG, TANH) ST(ho + u, TANH(LD(xr + u) + LD(cr + u)));
 static inline ATTR void FN(rnn_fwd_row)(int nu, CR cr, CR xr, R ho) { ROW_LOOP(nu, RNN_FWD_STEP); }
@@ -1037,17 +1080,15 @@ static inline ATTR void FN(rnn_bwd_row)(int cnt, CR g, CR pr, CR y, R d) {
 
 /* Step t of rows [n0, n0 + cnt) for the tile of Uc unit vectors at a (see lstm_fwd_tile). */
 static ATTR void FN(rnn_fwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc,
-                                  FN(panel) p, const FN(wpack) *w2, REAL *C) {
+                                  FN(panel) p, const FN(wpack) *wx, REAL *C) {
     const int N = c->N, H = c->H;
-    const int j0 = (int)a * VL, w = (int)Uc * VL;
-    const int nu = H - j0 < w ? H - j0 : w;
-    const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
-    long lda = t ? c->hns : H;
+    TILE_AT(a, Uc);
+    HPREV(c->hs, t);
     const REAL *x = c->xs ? c->b : c->xw + (long)t * N * H;
     const long xn = c->xs ? 0 : H; /* x's row stride: the bias is every row's */
     REAL *ho = c->hs + t * c->hts;
     FN(tile_product)((int)cnt, H, hp + n0 * lda, lda, p, (int)Uc, C, 0, TILE_KCB_FWD((int)cnt));
-    FN(input_product)(c, t, n0, cnt, w2, a, Uc, (int)Uc, C);
+    FN(input_product)(c, t, n0, cnt, wx, a, Uc, (int)Uc, C);
     for (long n = n0; n < n0 + cnt; n++) {
         REAL *o = ho + n * c->hns + j0;
         if (PAD(c, t, n))
@@ -1059,36 +1100,21 @@ static ATTR void FN(rnn_fwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long a, 
 }
 
 static ATTR void FN(rnn_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
-    const int T = c->T, H = c->H;
+    const int H = c->H;
     FN(wpack) w1 = {c->Wh, H, 0, 1, H, 1, 4, c->direct, c->pk1};
     FN(wpack) w2 = {c->Wx, H, 0, 1, c->D, 1, 4, c->direct, c->pk2};
     FN(pack_phase)(c, L, &w1);
     if (c->xs) FN(pack_phase)(c, L, &w2);
-    long nr = FN(rows_apart)(c, L, (H + (c->xs ? c->D : 0)) * c->nuv * VL);
-    if (nr) {
-        FOR_ITEMS(&c->sch, L, c->N, nr, n0, cnt)
-        for (int t = 0; t < T; t++)
-            FOR_EVERY_TILE(w1.U)
-            FN(rnn_fwd_tile)(c, t, n0, cnt, a, Uc, FN(panel_next)(&w1, H, a, Uc, 0, c->nuv),
-                             &w2, C);
-        fr_sync(&c->sch, L, c->N, nr);
-        return;
-    }
-    for (int t = 0; t < T; t++) {
-        L->reverse = t & 1; /* see fr_next */
-        FOR_ITEMS(&c->sch, L, c->nuv, w1.U, a, Uc)
-        FN(rnn_fwd_tile)(c, t, 0, c->N, a, Uc, FN(panel_next)(&w1, H, a, Uc, 1 & t, c->nuv),
-                         &w2, C);
-        SYNC(w1.U);
-    }
+    const FN(wpack) *wp[] = {&w1};
+    const FN(tile_fn) fn[] = {FN(rnn_fwd_tile)};
+    FN(run_steps)(c, L, C, 0, 1, wp, fn, &w2, (H + (c->xs ? c->D : 0)) * c->nuv * VL);
 }
 
 /* Step t of rows [n0, n0 + cnt) for the tile at a (see lstm_bwd_tile). */
 static ATTR void FN(rnn_bwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc,
-                                  FN(panel) p, REAL *C) {
+                                  FN(panel) p, const FN(wpack) *wx, REAL *C) {
     const int T = c->T, N = c->N, H = c->H;
-    const int j0 = (int)a * VL, w = (int)Uc * VL;
-    const int nu = H - j0 < w ? H - j0 : w;
+    TILE_AT(a, Uc);
     REAL *d = c->dA + (long)t * N * H;
     if (t < T - 1) /* dA_{t+1} Wh^T */
         FN(tile_product)((int)cnt, H, d + ((long)N + n0) * H, H, p, (int)Uc, C, 0,
@@ -1107,26 +1133,12 @@ static ATTR void FN(rnn_bwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long a, 
 }
 
 static ATTR void FN(rnn_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
-    const int T = c->T, H = c->H;
+    const int H = c->H;
     FN(wpack) w1 = {c->Wh, 1, 0, H, H, 1, 4, 0, c->pk1}; /* rows of Wh: dA @ Wh^T */
     FN(pack_phase)(c, L, &w1);
-    long nr = FN(rows_apart)(c, L, (long)H * c->nuv * VL);
-    if (nr) {
-        FOR_ITEMS(&c->sch, L, c->N, nr, n0, cnt)
-        for (int t = T - 1; t >= 0; t--)
-            FOR_EVERY_TILE(w1.U)
-            FN(rnn_bwd_tile)(c, t, n0, cnt, a, Uc, FN(panel_next)(&w1, H, a, Uc, 0, c->nuv), C);
-        fr_sync(&c->sch, L, c->N, nr);
-    } else {
-        for (int t = T - 1; t >= 0; t--) {
-            int rev = (T - 1 - t) & 1;
-            L->reverse = rev; /* see fr_next */
-            FOR_ITEMS(&c->sch, L, c->nuv, w1.U, a, Uc)
-            FN(rnn_bwd_tile)(c, t, 0, c->N, a, Uc, FN(panel_next)(&w1, H, a, Uc, rev, c->nuv),
-                             C);
-            SYNC(w1.U);
-        }
-    }
+    const FN(wpack) *wp[] = {&w1};
+    const FN(tile_fn) fn[] = {FN(rnn_bwd_tile)};
+    FN(run_steps)(c, L, C, 1, 1, wp, fn, NULL, (long)H * c->nuv * VL);
     FN(dh0_phase)(c, L, &w1, C, H, c->dA, H, 0);
 }
 
@@ -1171,20 +1183,19 @@ static inline ATTR void FN(lstm_bwd_row)(int cnt, int H, CR ar, CR cn, CR cp, CR
 /* Step t of rows [n0, n0 + cnt) for the tile of Uc unit vectors at a: its product (h_prev,
  * and x_t where the input is inside the steps) and gates. */
 static ATTR void FN(lstm_fwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc,
-                                   FN(panel) p, const FN(wpack) *w2, REAL *C) {
+                                   FN(panel) p, const FN(wpack) *wx, REAL *C) {
     const int N = c->N, H = c->H;
     const long G4 = 4L * H;
     const int j0 = (int)a * VL, w = (int)Uc * VL, nv = 4 * (int)Uc;
     const int nu = H - j0 < w ? H - j0 : w;
-    const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
-    long lda = t ? c->hns : H;
+    HPREV(c->hs, t);
     const REAL *cp = t ? c->cs + (long)(t - 1) * N * H : c->c0;
     const REAL *x = c->xs ? c->b : c->xw + t * N * G4;
     const long xn = c->xs ? 0 : G4; /* x's row stride: the bias is every row's */
     REAL *ac = c->acts + t * N * G4;
     REAL *co = c->cs + (long)t * N * H;
     FN(tile_product)((int)cnt, H, hp + n0 * lda, lda, p, nv, C, 0, TILE_KCB_FWD((int)cnt));
-    FN(input_product)(c, t, n0, cnt, w2, a, Uc, nv, C);
+    FN(input_product)(c, t, n0, cnt, wx, a, Uc, nv, C);
     for (long n = n0; n < n0 + cnt; n++) {
         const long s = n * H + j0, sg = n * G4 + j0;
         REAL *o = c->hs + t * c->hts + n * c->hns + j0;
@@ -1202,39 +1213,24 @@ static ATTR void FN(lstm_fwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long a,
 }
 
 static ATTR void FN(lstm_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
-    const int T = c->T, H = c->H;
+    const int H = c->H;
     const long G4 = 4L * H;
     FN(wpack) w1 = {c->Wh, G4, H, 1, H, 4, 1, c->direct, c->pk1};
     FN(wpack) w2 = {c->Wx, G4, H, 1, c->D, 4, 1, c->direct, c->pk2};
     FN(pack_phase)(c, L, &w1);
     if (c->xs) FN(pack_phase)(c, L, &w2);
-    long nr = FN(rows_apart)(c, L, (H + (c->xs ? c->D : 0)) * c->nuv * VL * 4);
-    if (nr) {
-        FOR_ITEMS(&c->sch, L, c->N, nr, n0, cnt)
-        for (int t = 0; t < T; t++)
-            FOR_EVERY_TILE(w1.U)
-            FN(lstm_fwd_tile)(c, t, n0, cnt, a, Uc, FN(panel_next)(&w1, H, a, Uc, 0, c->nuv),
-                              &w2, C);
-        fr_sync(&c->sch, L, c->N, nr);
-        return;
-    }
-    for (int t = 0; t < T; t++) {
-        L->reverse = t & 1; /* see fr_next */
-        FOR_ITEMS(&c->sch, L, c->nuv, w1.U, a, Uc)
-        FN(lstm_fwd_tile)(c, t, 0, c->N, a, Uc, FN(panel_next)(&w1, H, a, Uc, 1 & t, c->nuv),
-                          &w2, C);
-        SYNC(w1.U);
-    }
+    const FN(wpack) *wp[] = {&w1};
+    const FN(tile_fn) fn[] = {FN(lstm_fwd_tile)};
+    FN(run_steps)(c, L, C, 0, 1, wp, fn, &w2, (H + (c->xs ? c->D : 0)) * c->nuv * VL * 4);
 }
 
 /* Step t of rows [n0, n0 + cnt) for the tile of Uc unit vectors at a: those units' share of
  * dh from step t+1 (dA_{t+1} Wh^T), then their gate gradients of step t. */
 static ATTR void FN(lstm_bwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc,
-                                   FN(panel) p, REAL *C) {
+                                   FN(panel) p, const FN(wpack) *wx, REAL *C) {
     const int T = c->T, N = c->N, H = c->H;
     const long G4 = 4L * H, o = (long)t * N * H;
-    const int j0 = (int)a * VL, w = (int)Uc * VL;
-    const int nu = H - j0 < w ? H - j0 : w;
+    TILE_AT(a, Uc);
     const REAL *cp = t ? c->cs_in + o - (long)N * H : c->c0;
     REAL *d = c->dA + t * N * G4;
     if (t < T - 1) /* dA_{t+1} Wh^T */
@@ -1257,27 +1253,12 @@ static ATTR void FN(lstm_bwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long a,
 }
 
 static ATTR void FN(lstm_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
-    const int T = c->T, H = c->H;
-    const long G4 = 4L * H;
+    const long G4 = 4L * c->H;
     FN(wpack) w1 = {c->Wh, 1, 0, G4, (int)G4, 1, 4, 0, c->pk1}; /* rows of Wh: dA @ Wh^T */
     FN(pack_phase)(c, L, &w1);
-    long nr = FN(rows_apart)(c, L, G4 * c->nuv * VL);
-    if (nr) {
-        FOR_ITEMS(&c->sch, L, c->N, nr, n0, cnt)
-        for (int t = T - 1; t >= 0; t--)
-            FOR_EVERY_TILE(w1.U)
-            FN(lstm_bwd_tile)(c, t, n0, cnt, a, Uc, FN(panel_next)(&w1, H, a, Uc, 0, c->nuv), C);
-        fr_sync(&c->sch, L, c->N, nr);
-    } else {
-        for (int t = T - 1; t >= 0; t--) {
-            int rev = (T - 1 - t) & 1;
-            L->reverse = rev; /* see fr_next */
-            FOR_ITEMS(&c->sch, L, c->nuv, w1.U, a, Uc)
-            FN(lstm_bwd_tile)(c, t, 0, c->N, a, Uc, FN(panel_next)(&w1, H, a, Uc, rev, c->nuv),
-                              C);
-            SYNC(w1.U);
-        }
-    }
+    const FN(wpack) *wp[] = {&w1};
+    const FN(tile_fn) fn[] = {FN(lstm_bwd_tile)};
+    FN(run_steps)(c, L, C, 1, 1, wp, fn, NULL, G4 * c->nuv * VL);
     FN(dh0_phase)(c, L, &w1, C, (int)G4, c->dA, G4, 0);
 }
 
@@ -1335,13 +1316,11 @@ static inline ATTR void FN(gru_bwd_row_zr)(int nu, int H, CR ar, CR hp, CR dhv, 
 /* Step t of rows [n0, n0 + cnt), the z and r gates of the tile at a (its [Wh_z | Wh_r] panel
  * p), then, in a second pass over the tiles, the candidate and h (panel of Wh_h). */
 static ATTR void FN(gru_fwd_tile_zr)(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc,
-                                     FN(panel) p, REAL *C) {
+                                     FN(panel) p, const FN(wpack) *wx, REAL *C) {
     const int N = c->N, H = c->H;
     const long G3 = 3L * H;
-    const int j0 = (int)a * VL, w = (int)Uc * VL;
-    const int nu = H - j0 < w ? H - j0 : w;
-    const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
-    long lda = t ? c->hns : H;
+    TILE_AT(a, Uc);
+    HPREV(c->hs, t);
     const REAL *x = c->xw + t * N * G3;
     REAL *ac = c->acts + t * N * G3;
     REAL *rh = c->rh + (long)t * N * H;
@@ -1360,13 +1339,11 @@ static ATTR void FN(gru_fwd_tile_zr)(FN(ctx) *c, int t, long n0, long cnt, long 
     }
 }
 static ATTR void FN(gru_fwd_tile_h)(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc,
-                                    FN(panel) p, REAL *C) {
+                                    FN(panel) p, const FN(wpack) *wx, REAL *C) {
     const int N = c->N, H = c->H;
     const long G3 = 3L * H;
-    const int j0 = (int)a * VL, w = (int)Uc * VL;
-    const int nu = H - j0 < w ? H - j0 : w;
-    const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
-    long lda = t ? c->hns : H;
+    TILE_AT(a, Uc);
+    HPREV(c->hs, t);
     const REAL *x = c->xw + t * N * G3;
     REAL *ac = c->acts + t * N * G3;
     const REAL *rh = c->rh + (long)t * N * H;
@@ -1381,47 +1358,26 @@ static ATTR void FN(gru_fwd_tile_h)(FN(ctx) *c, int t, long n0, long cnt, long a
 }
 
 static ATTR void FN(gru_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
-    const int T = c->T, H = c->H;
+    const int H = c->H;
     const long G3 = 3L * H;
     FN(wpack) w1 = {c->Wh, G3, H, 1, H, 2, 2, c->direct, c->pk1};         /* [Wh_z | Wh_r] */
     FN(pack_phase)(c, L, &w1);
     FN(wpack) w2 = {c->Wh + 2 * H, G3, 0, 1, H, 1, 4, c->direct, c->pk2}; /* Wh_h */
     FN(pack_phase)(c, L, &w2);
-    long nr = FN(rows_apart)(c, L, G3 * c->nuv * VL);
-    if (nr) {
-        FOR_ITEMS(&c->sch, L, c->N, nr, n0, cnt)
-        for (int t = 0; t < T; t++) {
-            FOR_EVERY_TILE(w1.U)
-            FN(gru_fwd_tile_zr)(c, t, n0, cnt, a, Uc, FN(panel_next)(&w1, H, a, Uc, 0, c->nuv),
-                                C);
-            FOR_EVERY_TILE(w2.U)
-            FN(gru_fwd_tile_h)(c, t, n0, cnt, a, Uc, FN(panel_next)(&w2, H, a, Uc, 0, c->nuv),
-                               C);
-        }
-        fr_sync(&c->sch, L, c->N, nr);
-        return;
-    }
-    for (int t = 0; t < T; t++) {
-        int rev = t & 1;
-        L->reverse = rev; /* see fr_next */
-        FOR_ITEMS(&c->sch, L, c->nuv, w1.U, a, Uc)
-        FN(gru_fwd_tile_zr)(c, t, 0, c->N, a, Uc, FN(panel_next)(&w1, H, a, Uc, rev, c->nuv), C);
-        SYNC(w1.U); /* the candidate product needs every unit of r*h */
-        FOR_ITEMS(&c->sch, L, c->nuv, w2.U, a, Uc)
-        FN(gru_fwd_tile_h)(c, t, 0, c->N, a, Uc, FN(panel_next)(&w2, H, a, Uc, rev, c->nuv), C);
-        SYNC(w2.U);
-    }
+    /* two passes a step: the candidate product needs every unit of r*h */
+    const FN(wpack) *wp[] = {&w1, &w2};
+    const FN(tile_fn) fn[] = {FN(gru_fwd_tile_zr), FN(gru_fwd_tile_h)};
+    FN(run_steps)(c, L, C, 0, 2, wp, fn, NULL, G3 * c->nuv * VL);
 }
 
 /* Step t of rows [n0, n0 + cnt) for the tile at a: units of dh_{t+1} (what dh holds, its
  * gates' share, + [dA_z|dA_r]_{t+1} Wh_zr^T: panel p), then the candidate's gradient of step
  * t; in a second pass over the tiles, drh = dA_h @ Wh_h^T and the z and r gradients. */
 static ATTR void FN(gru_bwd_tile_h)(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc,
-                                    FN(panel) p, REAL *C) {
+                                    FN(panel) p, const FN(wpack) *wx, REAL *C) {
     const int T = c->T, N = c->N, H = c->H;
     const long G3 = 3L * H;
-    const int j0 = (int)a * VL, w = (int)Uc * VL;
-    const int nu = H - j0 < w ? H - j0 : w;
+    TILE_AT(a, Uc);
     const REAL *ac = c->acts_in + t * N * G3;
     REAL *d = c->dA + t * N * G3, *dhv = c->shared; /* dhv (N, H): dhs[t] + dh */
     if (t < T - 1)
@@ -1440,13 +1396,11 @@ static ATTR void FN(gru_bwd_tile_h)(FN(ctx) *c, int t, long n0, long cnt, long a
     }
 }
 static ATTR void FN(gru_bwd_tile_zr)(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc,
-                                     FN(panel) p, REAL *C) {
+                                     FN(panel) p, const FN(wpack) *wx, REAL *C) {
     const int N = c->N, H = c->H;
     const long G3 = 3L * H;
-    const int j0 = (int)a * VL, w = (int)Uc * VL;
-    const int nu = H - j0 < w ? H - j0 : w;
-    const REAL *hp = t ? c->hs_in + (t - 1) * c->hts : c->h0;
-    long lda = t ? c->hns : H;
+    TILE_AT(a, Uc);
+    HPREV(c->hs_in, t);
     const REAL *ac = c->acts_in + t * N * G3;
     REAL *d = c->dA + t * N * G3, *dhv = c->shared;
     FN(tile_product)((int)cnt, H, d + n0 * G3 + 2 * H, G3, p, (int)Uc, C, 0, TILE_KCB_BWD);
@@ -1462,38 +1416,15 @@ static ATTR void FN(gru_bwd_tile_zr)(FN(ctx) *c, int t, long n0, long cnt, long 
 }
 
 static ATTR void FN(gru_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
-    const int T = c->T, H = c->H;
+    const int H = c->H;
     const long G3 = 3L * H;
     FN(wpack) w1 = {c->Wh + 2 * H, 1, 0, G3, H, 1, 4, 0, c->pk1}; /* for dA_h @ Wh_h^T */
     FN(pack_phase)(c, L, &w1);
     FN(wpack) w2 = {c->Wh, 1, 0, G3, 2 * H, 1, 4, 0, c->pk2};     /* for dA_zr @ Wh_zr^T */
     FN(pack_phase)(c, L, &w2);
-    long nr = FN(rows_apart)(c, L, G3 * c->nuv * VL);
-    if (nr) {
-        FOR_ITEMS(&c->sch, L, c->N, nr, n0, cnt)
-        for (int t = T - 1; t >= 0; t--) {
-            FOR_EVERY_TILE(w2.U)
-            FN(gru_bwd_tile_h)(c, t, n0, cnt, a, Uc, FN(panel_next)(&w2, H, a, Uc, 0, c->nuv),
-                               C);
-            FOR_EVERY_TILE(w1.U)
-            FN(gru_bwd_tile_zr)(c, t, n0, cnt, a, Uc, FN(panel_next)(&w1, H, a, Uc, 0, c->nuv),
-                                C);
-        }
-        fr_sync(&c->sch, L, c->N, nr);
-    } else {
-        for (int t = T - 1; t >= 0; t--) {
-            int rev = (T - 1 - t) & 1;
-            L->reverse = rev; /* see fr_next */
-            FOR_ITEMS(&c->sch, L, c->nuv, w2.U, a, Uc)
-            FN(gru_bwd_tile_h)(c, t, 0, c->N, a, Uc, FN(panel_next)(&w2, H, a, Uc, rev, c->nuv),
-                               C);
-            SYNC(w2.U);
-            FOR_ITEMS(&c->sch, L, c->nuv, w1.U, a, Uc)
-            FN(gru_bwd_tile_zr)(c, t, 0, c->N, a, Uc, FN(panel_next)(&w1, H, a, Uc, rev, c->nuv),
-                                C);
-            SYNC(w1.U);
-        }
-    }
+    const FN(wpack) *wp[] = {&w2, &w1};
+    const FN(tile_fn) fn[] = {FN(gru_bwd_tile_h), FN(gru_bwd_tile_zr)};
+    FN(run_steps)(c, L, C, 1, 2, wp, fn, NULL, G3 * c->nuv * VL);
     FN(dh0_phase)(c, L, &w2, C, 2 * H, c->dA, G3, 1);
 }
 
@@ -1536,13 +1467,11 @@ static inline ATTR void FN(gru_ra_bwd_row)(int cnt, int H, CR ar, CR g, CR pr, C
 
 /* Step t of rows [n0, n0 + cnt) for the tile at a: product and gates. */
 static ATTR void FN(gru_ra_fwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc,
-                                     FN(panel) p, REAL *C) {
+                                     FN(panel) p, const FN(wpack) *wx, REAL *C) {
     const int N = c->N, H = c->H;
     const long G3 = 3L * H;
-    const int j0 = (int)a * VL, w = (int)Uc * VL;
-    const int nu = H - j0 < w ? H - j0 : w;
-    const REAL *hp = t ? c->hs + (t - 1) * c->hts : c->h0;
-    long lda = t ? c->hns : H;
+    TILE_AT(a, Uc);
+    HPREV(c->hs, t);
     const REAL *x = c->xw + t * N * G3;
     REAL *ac = c->acts + t * N * G3;
     REAL *hn = c->hn + (long)t * N * H;
@@ -1564,39 +1493,22 @@ static ATTR void FN(gru_ra_fwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long 
 }
 
 static ATTR void FN(gru_ra_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
-    const int T = c->T, H = c->H;
-    const long G3 = 3L * H;
-    FN(wpack) w1 = {c->Wh, G3, H, 1, H, 3, 1, c->direct, c->pk1};
+    const long G3 = 3L * c->H;
+    FN(wpack) w1 = {c->Wh, G3, c->H, 1, c->H, 3, 1, c->direct, c->pk1};
     FN(pack_phase)(c, L, &w1);
-    long nr = FN(rows_apart)(c, L, G3 * c->nuv * VL);
-    if (nr) {
-        FOR_ITEMS(&c->sch, L, c->N, nr, n0, cnt)
-        for (int t = 0; t < T; t++)
-            FOR_EVERY_TILE(w1.U)
-            FN(gru_ra_fwd_tile)(c, t, n0, cnt, a, Uc, FN(panel_next)(&w1, H, a, Uc, 0, c->nuv),
-                                C);
-        fr_sync(&c->sch, L, c->N, nr);
-        return;
-    }
-    for (int t = 0; t < T; t++) {
-        L->reverse = t & 1; /* see fr_next */
-        FOR_ITEMS(&c->sch, L, c->nuv, w1.U, a, Uc)
-        FN(gru_ra_fwd_tile)(c, t, 0, c->N, a, Uc, FN(panel_next)(&w1, H, a, Uc, 1 & t, c->nuv),
-                            C);
-        SYNC(w1.U);
-    }
+    const FN(wpack) *wp[] = {&w1};
+    const FN(tile_fn) fn[] = {FN(gru_ra_fwd_tile)};
+    FN(run_steps)(c, L, C, 0, 1, wp, fn, NULL, G3 * c->nuv * VL);
 }
 
 /* Step t of rows [n0, n0 + cnt) for the tile at a: its units' share of dh_{t+1}
  * ([dA_z|dA_r]_{t+1} Wh_zr^T + dhn_{t+1} Wh_n^T), then their gate gradients of step t. */
 static ATTR void FN(gru_ra_bwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc,
-                                     FN(panel) p, REAL *C) {
+                                     FN(panel) p, const FN(wpack) *wx, REAL *C) {
     const int T = c->T, N = c->N, H = c->H;
     const long G3 = 3L * H, o = (long)t * N * H;
-    const int j0 = (int)a * VL, w = (int)Uc * VL;
-    const int nu = H - j0 < w ? H - j0 : w;
-    const REAL *hp = t ? c->hs_in + (t - 1) * c->hts : c->h0;
-    long lda = t ? c->hns : H;
+    TILE_AT(a, Uc);
+    HPREV(c->hs_in, t);
     REAL *d = c->dA + t * N * G3;
     if (t < T - 1) {
         FN(tile_product)((int)cnt, 2 * H, d + (N + n0) * G3, G3, p, (int)Uc, C, 0, TILE_KCB_BWD);
@@ -1625,28 +1537,13 @@ static ATTR void FN(gru_ra_bwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long 
 }
 
 static ATTR void FN(gru_ra_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
-    const int T = c->T, N = c->N, H = c->H;
+    const int N = c->N, H = c->H;
     const long G3 = 3L * H;
     FN(wpack) w1 = {c->Wh, 1, 0, G3, (int)G3, 1, 4, 0, c->pk1}; /* rows of Wh: [z | r | n] */
     FN(pack_phase)(c, L, &w1);
-    long nr = FN(rows_apart)(c, L, G3 * c->nuv * VL);
-    if (nr) {
-        FOR_ITEMS(&c->sch, L, c->N, nr, n0, cnt)
-        for (int t = T - 1; t >= 0; t--)
-            FOR_EVERY_TILE(w1.U)
-            FN(gru_ra_bwd_tile)(c, t, n0, cnt, a, Uc, FN(panel_next)(&w1, H, a, Uc, 0, c->nuv),
-                                C);
-        fr_sync(&c->sch, L, c->N, nr);
-    } else {
-        for (int t = T - 1; t >= 0; t--) {
-            int rev = (T - 1 - t) & 1;
-            L->reverse = rev; /* see fr_next */
-            FOR_ITEMS(&c->sch, L, c->nuv, w1.U, a, Uc)
-            FN(gru_ra_bwd_tile)(c, t, 0, N, a, Uc, FN(panel_next)(&w1, H, a, Uc, rev, c->nuv),
-                                C);
-            SYNC(w1.U);
-        }
-    }
+    const FN(wpack) *wp[] = {&w1};
+    const FN(tile_fn) fn[] = {FN(gru_ra_bwd_tile)};
+    FN(run_steps)(c, L, C, 1, 1, wp, fn, NULL, G3 * c->nuv * VL);
     /* dh0 = z*v of step 0 + [dA_z|dA_r]_0 Wh_zr^T + dhn_0 Wh_n^T */
     FOR_TILES(&w1) {
         FN(tile_product)(N, 2 * H, c->dA, G3, p, nv, C, 0, TILE_KCB_BWD);
@@ -2392,6 +2289,8 @@ static int FN(matmul)(long M, long K, long Vc, const REAL *A, long a_rs, long a_
 #undef FOR_UNITS
 #undef FOR_TILES
 #undef FOR_EVERY_TILE
+#undef TILE_AT
+#undef HPREV
 #undef SYNC
 #undef GEMM_KC_MAX
 #undef GEMM_NV
