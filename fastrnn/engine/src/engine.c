@@ -484,25 +484,17 @@ static long fr_l2_bytes(void) {
     return b;
 }
 
-static long fr_kc_default(void) {
-    static atomic_long kc;
-    long b = atomic_load_explicit(&kc, memory_order_relaxed);
-    if (b) return b;
-    b = fr_l2_bytes() / 8 / 4096 * 4096;
-    b = b < FR_KC_BYTES_MIN ? FR_KC_BYTES_MIN : (b > FR_KC_BYTES_MAX ? FR_KC_BYTES_MAX : b);
-    atomic_store_explicit(&kc, b, memory_order_relaxed);
-    return b;
+static long fr_kc_clamp(long n) {
+    return n < FR_KC_BYTES_MIN ? FR_KC_BYTES_MIN : (n > FR_KC_BYTES_MAX ? FR_KC_BYTES_MAX : n);
 }
 
 static long fr_kc_bytes(void) {
     long b = atomic_load_explicit(&fr_kc_set, memory_order_relaxed);
-    return b ? b : fr_kc_default();
+    return b ? b : fr_kc_clamp(fr_l2_bytes() / 8 / 4096 * 4096);
 }
 
 long fr_set_kc_bytes(long n) {
-    if (n > 0)
-        n = n < FR_KC_BYTES_MIN ? FR_KC_BYTES_MIN : (n > FR_KC_BYTES_MAX ? FR_KC_BYTES_MAX : n);
-    atomic_store(&fr_kc_set, n > 0 ? n : 0);
+    atomic_store(&fr_kc_set, n > 0 ? fr_kc_clamp(n) : 0);
     return fr_kc_bytes();
 }
 
