@@ -439,6 +439,7 @@ static inline ATTR FN(panel) FN(panel_next)(const FN(wpack) *wp, int H, long a, 
 #define GEMM_MC 144
 #endif
 #define GEMM_KC_MAX ((int)(FR_KC_BYTES_MAX / (4 * VL * (long)sizeof(REAL))))
+#define GEMM_FEW_M 48 /* products of at most this many rows read B in place (gemm_item) */
 #ifndef GEMM_NV
 #define GEMM_NV 16
 #endif
@@ -565,32 +566,70 @@ static void FN(gemm_plan)(FN(gemm) *g, int nt) {
 
 /* Pack rows [k0, k0 + kn) of B for unit vectors [c0, c1): tiles of U unit vectors, each
  * [k][g][u] with zeros past Hc; with `sum`, add each packed column's sum to colsum (from zero
- * at k0 = 0). */
+ * at k0 = 0), in k order.
+ *
+ * Rows of B contiguous (sj = 1): row by row, each row of the chunk being G runs of (c1 - c0)
+ * vectors, with the rows PACK_AHEAD ahead prefetched and the column sums kept in registers. A
+ * wide B (dA: G*H columns) has its rows a page or more apart, where a walk down each column
+ * gets no help from the hardware prefetcher: the LSTM dW products 284x1120x1024 and
+ * 512x3200x1024 (A^T, with db) took 4% longer that way. Columns of B contiguous (sk = 1):
+ * VL x VL transposes in registers, column vector by column vector. */
+#define PACK_AHEAD 8
 static ATTR void FN(pack_b)(const FN(gemm) *g, int k0, int kn, long c0, long c1, REAL *bp,
                            int sum) {
+    int nvt = (int)((c1 - c0) * g->G), vi = 0;
+    V sums[nvt];
     for (long a = c0; a < c1; a += g->U) {
-        int Uc = c1 - a < g->U ? (int)(c1 - a) : g->U, nv = g->G * Uc;
-        long ld = (long)nv * VL;
-        REAL *d = bp + (a - c0) * g->G * VL * kn;
-        for (int v = 0; v < nv; v++) {
-            int gi = v / Uc;
+        int Uc = c1 - a < g->U ? (int)(c1 - a) : g->U;
+        for (int v = 0; v < g->G * Uc; v++, vi++) {
             long j = (a + v % Uc) * VL;
-            int cnt = g->Hc - j < VL ? (int)(g->Hc - j) : VL;
-            const REAL *src = g->B + gi * g->sg + j * g->sj + (long)k0 * g->sk;
-            REAL *dv = d + v * VL;
-            if (g->sj == 1) {
-                for (int k = 0; k < kn; k++) {
-                    const REAL *s = src + k * g->sk;
-                    REAL *o = dv + k * ld;
-                    if (cnt == VL) {
-                        FN(vst)(o, FN(vld)(s));
+            REAL tmp[VL] = {0};
+            if (sum && k0 > 0) /* continue the sums of the depth blocks before */
+                for (int l = 0; l < VL && j + l < g->Hc; l++)
+                    tmp[l] = g->colsum[(v / Uc) * g->csg + j + l];
+            sums[vi] = FN(vld)(tmp);
+        }
+    }
+    if (g->sj == 1) {
+        long run = (c1 - c0) * VL; /* columns of one gate block in this chunk */
+        for (int k = 0; k < kn; k++) {
+            const REAL *row = g->B + (long)(k0 + k) * g->sk;
+            if (k + PACK_AHEAD < kn)
+                for (int gi = 0; gi < g->G; gi++)
+                    for (long l = 0; l < run; l += 64 / (long)sizeof(REAL))
+                        __builtin_prefetch(row + PACK_AHEAD * g->sk + gi * g->sg + c0 * VL + l,
+                                           0, 3);
+            vi = 0;
+            for (long a = c0; a < c1; a += g->U) {
+                int Uc = c1 - a < g->U ? (int)(c1 - a) : g->U, nv = g->G * Uc;
+                REAL *o = bp + (a - c0) * g->G * VL * kn + (long)k * nv * VL;
+                for (int v = 0; v < nv; v++, vi++) {
+                    long j = (a + v % Uc) * VL;
+                    const REAL *s = row + (v / Uc) * g->sg + j;
+                    V x;
+                    if (g->Hc - j >= VL) {
+                        x = FN(vld)(s);
                     } else {
-                        int l = 0;
-                        for (; l < cnt; l++) o[l] = s[l];
-                        for (; l < VL; l++) o[l] = 0;
+                        REAL tmp[VL] = {0};
+                        for (int l = 0; j + l < g->Hc; l++) tmp[l] = s[l];
+                        x = FN(vld)(tmp);
                     }
+                    FN(vst)(o + v * VL, x);
+                    sums[vi] += x;
                 }
-            } else {
+            }
+        }
+    } else {
+        vi = 0;
+        for (long a = c0; a < c1; a += g->U) {
+            int Uc = c1 - a < g->U ? (int)(c1 - a) : g->U, nv = g->G * Uc;
+            long ld = (long)nv * VL;
+            REAL *d = bp + (a - c0) * g->G * VL * kn;
+            for (int v = 0; v < nv; v++, vi++) {
+                long j = (a + v % Uc) * VL;
+                int cnt = g->Hc - j < VL ? (int)(g->Hc - j) : VL;
+                const REAL *src = g->B + (v / Uc) * g->sg + j * g->sj + (long)k0 * g->sk;
+                REAL *dv = d + v * VL;
                 int k = 0;
                 if (g->sk == 1) /* columns of B are rows in memory: VL x VL transposes */
                     for (; k + VL <= kn; k += VL) {
@@ -604,18 +643,19 @@ static ATTR void FN(pack_b)(const FN(gemm) *g, int k0, int kn, long c0, long c1,
                     const REAL *s = src + l * g->sj;
                     for (int kk = k; kk < kn; kk++) dv[kk * ld + l] = l < cnt ? s[kk * g->sk] : 0;
                 }
+                if (sum)
+                    for (k = 0; k < kn; k++) sums[vi] += FN(vld)(dv + k * ld);
             }
-            if (sum) {
-                REAL *cs = g->colsum + gi * g->csg + j;
-                V sum = SPLAT(V, 0);
-                if (k0 > 0) {
-                    REAL tmp[VL] = {0};
-                    for (int l = 0; l < cnt; l++) tmp[l] = cs[l];
-                    sum = FN(vld)(tmp);
-                }
-                for (int k = 0; k < kn; k++) sum += FN(vld)(dv + k * ld);
-                for (int l = 0; l < cnt; l++) cs[l] = sum[l];
-            }
+        }
+    }
+    if (!sum) return;
+    vi = 0;
+    for (long a = c0; a < c1; a += g->U) {
+        int Uc = c1 - a < g->U ? (int)(c1 - a) : g->U;
+        for (int v = 0; v < g->G * Uc; v++, vi++) {
+            long j = (a + v % Uc) * VL;
+            for (int l = 0; l < VL && j + l < g->Hc; l++)
+                g->colsum[(v / Uc) * g->csg + j + l] = sums[vi][l];
         }
     }
 }
@@ -709,10 +749,11 @@ static inline ATTR int FN(even_rows)(const FN(rows) *m, long i, int cnt, long *s
  * blocks are near-equal (none of a few k). A is read in place where it is not transposed:
  * plain rows, and gathered rows (xs read time-major) one microkernel block at a time, where
  * the block's rows are equally spaced (a block that spans two steps is copied to ap first);
- * a transposed A is packed row-major per row block and depth block. Each microkernel row
- * block of A stays in L1 while the chunk's tiles of B stream past it from L2. A tile
- * of full vectors whose C rows are equally spaced is summed in C itself (with the bias as the
- * first block's start), others go through the scratch block and gemm_store. */
+ * a transposed A is packed row-major per row block and depth block. B is packed per chunk and
+ * depth block, except by products of few rows (GEMM_FEW_M), which read it in place where they
+ * can. Each microkernel row block of A stays in L1 while the chunk's tiles of B stream past it
+ * from L2. A tile of full vectors whose C rows are equally spaced is summed in C itself (with
+ * the bias as the first block's start), others go through the scratch block and gemm_store. */
 static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, long m1,
                               FN(work) *wk) {
     long chunk = FN(gemm_chunk)(g);
@@ -732,9 +773,14 @@ static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, lon
         int k0 = (int)((long)g->K * kb / nkb), k1 = (int)((long)g->K * (kb + 1) / nkb);
         int kn = k1 - k0;
         const REAL *bk = wk->bp;
+        /* B read in place (rows contiguous, full vectors, no column sums to make) by products of
+         * few rows: each element is then read by at most GEMM_FEW_M / mr microkernel blocks,
+         * which costs less than packing it (the char LM's dW^T = dy^T x, 28x1120x256: 117-124
+         * -> 90-92 us on 2 threads) */
+        int inplace = g->sj == 1 && !sums && g->mtot <= GEMM_FEW_M && c1 * VL <= g->Hc;
         if (g->bpk)
             bk = g->bpk + (long)g->K * c0 * g->G * VL + (long)k0 * width;
-        else
+        else if (!inplace)
             FN(pack_b)(g, k0, kn, c0, c1, wk->bp, sums);
         int init = kb > 0 || g->acc ? MK_LOAD : (g->bias ? MK_BIAS : MK_ZERO);
         long base = 0;
@@ -783,16 +829,25 @@ static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, lon
                     for (long a = c0; a < c1; a += g->U) {
                         int Uc = c1 - a < g->U ? (int)(c1 - a) : g->U, nv = g->G * Uc;
                         const REAL *panel = bk + (a - c0) * g->G * VL * kn;
+                        long pld = (long)nv * VL, poff[4];
+                        const long *po = FN(packed_off);
+                        if (inplace) {
+                            panel = g->B + (long)k0 * g->sk + a * VL;
+                            pld = g->sk;
+                            for (int v = 0; v < nv; v++)
+                                poff[v] = (v / Uc) * g->sg + (v % Uc) * VL;
+                            po = poff;
+                        }
                         FN(mk_fn) mk = FN(mk_table)(nv, mr, 0);
                         if (even && (a + Uc) * VL <= g->Hc) { /* C in place */
                             long coff[4];
                             for (int v = 0; v < nv; v++)
                                 coff[v] = (v / Uc) * g->cg + (a + v % Uc) * VL;
-                            mk(kn, ar, ald, panel, (long)nv * VL, FN(packed_off), crow, step,
-                               coff, init, g->bias, NULL);
+                            mk(kn, ar, ald, panel, pld, po, crow, step, coff, init, g->bias,
+                               NULL);
                         } else {
                             FN(gemm_start)(g, s, il + r0, mr, wk->cs, a, Uc, init);
-                            mk(kn, ar, ald, panel, (long)nv * VL, FN(packed_off), wk->cs,
+                            mk(kn, ar, ald, panel, pld, po, wk->cs,
                                (long)nv * VL, FN(packed_off), MK_LOAD, NULL, NULL);
                             FN(gemm_store)(g, s, il + r0, mr, wk->cs, a, Uc);
                         }
