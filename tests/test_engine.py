@@ -242,6 +242,20 @@ def test_every_dispatch_target_runs_the_flat_ops_like_the_reference(isa, dtype, 
     np.testing.assert_array_equal(y_got, y_ref)
 
 
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+# V: under one vector, a whole number of vectors, vectors and a tail (the char LM's 28)
+@pytest.mark.parametrize("M,V", [(1, 1), (7, 13), (40, 16), (33, 28), (5, 1000)])
+def test_every_dispatch_target_runs_softmax_cross_entropy_like_the_reference(isa, dtype, M, V):
+    rng = np.random.default_rng(M * V)
+    x = (3 * rng.standard_normal((M, V))).astype(dtype)
+    t = rng.integers(-1, V, M)
+    loss, dx = engine.softmax_cross_entropy(x, t)
+    want_loss, want_dx = reference.softmax_cross_entropy(x.astype(np.float64), t)
+    assert_close(f"{isa} softmax_cross_entropy loss", loss, want_loss, "output", dtype)
+    assert_close(f"{isa} softmax_cross_entropy dx", dx, want_dx, "grad", dtype)
+
+
 def test_axpby_reads_an_overlapping_x_as_it_was():
     buf = np.arange(20, dtype=np.float32)
     want = buf[:15] + 2 * buf[5:].copy()

@@ -117,6 +117,24 @@ static inline ATTR V FN(vld)(const REAL *p) {
     return v;
 }
 static inline ATTR void FN(vst)(REAL *p, V v) { __builtin_memcpy(p, &v, sizeof v); }
+/* Horizontal max and sum by halving: log2(VL) shuffles rather than a chain of VL scalar steps
+ * (which cost a short softmax row more than its exps). */
+static inline ATTR V FN(vrot)(V v, int w) {
+    FN(ivec) idx;
+    _Pragma("GCC unroll 16") for (int l = 0; l < VL; l++) idx[l] = (l + w) % VL;
+    return __builtin_shuffle(v, idx);
+}
+static inline ATTR REAL FN(hmax)(V v) {
+    _Pragma("GCC unroll 4") for (int w = VL / 2; w >= 1; w /= 2) {
+        V s = FN(vrot)(v, w);
+        v = FN(v_sel)(s > v, s, v);
+    }
+    return v[0];
+}
+static inline ATTR REAL FN(hsum)(V v) {
+    _Pragma("GCC unroll 4") for (int w = VL / 2; w >= 1; w /= 2) v += FN(vrot)(v, w);
+    return v[0];
+}
 #define SLD(p) (*(p))
 #define SST(p, v) (*(p) = (v))
 
@@ -1614,35 +1632,44 @@ static ATTR void FN(gru_ra_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
  * Softmax cross-entropy of rows [r0, r1) of x (M, V): each row's -log p[t] (0 for label -1)
  * into loss[r]; with dx, writes (softmax - onehot(t)) * w, w = scale for labelled rows and 0 for
  * the others (so a NaN or +inf score still gives NaN there, as in the reference). */
-static ATTR void FN(softmax_rows)(long r0, long r1, long Vn, const REAL *x, const int64_t *t,
-                                 REAL *dx, REAL scale, double *loss) {
+static ATTR void FN(softmax_rows)(long r0, long r1, long M, long Vn, const REAL *x,
+                                 const int64_t *t, REAL *dx, REAL scale, double *loss) {
+    /* A row's last Vn % VL scores go through one padded vector (lanes past Vn: -inf for the
+     * max, zero after the exp) rather than a scalar loop: rows are short (the char LM's V = 28
+     * is one vector and 12 scalars, whose scalar exps took most of the time). */
+    long jt = Vn - Vn % VL, nt = Vn - jt;
+    FN(ivec) tail_lane;
+    for (int l = 0; l < VL; l++) tail_lane[l] = l < nt ? -1 : 0;
     for (long r = r0; r < r1; r++) {
         const REAL *xr = x + r * Vn;
-        REAL m = xr[0];
-        long j = 1;
-        V mv = SPLAT(V, m);
-        for (; j + VL <= Vn; j += VL) {
+        V xt = SPLAT(V, -INFINITY);
+        if (nt && r * Vn + jt + VL <= M * Vn) { /* read on into the next rows: one load */
+            xt = FN(v_sel)(tail_lane, FN(vld)(xr + jt), xt);
+        } else if (nt) {
+            REAL tmp[VL];
+            for (int l = 0; l < VL; l++) tmp[l] = l < nt ? xr[jt + l] : -INFINITY;
+            xt = FN(vld)(tmp);
+        }
+        V mv = xt;
+        for (long j = 0; j < jt; j += VL) {
             V v = FN(vld)(xr + j);
             mv = FN(v_sel)(v > mv, v, mv);
         }
-        for (int l = 0; l < VL; l++) m = mv[l] > m ? mv[l] : m;
-        for (; j < Vn; j++) m = xr[j] > m ? xr[j] : m;
+        REAL m = FN(hmax)(mv);
         /* exp(x - m), stored in dx when a gradient is wanted, summed either way */
         V sv = SPLAT(V, 0);
-        REAL ss = 0;
         REAL *er = dx ? dx + r * Vn : NULL;
-        for (j = 0; j + VL <= Vn; j += VL) {
+        for (long j = 0; j < jt; j += VL) {
             V e = FN(vexp)(FN(vld)(xr + j) - m);
             if (er) FN(vst)(er + j, e);
             sv += e;
         }
-        for (; j < Vn; j++) {
-            REAL e = FN(sexp)(xr[j] - m);
-            if (er) er[j] = e;
-            ss += e;
+        V et = SPLAT(V, 0);
+        if (nt) {
+            et = FN(v_sel)(tail_lane, FN(vexp)(xt - m), SPLAT(V, 0));
+            sv += et;
         }
-        double s = ss;
-        for (int l = 0; l < VL; l++) s += sv[l];
+        double s = FN(hsum)(sv);
         int64_t lbl = t[r];
         long tt = lbl < 0 ? 0 : (long)lbl;
         double logp = (double)xr[tt] - (double)m - log(s);
@@ -1650,8 +1677,8 @@ static ATTR void FN(softmax_rows)(long r0, long r1, long Vn, const REAL *x, cons
         if (er) {
             REAL w = lbl >= 0 ? scale : (REAL)0;
             REAL k = (REAL)(1.0 / s) * w;
-            for (j = 0; j + VL <= Vn; j += VL) FN(vst)(er + j, FN(vld)(er + j) * k);
-            for (; j < Vn; j++) er[j] *= k;
+            for (long j = 0; j < jt; j += VL) FN(vst)(er + j, FN(vld)(er + j) * k);
+            for (long l = 0; l < nt; l++) er[jt + l] = et[l] * k;
             er[tt] -= w;
         }
     }
@@ -1668,7 +1695,7 @@ typedef struct {
 
 static ATTR void FN(softmax_items)(void *arg, long r0, long cnt) {
     FN(softmax_ctx) *s = (FN(softmax_ctx) *)arg;
-    FN(softmax_rows)(r0, r0 + cnt, s->Vn, s->x, s->t, s->dx, s->scale, s->loss);
+    FN(softmax_rows)(r0, r0 + cnt, s->M, s->Vn, s->x, s->t, s->dx, s->scale, s->loss);
 }
 
 static int FN(softmax_cross_entropy)(long M, long Vn, const REAL *x, const int64_t *t,
