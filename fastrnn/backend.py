@@ -46,8 +46,14 @@ def _validate_name(name):
     return name
 
 
+_loaded = {}  # name -> its op module, once imported and found complete
+
+
 def load(name):
     """The op module of backend ``name``; a clear ValueError if it cannot be imported."""
+    module = _loaded.get(name)
+    if module is not None:  # every op call dispatches through here
+        return module
     _validate_name(name)
     try:
         module = importlib.import_module(BACKENDS[name])
@@ -57,6 +63,7 @@ def load(name):
     if missing:
         raise ValueError(f"fastrnn backend {name!r} is incomplete: {BACKENDS[name]} lacks "
                          f"{', '.join(missing)}")
+    _loaded[name] = module
     return module
 
 
@@ -104,6 +111,8 @@ def use(name):
 
 def _automatic_numpy_backend():
     global _auto_cpu
+    if _auto_cpu is not None:
+        return _auto_cpu
     with _auto_lock:
         if _auto_cpu is None:
             try:
