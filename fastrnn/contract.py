@@ -281,9 +281,12 @@ def layer_backward_op(cell):
 
 
 # ------------------------------------------------------------------------------- binding
-def bind(name, impl):
+def bind(name, impl, before=None):
     """The exported op ``name``: binds arguments by the contract's signature, checks them,
-    then calls ``impl`` positionally. ``impl`` must have exactly the contract's parameters."""
+    then calls ``impl`` positionally. ``impl`` must have exactly the contract's parameters.
+    ``before()``, when given, runs first (the compiled engine wakes its threads there, so that
+    they are up by the time the checks are done); an op re-exported already bound keeps its
+    own."""
     op = OPS_BY_NAME[name]
     if getattr(impl, "__fastrnn_op__", None) == name:  # already bound (re-exported)
         return impl
@@ -298,6 +301,8 @@ def bind(name, impl):
 
     @functools.wraps(impl)
     def checked_op(*args, **kwargs):
+        if before is not None:
+            before()
         if kwargs or len(args) != nargs:  # the general path; all positional is the fast one
             try:
                 bound = signature.bind(*args, **kwargs)
@@ -313,10 +318,10 @@ def bind(name, impl):
     return checked_op
 
 
-def export(namespace, *modules):
+def export(namespace, *modules, before=None):
     """Bind every op of the contract into ``namespace`` (a backend module's ``globals()``),
     taking each implementation from the first of ``modules`` that has it, or from the namespace
-    itself; sets ``__all__``. A missing op is an ImportError naming it."""
+    itself; sets ``__all__``. A missing op is an ImportError naming it. ``before``: see bind."""
     sources = modules or (namespace,)
     for name in NAMES:
         for src in sources:
@@ -325,6 +330,6 @@ def export(namespace, *modules):
                 break
         else:
             raise ImportError(f"{namespace.get('__name__', '?')}: no implementation of {name}")
-        namespace[name] = bind(name, impl)
+        namespace[name] = bind(name, impl, before)
     namespace["__all__"] = list(NAMES) + [n for n in namespace.get("__all__", ())
                                           if n not in NAMES]

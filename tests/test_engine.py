@@ -295,6 +295,27 @@ def test_a_parallel_loop_completes_when_the_other_threads_never_start(nt):
         assert engine._engine.selftest_takeover(n, nt) == n
 
 
+def test_waking_the_sleeping_pool_ahead_of_an_op_changes_nothing():
+    # pool_wake (run before every op) wakes sleeping workers with no region for them: they
+    # must spin, sleep again, and still join the next region.
+    import time
+    a = make("lstm", 6, 40, 130, np.float32, seed=4)
+    before = threads._num_threads
+    try:
+        threads._num_threads = 2
+        first = run(engine, "lstm", a)
+        for _ in range(3):
+            time.sleep(0.005)  # past the workers' spin: they sleep on their futex
+            engine._engine.pool_wake()
+            engine._engine.pool_wake()
+        time.sleep(0.005)
+        again = run(engine, "lstm", a)
+    finally:
+        threads._num_threads = before
+    for x, y in zip(first[0] + first[1], again[0] + again[1]):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_repeated_calls_are_bit_identical():
     a = make("lstm", 6, 20, 130, np.float32, seed=3)
     first, again = run(engine, "lstm", a), run(engine, "lstm", a)

@@ -47,5 +47,5 @@ if os.environ.get("FASTRNN_ENGINE_ISA", "").strip():
         raise ValueError(f"FASTRNN_ENGINE_ISA: {e}") from None
 
 
-contract.export(globals(), cells, ops)
+contract.export(globals(), cells, ops, before=_engine.pool_wake)
 __all__ += ["set_isa", "isa"]

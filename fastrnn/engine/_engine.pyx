@@ -34,6 +34,7 @@ cdef extern from "src/engine.h" nogil:
     int fr_set_isa(const char *name)
     const char *fr_isa()
     int fr_max_threads()
+    void fr_pool_wake()
 
 ctypedef fused real:
     float
@@ -88,6 +89,11 @@ def set_isa(str name):
 def isa():
     """The instruction set the kernels run with."""
     return fr_isa().decode()
+
+
+def pool_wake():
+    """Wake the engine's sleeping worker threads ahead of an op (see fr_pool_wake)."""
+    fr_pool_wake()
 
 
 def max_threads():

@@ -75,6 +75,10 @@ void fr_dropout(int f64, long n, const void *x, uint64_t seed, uint64_t thr, dou
 void fr_axpby(int f64, long n, double a, const void *x, double b, void *y, int nthreads);
 int fr_sum_squares(int f64, long n, const void *x, double *total, int nthreads);
 
+/* Wake the engine's sleeping worker threads ahead of an op (they spin a while, then sleep
+ * again): their wake-up then overlaps the caller's own preparations. */
+void fr_pool_wake(void);
+
 /* Test hook: the bytes of a product tile's depth-block slice (32 KB to 256 KB; n <= 0: this
  * machine's default, from its L2). Returns the value now in force. Results depend on it (the
  * depth blocks are summed in order), so it is set only between calls. */
