@@ -457,7 +457,6 @@ static inline ATTR FN(panel) FN(panel_next)(const FN(wpack) *wp, int H, long a, 
 #define GEMM_MC 144
 #endif
 #define GEMM_KC_MAX ((int)(FR_KC_BYTES_MAX / (4 * VL * (long)sizeof(REAL))))
-#define GEMM_FEW_M 48 /* products of at most this many rows read B in place (gemm_item) */
 #ifndef GEMM_NV
 #define GEMM_NV 16
 #endif
@@ -767,9 +766,8 @@ static inline ATTR int FN(even_rows)(const FN(rows) *m, long i, int cnt, long *s
  * blocks are near-equal (none of a few k). A is read in place where it is not transposed:
  * plain rows, and gathered rows (xs read time-major) one microkernel block at a time, where
  * the block's rows are equally spaced (a block that spans two steps is copied to ap first);
- * a transposed A is packed row-major per row block and depth block. B is packed per chunk and
- * depth block, except by products of few rows (GEMM_FEW_M), which read it in place where they
- * can. Each microkernel row block of A stays in L1 while the chunk's tiles of B stream past it
+ * a transposed A is packed row-major per row block and depth block, B per chunk and depth
+ * block. Each microkernel row block of A stays in L1 while the chunk's tiles of B stream past it
  * from L2. A tile of full vectors whose C rows are equally spaced is summed in C itself (with
  * the bias as the first block's start), others go through the scratch block and gemm_store. */
 static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, long m1,
@@ -791,14 +789,9 @@ static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, lon
         int k0 = (int)((long)g->K * kb / nkb), k1 = (int)((long)g->K * (kb + 1) / nkb);
         int kn = k1 - k0;
         const REAL *bk = wk->bp;
-        /* B read in place (rows contiguous, full vectors, no column sums to make) by products of
-         * few rows: each element is then read by at most GEMM_FEW_M / mr microkernel blocks,
-         * which costs less than packing it (the char LM's dW^T = dy^T x, 28x1120x256: 117-124
-         * -> 90-92 us on 2 threads) */
-        int inplace = g->sj == 1 && !sums && g->mtot <= GEMM_FEW_M && c1 * VL <= g->Hc;
         if (g->bpk)
             bk = g->bpk + (long)g->K * c0 * g->G * VL + (long)k0 * width;
-        else if (!inplace)
+        else
             FN(pack_b)(g, k0, kn, c0, c1, wk->bp, sums);
         int init = kb > 0 || g->acc ? MK_LOAD : (g->bias ? MK_BIAS : MK_ZERO);
         long base = 0;
@@ -847,25 +840,16 @@ static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, lon
                     for (long a = c0; a < c1; a += g->U) {
                         int Uc = c1 - a < g->U ? (int)(c1 - a) : g->U, nv = g->G * Uc;
                         const REAL *panel = bk + (a - c0) * g->G * VL * kn;
-                        long pld = (long)nv * VL, poff[4];
-                        const long *po = FN(packed_off);
-                        if (inplace) {
-                            panel = g->B + (long)k0 * g->sk + a * VL;
-                            pld = g->sk;
-                            for (int v = 0; v < nv; v++)
-                                poff[v] = (v / Uc) * g->sg + (v % Uc) * VL;
-                            po = poff;
-                        }
                         FN(mk_fn) mk = FN(mk_table)(nv, mr, 0);
                         if (even && (a + Uc) * VL <= g->Hc) { /* C in place */
                             long coff[4];
                             for (int v = 0; v < nv; v++)
                                 coff[v] = (v / Uc) * g->cg + (a + v % Uc) * VL;
-                            mk(kn, ar, ald, panel, pld, po, crow, step, coff, init, g->bias,
-                               NULL);
+                            mk(kn, ar, ald, panel, (long)nv * VL, FN(packed_off), crow, step,
+                               coff, init, g->bias, NULL);
                         } else {
                             FN(gemm_start)(g, s, il + r0, mr, wk->cs, a, Uc, init);
-                            mk(kn, ar, ald, panel, pld, po, wk->cs,
+                            mk(kn, ar, ald, panel, (long)nv * VL, FN(packed_off), wk->cs,
                                (long)nv * VL, FN(packed_off), MK_LOAD, NULL, NULL);
                             FN(gemm_store)(g, s, il + r0, mr, wk->cs, a, Uc);
                         }
