@@ -241,9 +241,11 @@ class _Recurrent:
         hs, saved = out[0], out[1 + ns:]
         for sname, last in zip(self.state_names, out[1:1 + ns]):
             setattr(self, sname, last)
-        self.cache = (ops, xs, states0, hs, saved, lengths)
-        # a copy: the caller may change what it gets back, and backward reads hs
-        return hs.copy()
+        # Backward reads hs, and the caller may change what it gets back: backward keeps a
+        # copy. The caller gets the array the op wrote, which is where the next layer's op
+        # finds it cheapest (each engine thread still holds the rows it computed in its cache).
+        self.cache = (ops, xs, states0, hs.copy(), saved, lengths)
+        return hs
 
     def backward(self, dhs):
         name = type(self).__name__

@@ -145,6 +145,25 @@ def test_grads_keep_their_identity(use, cell, rng):
 
 
 @pytest.mark.parametrize("cell", CELLS)
+def test_changing_the_returned_hs_does_not_change_backward(use, cell, rng):
+    # As with the textbook layers: the caller owns what forward returns (the layer keeps its
+    # own copy for backward).
+    xp = use.xp
+    layer = make_layer(xp, cell, 3, 4, np.float32, rng)
+    xs = xp.asarray(rng.standard_normal((2, 5, 3)).astype(np.float32))
+    dhs = xp.asarray(rng.standard_normal((2, 5, 4)).astype(np.float32))
+    results = []
+    for spoil in (False, True):
+        hs = layer.forward(xs)
+        if spoil:
+            hs[...] = 7.0
+        dx = layer.backward(dhs)
+        results.append([to_numpy(a).copy() for a in [dx] + list(layer.grads)])
+    for got, want in zip(results[1], results[0]):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("cell", CELLS)
 def test_stateful_two_halves_equal_one_call(use, cell, rng):
     xp = use.xp
     N, T, D, H, k = 2, 6, 3, 5, 2
