@@ -594,16 +594,24 @@ static void FN(gemm_plan)(FN(gemm) *g, int nt) {
 #define PACK_AHEAD 8
 static ATTR void FN(pack_b)(const FN(gemm) *g, int k0, int kn, long c0, long c1, REAL *bp,
                            int sum) {
+    /* Per packed vector vi (tile after tile, [g][u] within a tile): its column j of a gate
+     * block, its offset in B's row (bo), in colsum (so), its first packed element (po) and the
+     * length of its tile's packed row (pl). */
     int nvt = (int)((c1 - c0) * g->G), vi = 0;
+    long col[nvt], bo[nvt], so[nvt], po[nvt], pl[nvt];
     V sums[nvt];
     for (long a = c0; a < c1; a += g->U) {
-        int Uc = c1 - a < g->U ? (int)(c1 - a) : g->U;
-        for (int v = 0; v < g->G * Uc; v++, vi++) {
-            long j = (a + v % Uc) * VL;
+        int Uc = c1 - a < g->U ? (int)(c1 - a) : g->U, nv = g->G * Uc;
+        for (int v = 0; v < nv; v++, vi++) {
+            int gi = v / Uc;
+            col[vi] = (a + v % Uc) * VL;
+            bo[vi] = gi * g->sg + col[vi] * g->sj;
+            so[vi] = gi * g->csg + col[vi];
+            po[vi] = (a - c0) * g->G * VL * kn + (long)v * VL;
+            pl[vi] = (long)nv * VL;
             REAL tmp[VL] = {0};
             if (sum && k0 > 0) /* continue the sums of the depth blocks before */
-                for (int l = 0; l < VL && j + l < g->Hc; l++)
-                    tmp[l] = g->colsum[(v / Uc) * g->csg + j + l];
+                for (int l = 0; l < VL && col[vi] + l < g->Hc; l++) tmp[l] = g->colsum[so[vi] + l];
             sums[vi] = FN(vld)(tmp);
         }
     }
@@ -616,65 +624,46 @@ static ATTR void FN(pack_b)(const FN(gemm) *g, int k0, int kn, long c0, long c1,
                     for (long l = 0; l < run; l += 64 / (long)sizeof(REAL))
                         __builtin_prefetch(row + PACK_AHEAD * g->sk + gi * g->sg + c0 * VL + l,
                                            0, 3);
-            vi = 0;
-            for (long a = c0; a < c1; a += g->U) {
-                int Uc = c1 - a < g->U ? (int)(c1 - a) : g->U, nv = g->G * Uc;
-                REAL *o = bp + (a - c0) * g->G * VL * kn + (long)k * nv * VL;
-                for (int v = 0; v < nv; v++, vi++) {
-                    long j = (a + v % Uc) * VL;
-                    const REAL *s = row + (v / Uc) * g->sg + j;
-                    V x;
-                    if (g->Hc - j >= VL) {
-                        x = FN(vld)(s);
-                    } else {
-                        REAL tmp[VL] = {0};
-                        for (int l = 0; j + l < g->Hc; l++) tmp[l] = s[l];
-                        x = FN(vld)(tmp);
-                    }
-                    FN(vst)(o + v * VL, x);
-                    sums[vi] += x;
+            for (vi = 0; vi < nvt; vi++) {
+                const REAL *s = row + bo[vi];
+                V x;
+                if (g->Hc - col[vi] >= VL) {
+                    x = FN(vld)(s);
+                } else {
+                    REAL tmp[VL] = {0};
+                    for (int l = 0; col[vi] + l < g->Hc; l++) tmp[l] = s[l];
+                    x = FN(vld)(tmp);
                 }
+                FN(vst)(bp + po[vi] + k * pl[vi], x);
+                sums[vi] += x;
             }
         }
     } else {
-        vi = 0;
-        for (long a = c0; a < c1; a += g->U) {
-            int Uc = c1 - a < g->U ? (int)(c1 - a) : g->U, nv = g->G * Uc;
-            long ld = (long)nv * VL;
-            REAL *d = bp + (a - c0) * g->G * VL * kn;
-            for (int v = 0; v < nv; v++, vi++) {
-                long j = (a + v % Uc) * VL;
-                int cnt = g->Hc - j < VL ? (int)(g->Hc - j) : VL;
-                const REAL *src = g->B + (v / Uc) * g->sg + j * g->sj + (long)k0 * g->sk;
-                REAL *dv = d + v * VL;
-                int k = 0;
-                if (g->sk == 1) /* columns of B are rows in memory: VL x VL transposes */
-                    for (; k + VL <= kn; k += VL) {
-                        V r[VL];
-                        for (int l = 0; l < VL; l++)
-                            r[l] = l < cnt ? FN(vld)(src + l * g->sj + k) : SPLAT(V, 0);
-                        FN(transpose)(r);
-                        for (int l = 0; l < VL; l++) FN(vst)(dv + (k + l) * ld, r[l]);
-                    }
-                for (int l = 0; l < VL; l++) {
-                    const REAL *s = src + l * g->sj;
-                    for (int kk = k; kk < kn; kk++) dv[kk * ld + l] = l < cnt ? s[kk * g->sk] : 0;
+        for (vi = 0; vi < nvt; vi++) {
+            int cnt = g->Hc - col[vi] < VL ? (int)(g->Hc - col[vi]) : VL;
+            const REAL *src = g->B + bo[vi] + (long)k0 * g->sk;
+            REAL *dv = bp + po[vi];
+            long ld = pl[vi];
+            int k = 0;
+            if (g->sk == 1) /* columns of B are rows in memory: VL x VL transposes */
+                for (; k + VL <= kn; k += VL) {
+                    V r[VL];
+                    for (int l = 0; l < VL; l++)
+                        r[l] = l < cnt ? FN(vld)(src + l * g->sj + k) : SPLAT(V, 0);
+                    FN(transpose)(r);
+                    for (int l = 0; l < VL; l++) FN(vst)(dv + (k + l) * ld, r[l]);
                 }
-                if (sum)
-                    for (k = 0; k < kn; k++) sums[vi] += FN(vld)(dv + k * ld);
+            for (int l = 0; l < VL; l++) {
+                const REAL *s = src + l * g->sj;
+                for (int kk = k; kk < kn; kk++) dv[kk * ld + l] = l < cnt ? s[kk * g->sk] : 0;
             }
+            if (sum)
+                for (k = 0; k < kn; k++) sums[vi] += FN(vld)(dv + k * ld);
         }
     }
-    if (!sum) return;
-    vi = 0;
-    for (long a = c0; a < c1; a += g->U) {
-        int Uc = c1 - a < g->U ? (int)(c1 - a) : g->U;
-        for (int v = 0; v < g->G * Uc; v++, vi++) {
-            long j = (a + v % Uc) * VL;
-            for (int l = 0; l < VL && j + l < g->Hc; l++)
-                g->colsum[(v / Uc) * g->csg + j + l] = sums[vi][l];
-        }
-    }
+    if (sum)
+        for (vi = 0; vi < nvt; vi++)
+            for (int l = 0; l < VL && col[vi] + l < g->Hc; l++) g->colsum[so[vi] + l] = sums[vi][l];
 }
 
 /* Pack rows [i0, i0 + mn) x depth [k0, k0 + kn) of a segment's A: row-major (lda = kn), or
