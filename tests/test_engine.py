@@ -4,6 +4,8 @@ every backend's, by the shared backend suite; here each dispatch target the mach
 compared with the reference too, since that suite runs only the default target.
 
 Skipped as a whole when the extension was not built (no C compiler at install time)."""
+import time
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -298,7 +300,6 @@ def test_a_parallel_loop_completes_when_the_other_threads_never_start(nt):
 def test_waking_the_sleeping_pool_ahead_of_an_op_changes_nothing():
     # pool_wake (run before every op) wakes sleeping workers with no region for them: they
     # must spin, sleep again, and still join the next region.
-    import time
     a = make("lstm", 6, 40, 130, np.float32, seed=4)
     before = threads._num_threads
     try:
