@@ -18,12 +18,17 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # in weight tying), which matrix products read or write in place; LENGTHS is an optional (None:
 # every row has all T steps) integer array of per-row lengths in [0, T], handed to the
 # implementation as int64; RATIO, SEED, FLAG and REAL (any real number, a coefficient) are
-# scalars.
-FLOAT, INT, OUT, MAT, MAT_OUT, LENGTHS, RATIO, SEED, FLAG, REAL = (
-    "float", "int", "out", "mat", "mat out", "lengths", "ratio", "seed", "flag", "real")
+# scalars. FLOATS and OUTS are a list or tuple of at least one FLOAT / OUT array, each of its own
+# shape (declared "[...]"): the shapes of the list named in ``Op.sizes["[...]"]``, which every
+# other list argument of the op must repeat element by element.
+FLOAT, INT, OUT, MAT, MAT_OUT, LENGTHS, RATIO, SEED, FLAG, REAL, FLOATS, OUTS = (
+    "float", "int", "out", "mat", "mat out", "lengths", "ratio", "seed", "flag", "real",
+    "floats", "outs")
 ARRAY_KINDS = (FLOAT, INT, OUT, MAT, MAT_OUT)
 FLOAT_KINDS = (FLOAT, OUT, MAT, MAT_OUT)
 OUT_KINDS = (OUT, MAT_OUT)
+LIST_KINDS = (FLOATS, OUTS)
+SHAPES = "[...]"  # the size symbol of list arguments: a tuple of shapes
 
 
 def array_module(a):
@@ -128,15 +133,75 @@ def _scalar(op, arg, value):
     return int(value)
 
 
-def _plain(op, arg, v):
+def _plain(op, arg, v, name=None, written=None):
     """A NumPy subclass (matrix, memmap, ...) as a plain ndarray view: subclasses change what
-    indexing and reductions return. A masked array is refused: its mask would be ignored."""
+    indexing and reductions return. A masked array is refused: its mask would be ignored.
+    ``name`` and ``written`` override the argument's (an element of a list argument)."""
+    if type(v) is np.ndarray:
+        return v
     if isinstance(v, np.ma.MaskedArray):
-        raise TypeError(f"{op.name}: {arg.name} is a masked array; pass a plain array (e.g. "
-                        f".filled(...))")
-    if type(v) is not np.ndarray and isinstance(v, np.ndarray) and arg.kind not in OUT_KINDS:
+        raise TypeError(f"{op.name}: {name or arg.name} is a masked array; pass a plain array "
+                        f"(e.g. .filled(...))")
+    if written is None:
+        written = arg.kind in OUT_KINDS
+    if isinstance(v, np.ndarray) and not written:
         return np.asarray(v)
     return v
+
+
+def _plain_list(op, arg, v):
+    """A FLOATS / OUTS argument as a list of plain arrays (see _plain), all of one array
+    library."""
+    if not isinstance(v, (list, tuple)):
+        raise TypeError(f"{op.name}: {arg.name} must be a list or tuple of arrays, got "
+                        f"{type(v).__name__}")
+    if not v:
+        raise ValueError(f"{op.name}: {arg.name} must hold at least one array, got none")
+    out = []
+    written = arg.kind == OUTS
+    xp0 = None
+    for k, e in enumerate(v):
+        if type(e) is np.ndarray:
+            xp = np
+        else:
+            require_array(op.name, f"{arg.name}[{k}]", e)
+            xp = array_module(e)
+        xp0 = xp0 or xp
+        if xp is not xp0:
+            raise TypeError(f"{op.name}: {arg.name}[{k}] is a {_library(e)} array but "
+                            f"{arg.name}[0] a {_library(v[0])} array: one call takes arrays of "
+                            f"one library")
+        out.append(e if xp is np and type(e) is np.ndarray else
+                   _plain(op, arg, e, f"{arg.name}[{k}]", written))
+    return out
+
+
+def _library(a):
+    return "CuPy" if array_module(a) is not np else "NumPy"
+
+
+def _require_shapes(op, arg, v, shapes):
+    """List argument ``v`` holds one array of each of ``shapes`` (those of the op's defining
+    list argument), in order."""
+    defining = op.sizes[SHAPES]
+    if len(v) != len(shapes):
+        raise ValueError(f"{op.name}: {arg.name} must hold {len(shapes)} arrays (one per array "
+                         f"of {defining}), got {len(v)}")
+    for k, (e, shape) in enumerate(zip(v, shapes)):
+        if e.shape != shape:
+            raise ValueError(f"{op.name}: {arg.name}[{k}] must have the shape of "
+                             f"{defining}[{k}], {tuple(shape)}, got {tuple(e.shape)}")
+
+
+def _require_writable(op, name, v, either_order):
+    """An array the op writes in place: writeable, and exactly C-strided (or Fortran-strided
+    when ``either_order``); a copy would not be seen by the caller."""
+    if not getattr(v.flags, "writeable", True):  # CuPy arrays are always writeable
+        raise ValueError(f"{op.name}: {name} is written in place and must be writeable")
+    if not has_c_strides(v) and not (either_order and has_f_strides(v)):
+        order = "C- or Fortran-contiguous" if either_order else "C-contiguous"
+        raise ValueError(f"{op.name}: {name} is written in place and must be "
+                         f"{order} (strides {v.strides} for shape {v.shape})")
 
 
 def _expected_shape(op, arg, sizes):
@@ -169,7 +234,7 @@ def _make_plan(op):
     for sym, name in op.sizes.items():
         i = op.arg_index[name]
         a = op.args[i]
-        sizes.append((sym, i, len(a.dims), None if sym == "..." else a.dims.index(sym)))
+        sizes.append((sym, i, len(a.dims), None if sym in ("...", SHAPES) else a.dims.index(sym)))
     return args, sizes
 
 
@@ -177,7 +242,8 @@ def check(op, values):
     """Validate ``values`` (one per argument of ``op``, in order) and return what the
     implementation gets: arrays with exact C strides, scalars converted (see module doc)."""
     plan_args, plan_sizes = _plan(op)
-    values = [v if arg.kind == LENGTHS and v is None else _plain(op, arg, v)
+    values = [v if arg.kind == LENGTHS and v is None else
+              _plain_list(op, arg, v) if arg.kind in LIST_KINDS else _plain(op, arg, v)
               for arg, v in zip(op.args, values)]
     dtype = None
     for i, arg, is_float, _ in plan_args:
@@ -185,11 +251,19 @@ def check(op, values):
         if is_float:
             require_float(op.name, arg.name, v, dtype)
             dtype = v.dtype
+        elif arg.kind in LIST_KINDS:
+            for k, e in enumerate(v):
+                if e.dtype is not dtype:  # (dtype objects of one type are usually one object)
+                    require_float(op.name, f"{arg.name}[{k}]", e, dtype)
+                    dtype = e.dtype
         elif arg.kind == INT or (arg.kind == LENGTHS and v is not None):
             require_int(op.name, arg.name, v)
     sizes = {}
     for sym, i, rank, axis in plan_sizes:
         v = values[i]
+        if sym == SHAPES:
+            sizes[sym] = tuple(e.shape for e in v)
+            continue
         if axis is None:  # the whole shape of an argument declared "(...)"
             sizes[sym] = tuple(v.shape)
             continue
@@ -199,7 +273,10 @@ def check(op, values):
         sizes[sym] = v.shape[axis]
     for i, a, _, is_array_kind in plan_args:
         v = values[i]
-        if is_array_kind or (a.kind == LENGTHS and v is not None):
+        if a.kind in LIST_KINDS:
+            if a.name != op.sizes[SHAPES]:  # (the defining list has its own shapes)
+                _require_shapes(op, a, v, sizes[SHAPES])
+        elif is_array_kind or (a.kind == LENGTHS and v is not None):
             expected = _expected_shape(op, a, sizes)
             if v.shape != expected:
                 require_shape(op.name, a.name, v, expected, op.symbolic(a.shape))
@@ -221,13 +298,14 @@ def check(op, values):
     for i, a, _, is_array_kind in plan_args:
         v = values[i]
         if a.kind in OUT_KINDS:
-            if not getattr(v.flags, "writeable", True):  # CuPy arrays are always writeable
-                raise ValueError(f"{op.name}: {a.name} is written in place and must be writeable")
-            if not has_c_strides(v) and not (a.kind == MAT_OUT and has_f_strides(v)):
-                order = "C- or Fortran-contiguous" if a.kind == MAT_OUT else "C-contiguous"
-                raise ValueError(f"{op.name}: {a.name} is written in place and must be "
-                                 f"{order} (strides {v.strides} for shape {v.shape})")
+            _require_writable(op, a.name, v, a.kind == MAT_OUT)
             out.append(v)
+        elif a.kind == OUTS:
+            for k, e in enumerate(v):
+                _require_writable(op, f"{a.name}[{k}]", e, False)
+            out.append(v)
+        elif a.kind == FLOATS:
+            out.append([c_layout(e) for e in v])
         elif a.kind == MAT and has_f_strides(v):
             out.append(v)
         elif a.kind == INT and not v.dtype.isnative:  # compiled kernels take native order only

@@ -12,7 +12,9 @@ fastrnn.kernels)`` takes what ``own_impls`` lacks from the Numba backend, unchan
 
 Shapes use N batch, T time, D input or embedding width, H hidden, V vocabulary (classes, or
 the output width of a linear op), M rows, G gates per cell (``GATES``) and ``...`` for any
-leading shape. Recurrences are time-major: one step is one contiguous (N, .) block.
+leading shape. Recurrences are time-major: one step is one contiguous (N, .) block. ``[...]``
+is a list argument (a list or tuple of at least one array, each of any shape; a second list
+argument of the op holds arrays of the same shapes, in the same order).
 
 Two levels of recurrent ops:
 
@@ -31,13 +33,15 @@ Two levels of recurrent ops:
 Checks, in order (the first failure is raised, its message starts with the op name):
 1. every array argument is a NumPy or CuPy array; float arguments are float32 or float64 and
    all of one dtype (``TypeError``); id and label arguments have an integer dtype (``TypeError``);
+   a list argument is a list or tuple (``TypeError``) of at least one array (``ValueError``),
+   all of one array library, its elements checked like float arguments;
 2. the arguments that define a size (``Op.sizes``) have the declared rank, then every array has
    exactly its declared shape (``ValueError`` naming the symbolic and the actual shape);
 3. ids lie in [0, V), labels in [-1, V); a dropout ratio in [0, 1); a seed is an integer in
    [0, 2**64); a flag is a bool (``ValueError`` / ``TypeError``);
-4. an argument written in place (``dW``) is writeable and exactly C-strided, or for a matrix
-   argument (kind ``mat out``) C- or Fortran-strided (``ValueError``: a copy would not be seen
-   by the caller); every other array is copied unless its strides are exactly the C strides of
+4. an argument written in place (``dW``, each array of ``ys``) is writeable and exactly
+   C-strided, or for a matrix argument (kind ``mat out``) C- or Fortran-strided
+   (``ValueError``: a copy would not be seen by the caller); every other array is copied unless its strides are exactly the C strides of
    its shape, or for a matrix argument (kind ``mat``, such as a tied weight ``embed_W.T``) the
    Fortran strides. NumPy calls a one-row view with stride 0 or a negative stride
    (``w[None, :]``, ``np.broadcast_to``, ``Wh[::-1]`` with H = 1) C-contiguous; kernels hand
@@ -68,8 +72,8 @@ import dataclasses
 import functools
 import inspect
 
-from .checks import (ARRAY_KINDS, FLAG, FLOAT, INT, LENGTHS, MAT, MAT_OUT, OUT, RATIO, REAL, SEED,
-                     check)
+from .checks import (ARRAY_KINDS, FLAG, FLOAT, FLOATS, INT, LENGTHS, LIST_KINDS, MAT, MAT_OUT,
+                     OUT, OUTS, RATIO, REAL, SEED, check)
 
 # Gates per cell: the only place this fact is written.
 GATES = {"rnn": 1, "lstm": 4, "gru": 3, "gru_ra": 3}
@@ -126,7 +130,7 @@ class Op:
     def describe(self):
         """The contract of this op as text (used as the exported op's docstring)."""
         def fmt(a):
-            shaped = a.kind in ARRAY_KINDS or a.kind == LENGTHS
+            shaped = a.kind in ARRAY_KINDS or a.kind in LIST_KINDS or a.kind == LENGTHS
             return f"{a.name} {self.symbolic(a.shape)} {a.kind}" if shaped else \
                 f"{a.name} ({a.kind})"
         lines = [f"{self.name}{self.signature}: {self.summary}", "",
@@ -250,15 +254,18 @@ OPS = (
        (("y", "(...)"), ("mask", "(...)")), sizes={"...": "x"},
        summary="inverted dropout; mask = keep / (1 - ratio), keep a pure function of (seed, "
                "flat index), identical on every backend."),
-    # The optimizers' elementwise work (fastrnn.optim), over a parameter or gradient of any shape.
-    Op("sum_squares", (Arg("x", FLOAT, "(...)"),), (("total", "()"),), sizes={"...": "x"},
-       summary="the sum of the squares of x's elements (a squared L2 norm), accumulated in "
-               "float64."),
-    Op("axpby", (Arg("a", REAL), Arg("x", FLOAT, "(...)"), Arg("b", REAL),
-                 Arg("y", OUT, "(...)")),
-       (("y", "(...)"),), sizes={"...": "y"},
-       summary="y = a*x + b*y in place, returned; when b is 0, y = a*x (y's old values are not "
-               "read). x may be y, or overlap it: x is read as it was before the call."),
+    # The optimizers' elementwise work (fastrnn.optim): every parameter or gradient of a model,
+    # of any shapes, in one call.
+    Op("sum_squares", (Arg("xs", FLOATS, "[...]"),), (("total", "()"),), sizes={"[...]": "xs"},
+       summary="the sum of the squares of the elements of every array of xs (a squared L2 norm "
+               "of them all), accumulated in float64."),
+    Op("axpby", (Arg("a", REAL), Arg("xs", FLOATS, "[...]"), Arg("b", REAL),
+                 Arg("ys", OUTS, "[...]")),
+       (("ys", "[...]"),), sizes={"[...]": "ys"},
+       summary="ys[k] = a*xs[k] + b*ys[k] in place for every k, as a loop over k in order "
+               "would; when b is 0, ys[k] = a*xs[k] (its old values are not read). xs[k] may be "
+               "ys[k] or overlap any of ys: it is read as it is when the loop reaches k. "
+               "Returns ys."),
 )
 OPS_BY_NAME = {op.name: op for op in OPS}
 NAMES = tuple(OPS_BY_NAME)

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from . import backend
-from .checks import array_module
+from .checks import array_module, has_c_strides, has_f_strides
 from .reference import ops as reference_ops
 from .reference.ops import chunks
 
@@ -69,49 +69,55 @@ def merge_tied(params, grads):
             ugrads.append(grads[i0])
             continue
         total = array_module(grads[i0]).empty_like(grads[i0])
-        _axpby(1.0, grads[i0], 0.0, total)
+        _axpby(1.0, [grads[i0]], 0.0, [total])
         for i, tr in g[1:]:
-            _axpby(1.0, grads[i].T if tr else grads[i], 1.0, total)
+            _axpby(1.0, [grads[i].T if tr else grads[i]], 1.0, [total])
         ugrads.append(total)
     return uparams, ugrads
 
 
-# The norms and the plain updates run the backend's flat ops (``sum_squares``, ``axpby``):
-# the compiled engine's run on its own threads, the reference's NumPy ones chunk by chunk. No
-# BLAS here: BLAS dot / axpy wake OpenBLAS's worker threads, which then busy-wait (for about
-# 2**28 cycles unless OPENBLAS_THREAD_TIMEOUT is set before NumPy loads) on the cores the
-# engine's threads need next; the char LSTM step took 21.1 ms instead of 12.8 ms that way.
+# The norms and the plain updates run the backend's ``sum_squares`` / ``axpby``, one call for
+# every array of a model (the compiled engine's run on its own threads, the reference's NumPy
+# ones chunk by chunk). No BLAS here: BLAS dot / axpy wake OpenBLAS's worker threads, which then
+# busy-wait (for about 2**28 cycles unless OPENBLAS_THREAD_TIMEOUT is set before NumPy loads)
+# on the cores the engine's threads need next; the char LSTM step took 21.1 ms instead of
+# 12.8 ms that way.
 
 
 def _c_view(a):
-    """``a`` or a view of the same elements with C strides (``a.T`` for Fortran order), or None
-    when a has neither layout. Elementwise work may use either order."""
-    if a.flags.c_contiguous:
+    """``a`` or a view of the same elements with exact C strides (``a.T`` for Fortran order),
+    or None when a has neither layout. Elementwise work may use either order."""
+    if has_c_strides(a):
         return a
-    if a.flags.f_contiguous:
+    if has_f_strides(a):
         return a.T
     return None
 
 
 def global_norm(grads):
-    """sqrt of the sum of squares of every gradient (each summed in float64)."""
-    total = 0.0
+    """sqrt of the sum of squares of every gradient (summed in float64)."""
+    if not grads:
+        return 0.0
+    views = []
     for g in grads:
         v = _c_view(g)
-        total += float(backend.ops_for(g).sum_squares(g if v is None else v))
-    return math.sqrt(total)
+        views.append(g if v is None else v)  # another layout: the op reads a copy
+    return math.sqrt(float(backend.ops_for(grads[0]).sum_squares(views)))
 
 
-def _axpby(a, x, b, y):
-    """y = a*x + b*y in place through the backend's ``axpby`` (x may be y)."""
-    if not y.flags.c_contiguous and y.flags.f_contiguous:
-        x, y = x.T, y.T  # the same elements, both C-strided when x is Fortran-ordered too
-    if y.flags.c_contiguous:
-        backend.ops_for(y).axpby(a, x, b, y)
-    else:  # a strided view of a parameter, which the contract's in-place output cannot be
-        reference_ops.axpby(a, x, b, y)
-
-
+def _axpby(a, xs, b, ys):
+    """ys[k] = a*xs[k] + b*ys[k] in place for every k (x may be y), in one call of the
+    backend's ``axpby`` for every y it can write in place."""
+    xv, yv = [], []
+    for x, y in zip(xs, ys):
+        v = _c_view(y)
+        if v is None:  # a strided view of a parameter, which the contract's in-place output
+            reference_ops.axpby_one(a, x, b, y)  # cannot be
+        else:
+            xv.append(x if v is y else x.T)  # the same elements, in y's order
+            yv.append(v)
+    if yv:
+        backend.ops_for(yv[0]).axpby(a, xv, b, yv)
 def _chunkable(*arrays):
     """Contiguous writeable NumPy arrays of one float dtype: what the chunked updates take."""
     return all(isinstance(a, np.ndarray) and a.flags.c_contiguous and a.flags.writeable
@@ -125,8 +131,7 @@ def clip_grads(grads, max_norm):
     norm = global_norm(grads)
     rate = max_norm / (norm + 1e-6)
     if rate < 1:
-        for g in grads:
-            _axpby(rate, g, 0.0, g)
+        _axpby(rate, grads, 0.0, grads)
     return norm
 
 
@@ -179,8 +184,7 @@ class Optimizer:
 
 class SGD(Optimizer):
     def _step(self, params, grads):
-        for p, g in zip(params, grads):
-            _axpby(-self.lr, g, 1.0, p)
+        _axpby(-self.lr, grads, 1.0, params)
 
 
 class Momentum(Optimizer):
@@ -193,9 +197,8 @@ class Momentum(Optimizer):
 
     def _step(self, params, grads):
         vs = self._slot("v", params)
-        for p, g, v in zip(params, grads, vs):
-            _axpby(-self.lr, g, self.momentum, v)
-            _axpby(1.0, v, 1.0, p)
+        _axpby(-self.lr, grads, self.momentum, vs)
+        _axpby(1.0, vs, 1.0, params)
 
 
 class Nesterov(Momentum):
@@ -204,10 +207,9 @@ class Nesterov(Momentum):
     def _step(self, params, grads):
         vs = self._slot("v", params)
         m, lr = self.momentum, self.lr
-        for p, g, v in zip(params, grads, vs):
-            _axpby(-lr, g, m, v)
-            _axpby(m * m, v, 1.0, p)
-            _axpby(-(1 + m) * lr, g, 1.0, p)
+        _axpby(-lr, grads, m, vs)
+        _axpby(m * m, vs, 1.0, params)
+        _axpby(-(1 + m) * lr, grads, 1.0, params)
 
 
 class AdaGrad(Optimizer):

@@ -77,6 +77,8 @@ class Backend:
         return fn
 
     def asarray(self, a):
+        if isinstance(a, list):  # a list argument of the optimizers' ops
+            return [self.asarray(x) for x in a]
         if isinstance(a, np.ndarray) and self.xp is not np:
             return self.xp.asarray(a)
         return a
@@ -86,6 +88,8 @@ class Backend:
             return a
         if isinstance(a, tuple):
             return tuple(self.asnumpy(x) for x in a)
+        if isinstance(a, list):
+            return [self.asnumpy(x) for x in a]
         return to_numpy(a)
 
     def call(self, name, *args, **kwargs):
@@ -288,12 +292,18 @@ def op_inputs(name, dtype=np.float64, seed=0, *, T=3, N=2, H=5, D=4, V=6, scale=
         return [(scale * rng.standard_normal((M, V))).astype(dtype), rng.integers(-1, V, M), True]
     if name == "dropout_forward":
         return [rng.standard_normal((N, T, D)).astype(dtype), 0.5, int(rng.integers(0, 2 ** 63))]
+    # The list ops get the shapes of a small model's parameters (with a 0-d and maybe empty
+    # arrays among them).
+    shapes = [(N, T, D), (H,), (), (D, V), (T, 4 * H)]
+
+    def normal(s, sd=1.0):
+        return np.array(sd * rng.standard_normal(s), dtype)  # (an array also for s = ())
     if name == "sum_squares":
-        return [(scale * rng.standard_normal((N, T, D))).astype(dtype)]
+        return [[normal(s, scale) for s in shapes]]
     if name == "axpby":  # b = 0 (y not read), 1 (an update) or any
         b = (0.0, 1.0, float(rng.standard_normal()))[seed % 3]
-        return [float(rng.standard_normal()), rng.standard_normal((N, T, D)).astype(dtype), b,
-                rng.standard_normal((N, T, D)).astype(dtype)]
+        return [float(rng.standard_normal()), [normal(s) for s in shapes], b,
+                [normal(s) for s in shapes]]
     raise ValueError(f"no input generator for op {name!r}")
 
 

@@ -205,6 +205,30 @@ def test_softmax_grad_flag_must_be_bool(backend):
                  [np.zeros((2, 3)), np.array([0, 1]), "yes"], "grad", "True or False")
 
 
+def test_list_arguments_bad_lists(backend):
+    x, y = np.ones((2, 3)), np.ones((2, 3))
+    expect_error(backend, TypeError, "sum_squares", [x], "xs", "list or tuple", "ndarray")
+    expect_error(backend, ValueError, "sum_squares", [[]], "xs", "at least one")
+    expect_error(backend, TypeError, "sum_squares", [[x, [1.0]]], "xs[1]", "NumPy or CuPy")
+    expect_error(backend, TypeError, "sum_squares", [[x, x.astype(np.float32)]], "xs[1]",
+                 "float32", "float64")
+    expect_error(backend, TypeError, "axpby", [1.0, [x, x.astype(np.int32)], 1.0, [y, y]],
+                 "xs[1]", "int32")
+    expect_error(backend, TypeError, "axpby", [1.0, [x], 1.0, [y.astype(np.float32)]], "ys[0]",
+                 "float32")
+    expect_error(backend, ValueError, "axpby", [1.0, [x], 1.0, [y, y]], "xs", "2 arrays", "1")
+    expect_error(backend, ValueError, "axpby", [1.0, [x, np.ones((3, 2))], 1.0, [y, y]],
+                 "xs[1]", "(2, 3)", "(3, 2)")
+    expect_error(backend, TypeError, "axpby", [1.0, [x], "2", [y]], "b", "real number")
+    if backend.xp is np:  # (CuPy arrays are always writeable)
+        ro = np.ones(3)
+        ro.flags.writeable = False
+        expect_error(backend, ValueError, "axpby", [1.0, [np.ones(3)], 0.0, [ro]], "ys[0]",
+                     "writeable")
+        expect_error(backend, ValueError, "axpby", [1.0, [np.ones(3)], 0.0, [np.ones(6)[::2]]],
+                     "ys[0]", "C-contiguous")
+
+
 def test_wrong_argument_count_names_the_op(backend):
     with pytest.raises(TypeError, match=r"rnn_forward: .*rnn_forward\(xw, Wh, h0, lengths=None\)"):
         backend.op("rnn_forward")(np.zeros((1, 1, 1)), np.zeros((1, 1)))

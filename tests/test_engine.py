@@ -218,26 +218,36 @@ def test_results_do_not_depend_on_the_thread_count(cell, dtype):
 FLAT_SIZES = (1, 17, 8192 * 9 + 37, 300_001)
 
 
+def _f64(arrays):
+    return [a.astype(np.float64) for a in arrays]
+
+
 @pytest.mark.parametrize("isa", ISAS, indirect=True)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("n", FLAT_SIZES)
 def test_every_dispatch_target_runs_the_flat_ops_like_the_reference(isa, dtype, n):
     rng = np.random.default_rng(n)
-    x, y = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
-    assert_close(f"{isa} sum_squares", engine.sum_squares(x), reference.sum_squares(
-        x.astype(np.float64)), dtype=dtype)
+    # the optimizers' list ops: n elements among other arrays, whose blocks are numbered
+    # through the list (an empty one and a 0-d one among them)
+    shapes = [(3, 5), (n,), (0,), (), (n // 7 + 1, 7)]
+    xs = [np.array(rng.standard_normal(s), dtype) for s in shapes]
+    ys = [np.array(rng.standard_normal(s), dtype) for s in shapes]
+    assert_close(f"{isa} sum_squares", engine.sum_squares(xs), reference.sum_squares(_f64(xs)),
+                 dtype=dtype)
     for a, b in ((-0.1, 1.0), (0.7, 0.0), (1.5, -0.25)):
-        got, want = y.copy(), y.astype(np.float64)
-        engine.axpby(a, x, b, got)
-        reference.axpby(a, x.astype(np.float64), b, want)
+        got, want = [y.copy() for y in ys], _f64(ys)
+        engine.axpby(a, xs, b, got)
+        reference.axpby(a, _f64(xs), b, want)
         assert_close(f"{isa} axpby a={a} b={b}", got, want, dtype=dtype)
-        same = y.copy()  # x is y: the clip's g *= rate
+        same = [y.copy() for y in ys]  # xs are ys: the clip's g *= rate
         engine.axpby(a, same, b, same)
-        assert_close(f"{isa} axpby in place a={a} b={b}", same, (a + b) * y.astype(np.float64),
-                     dtype=dtype)
-    nan = np.full(n, np.nan, dtype)  # b = 0: y's old values are not read
-    engine.axpby(2.0, x, 0.0, nan)
-    np.testing.assert_array_equal(nan, 2 * x)
+        assert_close(f"{isa} axpby in place a={a} b={b}", same,
+                     [(a + b) * y for y in _f64(ys)], dtype=dtype)
+    nan = [np.full(s, np.nan, dtype) for s in shapes]  # b = 0: ys' old values are not read
+    engine.axpby(2.0, xs, 0.0, nan)
+    for got, x in zip(nan, xs):
+        np.testing.assert_array_equal(got, 2 * x)
+    x = xs[1]
     y_ref, m_ref = reference.dropout_forward(x, 0.3, 99)
     y_got, m_got = engine.dropout_forward(x, 0.3, 99)
     np.testing.assert_array_equal(m_got, m_ref)
@@ -258,11 +268,26 @@ def test_every_dispatch_target_runs_softmax_cross_entropy_like_the_reference(isa
     assert_close(f"{isa} softmax_cross_entropy dx", dx, want_dx, "grad", dtype)
 
 
-def test_axpby_reads_an_overlapping_x_as_it_was():
-    buf = np.arange(20, dtype=np.float32)
-    want = buf[:15] + 2 * buf[5:].copy()
-    engine.axpby(2.0, buf[5:], 1.0, buf[:15])
-    np.testing.assert_array_equal(buf[:15], want)
+@pytest.mark.parametrize("q", [5, 3 * 8192 + 5])
+def test_axpby_over_overlapping_arrays_runs_as_a_loop_in_order(q):
+    # x overlapping its own y is read as it was; x overlapping an earlier y is read after that
+    # y's update; a y written twice gets both updates, in order: what the reference's loop does
+    rng = np.random.default_rng(q)
+    cases = {  # (xs, ys) as views of one buffer of 4q elements
+        "x overlaps its y, ahead": lambda b: ([b[5:]], [b[:-5]]),
+        "x overlaps its y, behind": lambda b: ([b[:-5]], [b[5:]]),
+        "x is an earlier y": lambda b: ([b[:2 * q], b[:2 * q]], [b[:2 * q], b[2 * q:]]),
+        "ys overlap": lambda b: ([b[2 * q:], b[:2 * q]], [b[:2 * q], b[q:3 * q]]),
+        "the same y twice": lambda b: ([b[2 * q:], b[2 * q:]], [b[:2 * q], b[:2 * q]]),
+        "xs overlap, ys apart": lambda b: ([b[:q], b[1:q + 1]], [b[2 * q:3 * q], b[3 * q:]]),
+        "apart, one x its y": lambda b: ([b[:q], b[q:2 * q]], [b[:q], b[2 * q:3 * q]]),
+    }
+    for label, make in cases.items():
+        buf = rng.standard_normal(4 * q).astype(np.float32)
+        want = buf.astype(np.float64)
+        engine.axpby(2.0, make(buf)[0], 0.5, make(buf)[1])
+        reference.axpby(2.0, make(want)[0], 0.5, make(want)[1])
+        assert_close(f"axpby, {label}", buf, want, dtype=np.float32)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
@@ -276,9 +301,9 @@ def test_flat_ops_do_not_depend_on_the_thread_count(dtype):
         outs = []
         for n in (1, 2, 3, 8):
             threads._num_threads = n
-            z = y.copy()
-            engine.axpby(0.3, x, 0.9, z)
-            outs.append([engine.sum_squares(x), z, *engine.dropout_forward(x, 0.5, 5),
+            z, w = y.copy(), y[:1000] * 2
+            engine.axpby(0.3, [x, x[7:1007]], 0.9, [z, w])
+            outs.append([engine.sum_squares([x, y]), z, w, *engine.dropout_forward(x, 0.5, 5),
                          engine.embedding_backward(dout, idx, np.empty((3000, 64), dtype)),
                          engine.softmax_cross_entropy(x[:500_000].reshape(500, 1000),
                                                       idx.reshape(-1)[:500] % 1000)[1]])

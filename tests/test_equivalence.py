@@ -24,6 +24,7 @@ import fastrnn.backend
 import fastrnn.reference as R
 from conftest import LAYOUTS, layout, op_inputs
 from fastrnn import contract
+from fastrnn.checks import FLOAT, FLOATS
 from tolerances import assert_close, rms
 
 CELLS = contract.CELLS
@@ -457,8 +458,11 @@ def test_dropout_mask_bit_identical_to_reference(candidate, dtype, shape, ratio,
 
 
 # ------------------------------------------------------------------------ non-finite inputs
-def float_args(name):
-    return [i for i, a in enumerate(contract.OPS_BY_NAME[name].args) if a.kind == "float"]
+def float_slots(name, args):
+    """(argument, list element or None) of every float input among ``args`` of op ``name``."""
+    op = contract.OPS_BY_NAME[name]
+    return [(i, None) for i, a in enumerate(op.args) if a.kind == FLOAT] + \
+        [(i, k) for i, a in enumerate(op.args) if a.kind == FLOATS for k in range(len(args[i]))]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -468,12 +472,18 @@ def float_args(name):
 def test_non_finite_inputs_propagate_like_the_reference(candidate, name, dtype, seed, value,
                                                         data):
     args = op_inputs(name, dtype, seed, T=3, N=2, H=5)
-    which = data.draw(st.sampled_from(float_args(name)), label="argument")
-    target = args[which]
+    slots = [(i, k) for i, k in float_slots(name, args)
+             if (args[i] if k is None else args[i][k]).size]
+    which, k = data.draw(st.sampled_from(slots), label="argument")
+    target = args[which] if k is None else args[which][k]
     flat = data.draw(st.integers(0, target.size - 1), label="flat index")
     target.reshape(-1)[flat] = value
-    ref_args = [a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == dtype else a
-                for a in args]
+
+    def upcast(a):
+        if isinstance(a, list):
+            return [upcast(x) for x in a]
+        return a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == dtype else a
+    ref_args = [upcast(a) for a in args]
     with np.errstate(all="ignore"):
         want = getattr(R, name)(*ref_args)
         got = candidate.call(name, *args)
@@ -481,8 +491,9 @@ def test_non_finite_inputs_propagate_like_the_reference(candidate, name, dtype, 
     got = got if isinstance(got, tuple) else (got,)
     op = contract.OPS_BY_NAME[name]
     for (out_name, _), g, w in zip(op.returns, got, want):
-        assert_close(f"{candidate.name} {name} {out_name} with {value} in "
-                     f"{op.args[which].name}.flat[{flat}]", g, w, kind_of(name), dtype=dtype)
+        where = op.args[which].name + ("" if k is None else f"[{k}]")
+        assert_close(f"{candidate.name} {name} {out_name} with {value} in {where}.flat[{flat}]",
+                     g, w, kind_of(name), dtype=dtype)
 
 
 def test_nan_in_recurrent_weight_and_scores(candidate, rec):

@@ -29,8 +29,8 @@ import fastrnn.backend
 import fastrnn.reference as R
 from conftest import LAYOUTS, layout, load_backend, op_inputs
 from fastrnn import contract
-from fastrnn.checks import (ARRAY_KINDS, FLOAT_KINDS, INT, LENGTHS, MAT_OUT, OUT_KINDS,
-                            has_c_strides, has_f_strides)
+from fastrnn.checks import (ARRAY_KINDS, FLOAT, FLOAT_KINDS, FLOATS, INT, LENGTHS, LIST_KINDS,
+                            MAT_OUT, OUT, OUT_KINDS, OUTS, has_c_strides, has_f_strides)
 from tolerances import assert_close
 
 CPU_BACKENDS = [name for name in fastrnn.backend.BACKENDS if name != "cuda"]
@@ -69,19 +69,53 @@ def cpu_backend(request):
     return load_backend(request.param)
 
 
+class Slot:
+    """One array among an op's arguments: argument ``i``, or element ``k`` of list argument
+    ``i``; ``kind`` is the array's own (an element of an OUTS list is an OUT array)."""
+
+    def __init__(self, op, i, k=None):
+        self.i, self.k = i, k
+        kind = op.args[i].kind
+        self.kind = {FLOATS: FLOAT, OUTS: OUT}.get(kind, kind)
+
+    def get(self, args):
+        return args[self.i] if self.k is None else args[self.i][self.k]
+
+    def put(self, args, value):
+        if self.k is None:
+            args[self.i] = value
+        else:  # (a tuple is rebuilt)
+            items = list(args[self.i])
+            items[self.k] = value
+            args[self.i] = type(args[self.i])(items)
+
+
+def _slots(op, args):
+    """Every array argument and every array of a list argument, as Slots."""
+    out = []
+    for i, a in enumerate(op.args[:len(args)]):
+        if a.kind in ARRAY_KINDS:
+            out.append(Slot(op, i))
+        elif a.kind in LIST_KINDS and isinstance(args[i], (list, tuple)):
+            out.extend(Slot(op, i, k) for k in range(len(args[i])))
+    return out
+
+
 def _mutate(data, name, args):
     """Apply one drawn mutation to ``args`` (a list, changed in place); returns its label."""
     op = contract.OPS_BY_NAME[name]
-    arrays = [i for i, a in enumerate(op.args) if a.kind in ARRAY_KINDS]
-    floats = [i for i, a in enumerate(op.args) if a.kind in FLOAT_KINDS]
+    slots = _slots(op, args)
+    lists = [i for i, a in enumerate(op.args) if a.kind in LIST_KINDS]
+    floats = [s for s in slots if s.kind in FLOAT_KINDS]
     ints = [i for i, a in enumerate(op.args) if a.kind == INT]
     scalars = [i for i, a in enumerate(op.args) if a.kind in ("ratio", "seed", "flag", "real")]
     kind = data.draw(st.sampled_from(MUTATIONS), label="mutation")
     if kind == "non_finite":
-        i = data.draw(st.sampled_from(floats), label="argument")
-        if args[i].size == 0 or op.args[i].kind in OUT_KINDS:
+        slot = data.draw(st.sampled_from(floats), label="argument")
+        target = slot.get(args)
+        if target.size == 0 or slot.kind in OUT_KINDS:
             return "none"
-        flat = args[i].reshape(-1)
+        flat = target.reshape(-1)
         for _ in range(data.draw(st.integers(1, 3), label="how many")):
             k = data.draw(st.integers(0, flat.size - 1), label="where")
             flat[k] = data.draw(st.sampled_from([np.nan, np.inf, -np.inf]), label="value")
@@ -100,13 +134,19 @@ def _mutate(data, name, args):
         except OverflowError:  # not representable in that dtype: the ids stay valid
             return "ids in a narrow dtype"
     elif kind == "shape":
-        i = data.draw(st.sampled_from(arrays), label="argument")
-        a = args[i]
+        if lists and data.draw(st.booleans(), label="a list's length"):
+            i = data.draw(st.sampled_from(lists), label="argument")
+            how = data.draw(st.sampled_from(["drop", "repeat", "empty"]), label="how")
+            args[i] = {"drop": args[i][:-1], "repeat": args[i] + args[i][-1:],
+                       "empty": []}[how]
+            return kind
+        slot = data.draw(st.sampled_from(slots), label="argument")
+        a = slot.get(args)
         how = data.draw(st.sampled_from(["add_axis", "drop_axis", "grow", "shrink"]), label="how")
         if how == "add_axis":
-            args[i] = a[None]
+            slot.put(args, a[None])
         elif how == "drop_axis" and a.ndim:
-            args[i] = np.zeros(a.shape[1:], a.dtype)
+            slot.put(args, np.zeros(a.shape[1:], a.dtype))
         elif a.ndim:
             axis = data.draw(st.integers(0, a.ndim - 1), label="axis")
             n = a.shape[axis] + (1 if how == "grow" else -1)
@@ -114,20 +154,26 @@ def _mutate(data, name, args):
                 return "none"
             shape = list(a.shape)
             shape[axis] = n
-            args[i] = np.zeros(shape, a.dtype)
+            slot.put(args, np.zeros(shape, a.dtype))
     elif kind == "dtype":
-        i = data.draw(st.sampled_from(arrays), label="argument")
+        if lists and data.draw(st.booleans(), label="a list's type"):
+            i = data.draw(st.sampled_from(lists), label="argument")
+            new = data.draw(st.sampled_from(["tuple", "array", "nested"]), label="new type")
+            args[i] = {"tuple": tuple(args[i]), "array": args[i][0],
+                       "nested": [args[i]]}[new]
+            return kind
+        slot = data.draw(st.sampled_from(slots), label="argument")
         new = data.draw(st.sampled_from([np.float32, np.float64, np.float16, np.int32, np.bool_,
                                          np.complex64, ">f8", object, "list", "scalar", "masked",
                                          "matrix"]), label="new type")
-        a = args[i]
+        a = slot.get(args)
         if new == "matrix" and a.ndim == 2:
-            args[i] = np.asmatrix(a)
+            slot.put(args, np.asmatrix(a))
         elif new in ("list", "scalar", "masked", "matrix"):
-            args[i] = {"list": a.tolist(), "scalar": 1.0, "masked": np.ma.array(a),
-                       "matrix": a}[new]
+            slot.put(args, {"list": a.tolist(), "scalar": 1.0, "masked": np.ma.array(a),
+                            "matrix": a}[new])
         else:
-            args[i] = a.astype(new)
+            slot.put(args, a.astype(new))
     elif kind == "scalar":
         if not scalars:
             return "none"
@@ -164,13 +210,17 @@ def _lengths(data, args):
 
 def _relayout(data, name, args):
     op = contract.OPS_BY_NAME[name]
-    for i, a in enumerate(op.args[:len(args)]):
-        if isinstance(args[i], np.ndarray) and (a.kind in ARRAY_KINDS or a.kind == LENGTHS):
-            kind = data.draw(st.sampled_from(LAYOUTS), label=f"{a.name} layout")
-            v = layout(np, args[i], kind)
-            if data.draw(st.booleans(), label=f"{a.name} read-only"):
+    slots = _slots(op, args) + [Slot(op, i) for i, a in enumerate(op.args[:len(args)])
+                                if a.kind == LENGTHS]
+    for slot in slots:
+        a = slot.get(args)
+        if isinstance(a, np.ndarray):
+            label = op.args[slot.i].name + ("" if slot.k is None else f"[{slot.k}]")
+            kind = data.draw(st.sampled_from(LAYOUTS), label=f"{label} layout")
+            v = layout(np, a, kind)
+            if data.draw(st.booleans(), label=f"{label} read-only"):
                 v.flags.writeable = False
-            args[i] = v
+            slot.put(args, v)
 
 
 def _reference_copy(a, upcast, kind):
@@ -212,9 +262,13 @@ def test_fuzz_op(cpu_backend, name, data):
     if mutation == "lengths":
         args.append(_lengths(data, args))
     _relayout(data, name, args)
-    ref_args = [_reference_copy(a, a.dtype == dtype and mutation != "dtype", arg.kind)
-                if isinstance(a, np.ndarray) else a
-                for a, arg in zip(args, contract.OPS_BY_NAME[name].args)]
+    def reference_arg(a, kind):
+        if isinstance(a, (list, tuple)) and kind in LIST_KINDS:
+            return type(a)(reference_arg(e, {FLOATS: FLOAT, OUTS: OUT}[kind]) for e in a)
+        if isinstance(a, np.ndarray):
+            return _reference_copy(a, a.dtype == dtype and mutation != "dtype", kind)
+        return a
+    ref_args = [reference_arg(a, arg.kind) for a, arg in zip(args, contract.OPS_BY_NAME[name].args)]
     got, err = _run(cpu_backend.op(name), args)
     want, ref_err = _run(getattr(R, name), ref_args)
     if err is not None:
@@ -233,11 +287,12 @@ def test_fuzz_op(cpu_backend, name, data):
     op = contract.OPS_BY_NAME[name]
     kind = "grad" if name.endswith("backward") else "output"
     # The op ran, so its float arguments share one dtype (a dtype mutation may have changed it).
-    dtype = next(a.dtype for a, arg in zip(args, op.args) if arg.kind in FLOAT_KINDS)
+    dtype = next(s.get(args).dtype for s in _slots(op, args) if s.kind in FLOAT_KINDS)
     for (out, _), g, w in zip(op.returns, got, want):
         if w is None:
             assert g is None, f"{cpu_backend.name} {name}: {out} should be None"
             continue
-        assert np.asarray(g).dtype == dtype, f"{cpu_backend.name} {name}: {out} dtype"
+        for e in (g if isinstance(g, list) else [g]):
+            assert np.asarray(e).dtype == dtype, f"{cpu_backend.name} {name}: {out} dtype"
         assert_close(f"{cpu_backend.name} {name} {out} ({mutation})", g, w, kind, dtype=dtype)
     OUTCOMES[f"{cpu_backend.name} {mutation}: result"] += 1

@@ -127,6 +127,35 @@ def test_clip_keeps_dtype_and_identity():
     assert g.dtype == np.float32 and id(g) == gid
 
 
+def _in_layouts(arrays):
+    """The same values as C-ordered, Fortran-ordered, strided and 0-d arrays (in that order)."""
+    c, f, strided, scalar = (np.array(a) for a in arrays)
+    out_f = np.asfortranarray(f)
+    out_s = np.empty(strided.shape + (2,))[..., 0]
+    out_s[...] = strided
+    return [c, out_f, out_s, scalar]
+
+
+@pytest.mark.parametrize("cls", [SGD, Momentum, Nesterov])
+def test_updates_and_clip_take_params_and_grads_in_any_layout(cls):
+    # one call of the backend's list ops for the arrays it can write in place (C- and
+    # Fortran-ordered), the reference for a strided view: the same results as C copies
+    r = np.random.default_rng(4)
+    shapes = [(3, 4), (4, 5), (6,), ()]
+    params = [np.array(r.standard_normal(s)) for s in shapes]
+    grads = [np.array(r.standard_normal(s)) for s in shapes]
+    want_p, want_g = [p.copy() for p in params], [g.copy() for g in grads]
+    got_p, got_g = _in_layouts(params), _in_layouts(grads)
+    assert not got_p[2].flags.c_contiguous and got_p[1].flags.f_contiguous
+    a, b = cls(lr=0.1), cls(lr=0.1)
+    for _ in range(2):
+        assert clip_grads(got_g, 0.5) == pytest.approx(clip_grads(want_g, 0.5), rel=1e-12)
+        a.update(got_p, got_g)
+        b.update(want_p, want_g)
+    for got, want in zip(got_p + got_g, want_p + want_g):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
 # ------------------------------------------------------------------------------------- state
 @pytest.mark.parametrize("cls", [Momentum, Nesterov, AdaGrad, RMSprop, Adam])
 def test_state_dict_roundtrip_continues_exactly(cls):

@@ -66,7 +66,15 @@ def assert_close(name, actual, ref, kind="output", dtype=None, scale=None):
     ``dtype`` selects the table row (default: the dtype of ``actual``; non-float actuals use
     the float64 row). NaNs must sit at the same positions in both. The failure message names
     the tensor, the worst index (largest error relative to its bound), the actual and the
-    reference values there, the error and the allowed bound."""
+    reference values there, the error and the allowed bound. Lists (the optimizers' ops) are
+    compared element by element."""
+    if isinstance(actual, list) or isinstance(ref, list):
+        if not (isinstance(actual, list) and isinstance(ref, list) and len(actual) == len(ref)):
+            raise AssertionError(f"{name}: {actual!r:.80} and the reference {ref!r:.80} are not "
+                                 f"lists of one length")
+        for k, (x, y) in enumerate(zip(actual, ref)):
+            assert_close(f"{name}[{k}]", x, y, kind, dtype, scale)
+        return
     a = to_numpy(actual)
     r = to_numpy(ref)
     if dtype is None:

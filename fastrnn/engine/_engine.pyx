@@ -9,6 +9,7 @@ of the op's precision, else TypeError / ValueError.
 
 from cpython.buffer cimport (PyBUF_ANY_CONTIGUOUS, PyBUF_C_CONTIGUOUS, PyBUF_WRITABLE,
                              PyBuffer_Release, PyObject_GetBuffer)
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int64_t, uint64_t
 
 cdef extern from "src/engine.h" nogil:
@@ -27,8 +28,10 @@ cdef extern from "src/engine.h" nogil:
                                const int64_t *idx, void *dW, int nthreads)
     void fr_dropout(int f64, long n, const void *x, uint64_t seed, uint64_t thr,
                     double keep_value, void *y, void *mask, int nthreads)
-    void fr_axpby(int f64, long n, double a, const void *x, double b, void *y, int nthreads)
-    int fr_sum_squares(int f64, long n, const void *x, double *total, int nthreads)
+    int fr_axpby(int f64, int m, const long *n, double a, const void *const *x, double b,
+                 void *const *y, int nthreads)
+    int fr_sum_squares(int f64, int m, const long *n, const void *const *x, double *total,
+                       int nthreads)
     long fr_selftest_takeover(long n, int nt)
     long fr_set_kc_bytes(long n)
     int fr_set_isa(const char *name)
@@ -198,18 +201,62 @@ def dropout(const real[::1] x, uint64_t seed, uint64_t thr, real keep_value, rea
                    nthreads)
 
 
-def axpby(double a, const real[::1] x, double b, real[::1] y, int nthreads):
-    """y = a x + b y in place (y = a x when b is 0); x may be y."""
+cdef class _Lists:
+    """The buffers of one or two equally long lists of C-contiguous arrays (the second written
+    in place), held until the object goes: ptrs[i] and ptrs[m + i], n[i] elements each."""
+    cdef Py_buffer *views
+    cdef void **ptrs
+    cdef long *n
+    cdef int m, taken
+
+    def __cinit__(self, first, second, Py_ssize_t itemsize):
+        self.m = len(first)
+        if second is not None and len(second) != self.m:
+            raise ValueError(f"fastrnn engine: lists of {self.m} and {len(second)} arrays")
+        self.views = <Py_buffer *>PyMem_Malloc(2 * self.m * sizeof(Py_buffer) + 1)
+        self.ptrs = <void **>PyMem_Malloc(2 * self.m * sizeof(void *) + 1)
+        self.n = <long *>PyMem_Malloc(self.m * sizeof(long) + 1)
+        if not self.views or not self.ptrs or not self.n:
+            raise MemoryError("fastrnn engine: could not allocate a work buffer")
+        self.taken = _take(first, self.views, self.ptrs, PyBUF_C_CONTIGUOUS, itemsize)
+        cdef int i
+        for i in range(self.m):
+            self.n[i] = self.views[i].len // itemsize
+        if second is None:
+            return
+        self.taken += _take(second, self.views + self.m, self.ptrs + self.m,
+                            PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE, itemsize)
+        for i in range(self.m):
+            if self.views[self.m + i].len != self.views[i].len:
+                raise ValueError(f"fastrnn engine: arrays {i} of the two lists differ in size")
+
+    def __dealloc__(self):
+        cdef int i
+        if self.views:
+            for i in range(self.taken):
+                PyBuffer_Release(&self.views[i])
+        PyMem_Free(self.views)
+        PyMem_Free(self.ptrs)
+        PyMem_Free(self.n)
+
+
+def axpby(double a, xs, double b, ys, bint f64, int nthreads):
+    """ys[i] = a xs[i] + b ys[i] in place (ys[i] = a xs[i] when b is 0), as a loop over i in
+    order would; xs[i] may be ys[i] or overlap any of ys. All float64 when f64, else float32."""
+    cdef _Lists L = _Lists(xs, ys, 8 if f64 else 4)
+    cdef int rc
     with nogil:
-        fr_axpby(real is double, y.shape[0], a, &x[0], b, &y[0], nthreads)
+        rc = fr_axpby(f64, L.m, L.n, a, <const void *const *>L.ptrs, b, L.ptrs + L.m, nthreads)
+    _done(rc)
 
 
-def sum_squares(const real[::1] x, int nthreads):
-    """The sum of x's squares, as a Python float."""
+def sum_squares(xs, bint f64, int nthreads):
+    """The sum of the squares of the elements of every array of xs, as a Python float."""
+    cdef _Lists L = _Lists(xs, None, 8 if f64 else 4)
     cdef double total = 0
     cdef int rc
     with nogil:
-        rc = fr_sum_squares(real is double, x.shape[0], &x[0], &total, nthreads)
+        rc = fr_sum_squares(f64, L.m, L.n, <const void *const *>L.ptrs, &total, nthreads)
     _done(rc)
     return total
 

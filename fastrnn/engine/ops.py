@@ -1,5 +1,5 @@
 """Non-recurrent ops of the compiled CPU engine: linear, embedding, softmax cross-entropy,
-dropout, and the optimizers' sum of squares and axpby.
+dropout, and the optimizers' sum of squares and axpby over lists of arrays.
 
 Same names, parameters and results as ``fastrnn.reference.ops``; ``fastrnn.engine`` binds them
 to the op contract, which validates every input first (ids in [0, V), labels in [-1, V), ...).
@@ -106,19 +106,17 @@ def dropout_forward(x, ratio, seed):
     return y, mask
 
 
-def sum_squares(x):
-    """The sum of the squares of x's elements (float64 sums of blocks); a 0-d array of
-    x.dtype."""
-    total = _engine.sum_squares(x.reshape(-1), _threads.get_num_threads()) if x.size else 0.0
-    return np.asarray(total, dtype=x.dtype)
+def sum_squares(xs):
+    """The sum of the squares of the elements of every array of xs (float64 sums of blocks); a
+    0-d array of their dtype."""
+    dtype = xs[0].dtype
+    total = _engine.sum_squares(xs, dtype == np.float64, _threads.get_num_threads())
+    return np.asarray(total, dtype=dtype)
 
 
-def axpby(a, x, b, y):
-    """y = a*x + b*y in place (y = a*x when b is 0); x may be y. Returns y."""
-    if y.size:
-        xf, yf = x.reshape(-1), y.reshape(-1)
-        # (the bounds test first: .ctypes builds an object, about 1 us, on every call)
-        if np.may_share_memory(xf, yf) and xf.ctypes.data != yf.ctypes.data:
-            xf = xf.copy()  # a partial overlap: read x as it was (the kernel takes them apart)
-        _engine.axpby(a, xf, b, yf, _threads.get_num_threads())
-    return y
+def axpby(a, xs, b, ys):
+    """ys[k] = a*xs[k] + b*ys[k] in place (ys[k] = a*xs[k] when b is 0), as a loop over k in
+    order would: xs[k] may be ys[k] or overlap any of ys (the engine takes overlaps apart).
+    Returns ys."""
+    _engine.axpby(a, xs, b, ys, ys[0].dtype == np.float64, _threads.get_num_threads())
+    return ys

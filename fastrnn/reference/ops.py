@@ -110,17 +110,31 @@ def chunks(dtype, *arrays):
         yield (pair[0][:n], pair[1][:n], *views)
 
 
-def sum_squares(x):
-    """The sum of the squares of x's elements, in float64; a 0-d array of x.dtype."""
-    xp = array_module(x)
-    flat = x.reshape(-1)
-    if xp is not np:
-        return xp.asarray((flat.astype(np.float64) ** 2).sum(), dtype=x.dtype)
-    # einsum casts chunk by chunk (no float64 copy of x) and calls no BLAS (see fastrnn.optim)
-    return np.asarray(np.einsum("i,i->", flat, flat, dtype=np.float64), dtype=x.dtype)
+def sum_squares(xs):
+    """The sum of the squares of the elements of every array of xs, in float64; a 0-d array of
+    their dtype."""
+    xp = array_module(xs[0])
+    total = 0.0
+    for x in xs:
+        flat = x.reshape(-1)
+        if xp is not np:
+            total = total + (flat.astype(np.float64) ** 2).sum()  # stays on the device
+        else:
+            # einsum casts chunk by chunk (no float64 copy of x) and calls no BLAS (see
+            # fastrnn.optim)
+            total += float(np.einsum("i,i->", flat, flat, dtype=np.float64))
+    return xp.asarray(total, dtype=xs[0].dtype)
 
 
-def axpby(a, x, b, y):
+def axpby(a, xs, b, ys):
+    """ys[k] = a*xs[k] + b*ys[k] in place for k in order (ys[k] = a*xs[k] when b is 0, without
+    reading it); returns ys. See axpby_one for overlaps."""
+    for x, y in zip(xs, ys):
+        axpby_one(a, x, b, y)
+    return ys
+
+
+def axpby_one(a, x, b, y):
     """y = a*x + b*y in place (y = a*x when b is 0, without reading y); x may be y, or overlap
     it (x is read as it was before the call). Returns y. Takes y of any layout (the contract
     passes C-strided ones; fastrnn.optim also strided views of a parameter)."""

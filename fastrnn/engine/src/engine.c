@@ -520,8 +520,9 @@ typedef int (*fr_softmax_fn)(long, long, const void *, const int64_t *, void *, 
 typedef void (*fr_embedding_backward_fn)(long, long, long, const void *, const int64_t *, void *,
                                          int);
 typedef void (*fr_dropout_fn)(long, const void *, uint64_t, uint64_t, double, void *, void *, int);
-typedef void (*fr_axpby_fn)(long, double, const void *, double, void *, int);
-typedef int (*fr_sum_squares_fn)(long, const void *, double *, int);
+typedef int (*fr_axpby_fn)(int, const long *, double, const void *const *, double,
+                           void *const *, int);
+typedef int (*fr_sum_squares_fn)(int, const long *, const void *const *, double *, int);
 
 #define ATTR
 #define VL 4
@@ -706,14 +707,73 @@ void fr_dropout(int f64, long n, const void *x, uint64_t seed, uint64_t thr, dou
     fn(n, x, seed, thr, keep_value, y, mask, nthreads);
 }
 
-void fr_axpby(int f64, long n, double a, const void *x, double b, void *y, int nthreads) {
-    fr_axpby_fn fn;
-    PICK(fn, f64, AXPBY_FN);
-    fn(n, a, x, b, y, nthreads);
+/* A byte range of one array of fr_axpby's lists; written: one of ys. */
+typedef struct {
+    uintptr_t lo, hi;
+    int written;
+} fr_span;
+
+static int fr_span_cmp(const void *p, const void *q) {
+    const fr_span *a = (const fr_span *)p, *b = (const fr_span *)q;
+    return a->lo < b->lo ? -1 : a->lo > b->lo;
 }
 
-int fr_sum_squares(int f64, long n, const void *x, double *total, int nthreads) {
+/* Whether some y[i] overlaps another array of the lists (x[i] that is exactly y[i] aside):
+ * the spans sorted by start, an overlap is a span that starts before the end of an earlier
+ * one, with a y among the two. 1 yes, 0 no, -1 out of memory. */
+static int fr_lists_overlap(int m, const long *n, const void *const *x, void *const *y,
+                            size_t size) {
+    fr_span *s = (fr_span *)malloc((size_t)(2 * m + 1) * sizeof(fr_span));
+    if (!s) return -1;
+    int k = 0;
+    for (int i = 0; i < m; i++) {
+        if (!n[i]) continue;
+        const uintptr_t len = (uintptr_t)n[i] * size;
+        s[k++] = (fr_span){(uintptr_t)y[i], (uintptr_t)y[i] + len, 1};
+        if (x[i] != y[i]) s[k++] = (fr_span){(uintptr_t)x[i], (uintptr_t)x[i] + len, 0};
+    }
+    qsort(s, (size_t)k, sizeof(fr_span), fr_span_cmp);
+    uintptr_t end_any = 0, end_written = 0;
+    int found = 0;
+    for (int j = 0; j < k && !found; j++) {
+        found = s[j].lo < (s[j].written ? end_any : end_written);
+        if (s[j].hi > end_any) end_any = s[j].hi;
+        if (s[j].written && s[j].hi > end_written) end_written = s[j].hi;
+    }
+    free(s);
+    return found;
+}
+
+int fr_axpby(int f64, int m, const long *n, double a, const void *const *x, double b,
+             void *const *y, int nthreads) {
+    fr_axpby_fn fn;
+    PICK(fn, f64, AXPBY_FN);
+    const size_t size = f64 ? sizeof(double) : sizeof(float);
+    int overlap = fr_lists_overlap(m, n, x, y, size);
+    if (overlap < 0) return FR_ENOMEM;
+    if (!overlap) return fn(m, n, a, x, b, y, nthreads);
+    /* Pair by pair, in order, each x read as it is when its turn comes (a copy where it
+     * overlaps its own y without being it). */
+    for (int i = 0; i < m; i++) {
+        const void *xi = x[i];
+        void *copy = NULL;
+        const uintptr_t len = (uintptr_t)n[i] * size;
+        if (n[i] && x[i] != y[i] && (uintptr_t)x[i] < (uintptr_t)y[i] + len &&
+            (uintptr_t)y[i] < (uintptr_t)x[i] + len) {
+            if (!(copy = malloc(len))) return FR_ENOMEM;
+            memcpy(copy, x[i], len);
+            xi = copy;
+        }
+        int rc = fn(1, n + i, a, &xi, b, y + i, nthreads);
+        free(copy);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+int fr_sum_squares(int f64, int m, const long *n, const void *const *x, double *total,
+                   int nthreads) {
     fr_sum_squares_fn fn;
     PICK(fn, f64, SUM_SQUARES_FN);
-    return fn(n, x, total, nthreads);
+    return fn(m, n, x, total, nthreads);
 }

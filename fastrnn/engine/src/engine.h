@@ -62,9 +62,11 @@ int fr_matmul(int f64, long M, long K, long V, const void *A, long a_rs, long a_
  * (V, D) with the scatter-add of dout (M, D) by idx. dropout keeps element k when the 24-bit
  * draw splitmix64(seed + (k+1) * golden) >> 40 is at least thr.
  *
- * Flat ops over n elements of C-contiguous arrays: axpby sets y = a x + b y (y = a x when b is
- * 0: y is not read; x may be y); sum_squares writes the sum of x's squares to *total (blocks
- * summed in REAL lanes, then in double). Results do not depend on the thread count. */
+ * The optimizers' ops over lists of m C-contiguous arrays of n[i] elements, in one parallel
+ * loop: axpby sets y[i] = a x[i] + b y[i] (y[i] = a x[i] when b is 0: y[i] is not read), as a
+ * loop over i in order would (x[i] may be y[i] or overlap any y); sum_squares writes the sum
+ * of the squares of every x[i]'s elements to *total (blocks summed in REAL lanes, then in
+ * double, in order). Results do not depend on the thread count. */
 int fr_softmax_cross_entropy(int f64, long M, long V, const void *x, const int64_t *t, void *dx,
                              double *loss, int nthreads);
 void fr_embedding_forward(int f64, long M, long D, const void *W, const int64_t *idx, void *out);
@@ -72,8 +74,10 @@ void fr_embedding_backward(int f64, long M, long D, long V, const void *dout,
                            const int64_t *idx, void *dW, int nthreads);
 void fr_dropout(int f64, long n, const void *x, uint64_t seed, uint64_t thr, double keep_value,
                 void *y, void *mask, int nthreads);
-void fr_axpby(int f64, long n, double a, const void *x, double b, void *y, int nthreads);
-int fr_sum_squares(int f64, long n, const void *x, double *total, int nthreads);
+int fr_axpby(int f64, int m, const long *n, double a, const void *const *x, double b,
+             void *const *y, int nthreads);
+int fr_sum_squares(int f64, int m, const long *n, const void *const *x, double *total,
+                   int nthreads);
 
 /* Wake the engine's sleeping worker threads ahead of an op (they spin a while, then sleep
  * again): their wake-up then overlaps the caller's own preparations. */

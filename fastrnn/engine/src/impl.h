@@ -1702,10 +1702,9 @@ static int FN(softmax_cross_entropy)(long M, long Vn, const REAL *x, const int64
 
 typedef struct {
     long n;
-    REAL a, b, keep;
+    REAL keep;
     const REAL *x;
     REAL *y, *mask;
-    double *part;
     unsigned long long seed, thr;
     long M, D; /* embedding: dout (M, D) scattered into dW's rows */
     const int64_t *idx;
@@ -1721,54 +1720,143 @@ static inline long FN(flat_end)(const FN(flat) *f, long b) {
     return (b * FLAT_BLOCK < f->n - FLAT_BLOCK) ? b * FLAT_BLOCK + FLAT_BLOCK : f->n;
 }
 
-/* y = a x + b y, or y = a x when b is 0 (y is not read then, as in BLAS). x may be y. */
-static ATTR void FN(axpby_items)(void *arg, long b0, long nb) {
-    const FN(flat) *f = (const FN(flat) *)arg;
-    const long k0 = b0 * FLAT_BLOCK, k1 = FN(flat_end)(f, b0 + nb - 1);
-    const REAL a = f->a, b = f->b;
-    if (f->x == f->y) { /* one array: a loop without a second pointer vectorizes unversioned */
-        REAL *y = f->y;
+/* Lists of arrays (the optimizers' ops): the blocks of every array, numbered through the list
+ * in order (array i has blocks first[i] .. first[i + 1] - 1; its last block ends at n[i]). */
+typedef struct {
+    int m;
+    const long *n, *first;
+    const REAL *const *x;
+    REAL *const *y;
+    REAL a, b;
+    double *part;
+} FN(lists);
+
+/* The array of block bk (binary search over first[]). */
+static inline int FN(block_array)(const FN(lists) *f, long bk) {
+    int lo = 0, hi = f->m - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (f->first[mid] <= bk) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+/* y[k0:k1] = a x + b y, or a x when b is 0 (y is not read then, as in BLAS). x may be y. */
+static inline ATTR void FN(axpby_span)(REAL a, const REAL *x, REAL b, REAL *y, long k0, long k1) {
+    if (x == y) { /* one array: a loop without a second pointer vectorizes unversioned */
         if (b == 0)
             for (long k = k0; k < k1; k++) y[k] = a * y[k];
         else
             for (long k = k0; k < k1; k++) y[k] = a * y[k] + b * y[k];
         return;
     }
-    const REAL *restrict x = f->x; /* disjoint: the caller copies an x that overlaps y */
-    REAL *restrict y = f->y;
+    const REAL *restrict xr = x; /* disjoint: overlaps are taken apart before (fr_axpby) */
+    REAL *restrict yr = y;
     if (b == 0)
-        for (long k = k0; k < k1; k++) y[k] = a * x[k];
+        for (long k = k0; k < k1; k++) yr[k] = a * xr[k];
     else
-        for (long k = k0; k < k1; k++) y[k] = a * x[k] + b * y[k];
+        for (long k = k0; k < k1; k++) yr[k] = a * xr[k] + b * yr[k];
 }
 
-/* Each block's sum of squares, in double: vector lanes sum 16 squares each in REAL, then go
- * into the double. */
-static ATTR void FN(sumsq_items)(void *arg, long b0, long nb) {
-    const FN(flat) *f = (const FN(flat) *)arg;
-    const REAL *x = f->x;
-    for (long bk = b0; bk < b0 + nb; bk++) {
-        const long k1 = FN(flat_end)(f, bk);
-        long k = bk * FLAT_BLOCK;
-        double s = 0;
-        while (k < k1) {
-            const long c1 = k + 64 * VL < k1 ? k + 64 * VL : k1;
-            V s0 = SPLAT(V, 0), s1 = s0, s2 = s0, s3 = s0;
-            for (; k + 4 * VL <= c1; k += 4 * VL) {
-                V v0 = FN(vld)(x + k), v1 = FN(vld)(x + k + VL);
-                V v2 = FN(vld)(x + k + 2 * VL), v3 = FN(vld)(x + k + 3 * VL);
-                s0 += v0 * v0, s1 += v1 * v1, s2 += v2 * v2, s3 += v3 * v3;
-            }
-            for (; k + VL <= c1; k += VL) {
-                V v = FN(vld)(x + k);
-                s0 += v * v;
-            }
-            V t = (s0 + s1) + (s2 + s3);
-            for (int l = 0; l < VL; l++) s += t[l];
-            for (; k < c1; k++) s += (double)x[k] * x[k];
-        }
-        f->part[bk] = s;
+/* Block bk's array (i: the previous block's, or block_array's) and its elements [*k0, *k1). */
+static inline int FN(block_span)(const FN(lists) *f, long bk, int i, long *k0, long *k1) {
+    while (bk >= f->first[i + 1]) i++;
+    *k0 = (bk - f->first[i]) * FLAT_BLOCK;
+    *k1 = *k0 + FLAT_BLOCK < f->n[i] ? *k0 + FLAT_BLOCK : f->n[i];
+    return i;
+}
+
+static ATTR void FN(axpby_items)(void *arg, long b0, long nb) {
+    const FN(lists) *f = (const FN(lists) *)arg;
+    long k0, k1;
+    for (long bk = b0, i = FN(block_array)(f, b0); bk < b0 + nb; bk++) {
+        i = FN(block_span)(f, bk, (int)i, &k0, &k1);
+        FN(axpby_span)(f->a, f->x[i], f->b, f->y[i], k0, k1);
     }
+}
+
+/* x[k0:k1]'s sum of squares, in double: vector lanes sum 16 squares each in REAL, then go into
+ * the double. */
+static inline ATTR double FN(sumsq_span)(const REAL *x, long k, long k1) {
+    double s = 0;
+    while (k < k1) {
+        const long c1 = k + 64 * VL < k1 ? k + 64 * VL : k1;
+        V s0 = SPLAT(V, 0), s1 = s0, s2 = s0, s3 = s0;
+        for (; k + 4 * VL <= c1; k += 4 * VL) {
+            V v0 = FN(vld)(x + k), v1 = FN(vld)(x + k + VL);
+            V v2 = FN(vld)(x + k + 2 * VL), v3 = FN(vld)(x + k + 3 * VL);
+            s0 += v0 * v0, s1 += v1 * v1, s2 += v2 * v2, s3 += v3 * v3;
+        }
+        for (; k + VL <= c1; k += VL) {
+            V v = FN(vld)(x + k);
+            s0 += v * v;
+        }
+        V t = (s0 + s1) + (s2 + s3);
+        for (int l = 0; l < VL; l++) s += t[l];
+        for (; k < c1; k++) s += (double)x[k] * x[k];
+    }
+    return s;
+}
+
+static ATTR void FN(sumsq_items)(void *arg, long b0, long nb) {
+    const FN(lists) *f = (const FN(lists) *)arg;
+    long k0, k1;
+    for (long bk = b0, i = FN(block_array)(f, b0); bk < b0 + nb; bk++) {
+        i = FN(block_span)(f, bk, (int)i, &k0, &k1);
+        f->part[bk] = FN(sumsq_span)(f->x[i], k0, k1);
+    }
+}
+
+/* first[] of m arrays (m + 1 entries, malloc'd; NULL when out of memory); *nb the blocks. */
+static long *FN(block_starts)(int m, const long *n, long *nb, long *total) {
+    long *first = (long *)malloc((size_t)(m + 1) * sizeof(long));
+    if (!first) return NULL;
+    first[0] = 0;
+    *total = 0;
+    for (int i = 0; i < m; i++) {
+        first[i + 1] = first[i] + (n[i] + FLAT_BLOCK - 1) / FLAT_BLOCK;
+        *total += n[i];
+    }
+    *nb = first[m];
+    return first;
+}
+
+/* One parallel loop over the blocks of every pair: no y may overlap another array, but x[i]
+ * may be y[i] (fr_axpby sees to that). */
+static int FN(axpby)(int m, const long *n, double a, const void *const *x, double b,
+                     void *const *y, int nthreads) {
+    long nb, total;
+    long *first = FN(block_starts)(m, n, &nb, &total);
+    if (!first) return FR_ENOMEM;
+    FN(lists) f = {.m = m, .n = n, .first = first, .x = (const REAL *const *)x,
+                   .y = (REAL *const *)y, .a = (REAL)a, .b = (REAL)b};
+    int nt = FN(flat_threads)(total, nthreads);
+    if (nb) fr_for(FN(axpby_items), &f, nb, fr_item_units(nb, nt, 4), nt);
+    free(first);
+    return 0;
+}
+
+static int FN(sum_squares)(int m, const long *n, const void *const *x, double *total,
+                           int nthreads) {
+    long nb, count;
+    long *first = FN(block_starts)(m, n, &nb, &count);
+    *total = 0;
+    if (!first) return FR_ENOMEM;
+    FN(lists) f = {.m = m, .n = n, .first = first, .x = (const REAL *const *)x};
+    f.part = (double *)malloc((size_t)(nb ? nb : 1) * sizeof(double));
+    if (!f.part) {
+        free(first);
+        return FR_ENOMEM;
+    }
+    int nt = FN(flat_threads)(count, nthreads);
+    if (nb) fr_for(FN(sumsq_items), &f, nb, fr_item_units(nb, nt, 4), nt);
+    double s = 0; /* block by block, in order: the same sum whatever the thread count */
+    for (long i = 0; i < nb; i++) s += f.part[i];
+    free(f.part);
+    free(first);
+    *total = s;
+    return 0;
 }
 
 /* Keep element k when the 24-bit draw splitmix64(seed + (k + 1) golden) >> 40 is >= thr. */
@@ -1803,29 +1891,6 @@ static ATTR void FN(embed_items)(void *arg, long r0, long cnt) {
         const REAL *restrict src = f->x + m * D;
         for (long j = 0; j < D; j++) row[j] += src[j];
     }
-}
-
-static void FN(axpby)(long n, double a, const void *x, double b, void *y, int nthreads) {
-    FN(flat) f = {.n = n, .a = (REAL)a, .b = (REAL)b, .x = (const REAL *)x, .y = (REAL *)y};
-    long nb = (n + FLAT_BLOCK - 1) / FLAT_BLOCK;
-    int nt = FN(flat_threads)(n, nthreads);
-    if (nb) fr_for(FN(axpby_items), &f, nb, fr_item_units(nb, nt, 4), nt);
-}
-
-static int FN(sum_squares)(long n, const void *x, double *total, int nthreads) {
-    long nb = (n + FLAT_BLOCK - 1) / FLAT_BLOCK;
-    FN(flat) f = {.n = n, .x = (const REAL *)x};
-    *total = 0;
-    if (!nb) return 0;
-    f.part = (double *)malloc((size_t)nb * sizeof(double));
-    if (!f.part) return FR_ENOMEM;
-    int nt = FN(flat_threads)(n, nthreads);
-    fr_for(FN(sumsq_items), &f, nb, fr_item_units(nb, nt, 4), nt);
-    double s = 0; /* block by block, in order: the same sum whatever the thread count */
-    for (long i = 0; i < nb; i++) s += f.part[i];
-    free(f.part);
-    *total = s;
-    return 0;
 }
 
 static void FN(dropout)(long n, const void *x, uint64_t seed, uint64_t thr, double keep,
