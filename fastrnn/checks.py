@@ -171,7 +171,7 @@ def _plain_list(op, arg, v):
             raise TypeError(f"{op.name}: {arg.name}[{k}] is a {_library(e)} array but "
                             f"{arg.name}[0] a {_library(v[0])} array: one call takes arrays of "
                             f"one library")
-        out.append(e if xp is np and type(e) is np.ndarray else
+        out.append(e if type(e) is np.ndarray else
                    _plain(op, arg, e, f"{arg.name}[{k}]", written))
     return out
 
