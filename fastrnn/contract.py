@@ -23,8 +23,10 @@ Two levels of recurrent ops:
 - ``{cell}_layer_forward`` / ``{cell}_layer_backward``: a whole recurrent layer, as the layers
   of ``fastrnn.layers`` call it. The forward takes the batch-major input xs (N, T, D) and the
   weights and returns the batch-major hs (N, T, H), each row's final state (``h_last``, LSTM
-  also ``c_last``: the state after the row's own last step, h0 / c0 for length 0) and what the
-  backward needs (time-major, as the recurrence returns it). The backward takes dhs (N, T, H)
+  also ``c_last``: the state after the row's own last step, h0 / c0 for length 0), what the
+  backward needs (time-major, as the recurrence returns it) and last ``hs_kept``, the values of
+  hs in an array of their own (a layer hands hs on, where the next layer may change it, and
+  passes hs_kept to its backward as ``hs``). The backward takes dhs (N, T, H)
   and returns dxs (N, T, D), the initial-state gradients, and writes the weight gradients into
   the ``dWx``, ``dWh``, ``db`` (and ``db_hn``) it is given, which it also returns. A backend may
   run a layer op as one fused computation (the compiled engine does); the others compose it
@@ -171,7 +173,7 @@ _LAYER_SHAPES = {
     "b_hn": "(H,)", "h0": "(N, H)", "c0": "(N, H)", "hs": "(N, T, H)", "dhs": "(N, T, H)",
     "h_last": "(N, H)", "c_last": "(N, H)", "cs": "(T, N, H)", "acts": "(T, N, G*H)",
     "rh": "(T, N, H)", "hn": "(T, N, H)", "dh0": "(N, H)", "dc0": "(N, H)",
-    "dWx": "(D, G*H)", "dWh": "(H, G*H)", "db": "(G*H,)", "db_hn": "(H,)",
+    "dWx": "(D, G*H)", "dWh": "(H, G*H)", "db": "(G*H,)", "db_hn": "(H,)", "hs_kept": "(N, T, H)",
 }
 _WRITTEN = ("dWx", "dWh", "db", "db_hn")
 
@@ -200,7 +202,7 @@ def _layer_ops(cell):
     grads = ("dWx", "dWh", "db") + (("db_hn",) if cell == "gru_ra" else ())
     return (
         _layer(cell, "forward", ("xs", "Wx", "b", "Wh") + b_hn + states,
-               ("hs",) + last + saved,
+               ("hs",) + last + saved + ("hs_kept",),
                f"the whole {cell} layer: hs = the recurrence over xs @ Wx + b."),
         _layer(cell, "backward", ("dhs", "xs", "Wx", "Wh", "hs") + saved + states + grads,
                ("dxs",) + dstates + grads,

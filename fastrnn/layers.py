@@ -238,13 +238,12 @@ class _Recurrent:
         ops = backend.ops_for(xs)
         out = self._call(ops, layer_forward_op(self.cell), values)
         ns = len(self.state_names)
-        hs, saved = out[0], out[1 + ns:]
+        hs, saved, kept = out[0], out[1 + ns:-1], out[-1]
         for sname, last in zip(self.state_names, out[1:1 + ns]):
             setattr(self, sname, last)
-        # Backward reads hs, and the caller may change what it gets back: backward keeps a
-        # copy. The caller gets the array the op wrote, which is where the next layer's op
-        # finds it cheapest (each engine thread still holds the rows it computed in its cache).
-        self.cache = (ops, xs, states0, hs.copy(), saved, lengths)
+        # Backward reads hs, and the caller may change what it gets back: backward gets the
+        # op's own copy of it (hs_kept).
+        self.cache = (ops, xs, states0, kept, saved, lengths)
         return hs
 
     def backward(self, dhs):
@@ -261,7 +260,8 @@ class _Recurrent:
         grads = {"d" + n: _writable(g) for n, g in zip(self.param_names, self.grads)}
         values = dict(zip(self.param_names, self.params), dhs=dhs, xs=xs, hs=hs,
                       lengths=lengths, **grads,
-                      **dict(zip((n for n, _ in fwd.returns[1 + len(self.state_names):]), saved)),
+                      **dict(zip((n for n, _ in fwd.returns[1 + len(self.state_names):-1]),
+                                 saved)),
                       **{s + "0": v for s, v in zip(self.state_names, states0)})
         out = self._call(ops, layer_backward_op(self.cell), values)
         _copy_back(self.grads, grads.values())

@@ -304,6 +304,18 @@ def test_layer_ops_larger_shapes_and_determinism(candidate, rec, cell, dtype, N,
                                                           f"reproducible")
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_layer_forward_keeps_hs_in_an_array_of_its_own(candidate, rec, cell):
+    # hs_kept goes to the backward while hs goes on to the next layer, which may change it
+    p = rec.layer_inputs(cell, 3, 4, 5, 6, np.float32, 1)
+    out = rec.layer_forward(candidate.call, cell, p)
+    np.testing.assert_array_equal(out["hs_kept"], out["hs"])
+    if candidate.xp is np:
+        raw = rec.layer_forward(lambda name, *a: candidate.op(name)(*a), cell, p)
+        assert not np.shares_memory(raw["hs"], raw["hs_kept"]), \
+            f"{candidate.name} {cell}: hs_kept is hs"
+
+
 def test_layer_backward_writes_and_returns_the_arrays_it_was_given(candidate, rec):
     if candidate.xp is not np:
         pytest.skip("identity of host arrays")

@@ -69,7 +69,8 @@ def layer_ops(cells):
 
     def rnn_layer_forward(xs, Wx, b, Wh, h0, lengths=None):
         hs = cells.rnn_forward(_project(xs, Wx, b), Wh, h0, lengths)
-        return to_time_major(hs), last_steps(hs, lengths, h0)
+        out = to_time_major(hs)
+        return out, last_steps(hs, lengths, h0), out.copy()
 
     def rnn_layer_backward(dhs, xs, Wx, Wh, hs, h0, dWx, dWh, db, lengths=None):
         hs_tm = to_time_major(hs)
@@ -79,8 +80,9 @@ def layer_ops(cells):
 
     def lstm_layer_forward(xs, Wx, b, Wh, h0, c0, lengths=None):
         hs, cs, acts = cells.lstm_forward(_project(xs, Wx, b), Wh, h0, c0, lengths)
-        return (to_time_major(hs), last_steps(hs, lengths, h0), last_steps(cs, lengths, c0),
-                cs, acts)
+        out = to_time_major(hs)
+        return (out, last_steps(hs, lengths, h0), last_steps(cs, lengths, c0),
+                cs, acts, out.copy())
 
     def lstm_layer_backward(dhs, xs, Wx, Wh, hs, cs, acts, h0, c0, dWx, dWh, db, lengths=None):
         dA, dh0, dc0 = cells.lstm_backward(to_time_major(dhs), Wh, cs, acts, c0, lengths)
@@ -89,7 +91,8 @@ def layer_ops(cells):
 
     def gru_layer_forward(xs, Wx, b, Wh, h0, lengths=None):
         hs, acts, rh = cells.gru_forward(_project(xs, Wx, b), Wh, h0, lengths)
-        return to_time_major(hs), last_steps(hs, lengths, h0), acts, rh
+        out = to_time_major(hs)
+        return out, last_steps(hs, lengths, h0), acts, rh, out.copy()
 
     def gru_layer_backward(dhs, xs, Wx, Wh, hs, acts, rh, h0, dWx, dWh, db, lengths=None):
         T, N, H = rh.shape
@@ -102,7 +105,8 @@ def layer_ops(cells):
 
     def gru_ra_layer_forward(xs, Wx, b, Wh, b_hn, h0, lengths=None):
         hs, acts, hn = cells.gru_ra_forward(_project(xs, Wx, b), Wh, b_hn, h0, lengths)
-        return to_time_major(hs), last_steps(hs, lengths, h0), acts, hn
+        out = to_time_major(hs)
+        return out, last_steps(hs, lengths, h0), acts, hn, out.copy()
 
     def gru_ra_layer_backward(dhs, xs, Wx, Wh, hs, acts, hn, h0, dWx, dWh, db, db_hn,
                               lengths=None):

@@ -876,6 +876,7 @@ struct FN(ctx_s) {
     int direct;         /* forward: read full tiles of Wh in place (see wpack) */
     REAL *hs, *cs, *acts, *rh, *hn, *dA, *dh, *dc, *dhn;
     REAL *h_last, *c_last; /* layer forward: each row's state after its own last step */
+    REAL *hs_kept;         /* layer forward: a second hs, the caller's copy for the backward */
     REAL *pk1, *pk2, *shared, *thr; /* panels, cell scratch, per-thread blocks */
     long thr_stride;
     FN(loop_fn) loop;   /* the recurrence (with its packing), or NULL */
@@ -1016,6 +1017,16 @@ static inline ATTR void FN(keep_last)(const FN(ctx) *c, REAL *last, int t, int n
         memcpy(last + (long)n * c->H + j0, v0, nu * sizeof(REAL));
 }
 
+/* A layer forward's records of row n's new h (o: nu units from j0) besides hs: the copy kept
+ * for the backward, written while o is in L1 (the caller copying hs afterwards read it from
+ * both cores' caches), and h_last at the row's last step. */
+static inline ATTR void FN(keep_h)(const FN(ctx) *c, int t, int n, int j0, int nu,
+                                   const REAL *o, const REAL *h0) {
+    if (c->hs_kept)
+        memcpy(c->hs_kept + t * c->hts + (long)n * c->hns + j0, o, nu * sizeof(REAL));
+    FN(keep_last)(c, c->h_last, t, n, j0, nu, o, h0);
+}
+
 /* Gate epilogues, one row (one batch element) each. Forward rows see the product block row
  * `cr` (gate g at cr + g*w) and the rows of xw / acts at this tile's first unit (gate g at
  * + g*H); backward rows see the product block row `pr` (this step's share of dh from the step
@@ -1150,7 +1161,7 @@ static ATTR void FN(rnn_fwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long a, 
             FN(zero)(o, nu);
         else
             FN(rnn_fwd_row)(nu, C + (n - n0) * w, x + n * xn + j0, o);
-        FN(keep_last)(c, c->h_last, t, (int)n, j0, nu, o, c->h0 + n * H + j0);
+        FN(keep_h)(c, t, (int)n, j0, nu, o, c->h0 + n * H + j0);
     }
 }
 
@@ -1262,7 +1273,7 @@ static ATTR void FN(lstm_fwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long a,
             FN(lstm_fwd_row)(nu, H, w, C + (n - n0) * 4 * w, x + n * xn + j0, cp + s, ac + sg,
                              co + s, o);
         }
-        FN(keep_last)(c, c->h_last, t, (int)n, j0, nu, o, c->h0 + s);
+        FN(keep_h)(c, t, (int)n, j0, nu, o, c->h0 + s);
         FN(keep_last)(c, c->c_last, t, (int)n, j0, nu, co + s, c->c0 + s);
     }
 }
@@ -1408,7 +1419,7 @@ static ATTR void FN(gru_fwd_tile_h)(FN(ctx) *c, int t, long n0, long cnt, long a
         REAL *o = c->hs + t * c->hts + n * c->hns + j0;
         if (!PAD(c, t, n)) /* padded rows were zeroed in the first pass */
             FN(gru_fwd_row_h)(nu, H, C + (n - n0) * w, x + sg, hp + n * lda + j0, ac + sg, o);
-        FN(keep_last)(c, c->h_last, t, (int)n, j0, nu, o, c->h0 + n * H + j0);
+        FN(keep_h)(c, t, (int)n, j0, nu, o, c->h0 + n * H + j0);
     }
 }
 
@@ -1543,7 +1554,7 @@ static ATTR void FN(gru_ra_fwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long 
             FN(gru_ra_fwd_row)(nu, H, w, C + (n - n0) * 3 * w, x + sg, c->b_hn + j0,
                                hp + n * lda + j0, ac + sg, hn + s, o);
         }
-        FN(keep_last)(c, c->h_last, t, (int)n, j0, nu, o, c->h0 + s);
+        FN(keep_h)(c, t, (int)n, j0, nu, o, c->h0 + s);
     }
 }
 
@@ -2287,7 +2298,7 @@ static int FN(run_input_layer)(FN(ctx) *c, const fr_dims *d, int G, int nth, FN(
 static int FN(op_rnn_layer_forward)(ARGS) { /* xs, Wx, b, Wh, h0 -> hs, h_last */
     FN(ctx) c = {0};
     FN(init_layer)(&c, d, len);
-    c.Wh = IN(3), c.h0 = IN(4), c.hs = OUT(0), c.h_last = OUT(1);
+    c.Wh = IN(3), c.h0 = IN(4), c.hs = OUT(0), c.h_last = OUT(1), c.hs_kept = OUT(2);
     c.direct = d->T <= FR_DIRECT_T, c.loop = FN(rnn_fwd);
     return FN(run_input_layer)(&c, d, 1, nth, FN(plan_fwd1), in, out);
 }
@@ -2306,6 +2317,7 @@ static int FN(op_lstm_layer_forward)(ARGS) {
     FN(init_layer)(&c, d, len);
     c.Wh = IN(3), c.h0 = IN(4), c.c0 = IN(5);
     c.hs = OUT(0), c.h_last = OUT(1), c.c_last = OUT(2), c.cs = OUT(3), c.acts = OUT(4);
+    c.hs_kept = OUT(5);
     c.direct = d->T <= FR_DIRECT_T, c.loop = FN(lstm_fwd);
     return FN(run_input_layer)(&c, d, 4, nth, FN(plan_fwd4), in, out);
 }
@@ -2324,6 +2336,7 @@ static int FN(op_gru_layer_forward)(ARGS) { /* xs, Wx, b, Wh, h0 -> hs, h_last, 
     FN(ctx) c = {0};
     FN(init_layer)(&c, d, len);
     c.Wh = IN(3), c.h0 = IN(4), c.hs = OUT(0), c.h_last = OUT(1), c.acts = OUT(2), c.rh = OUT(3);
+    c.hs_kept = OUT(4);
     c.direct = d->T <= FR_DIRECT_T, c.loop = FN(gru_fwd);
     return FN(run_layer)(&c, d, 3, nth, NUV(d->H) * 2 * d->H, NUV(d->H) * d->H, 0,
                          FN(plan_fwd3), in, out);
@@ -2345,7 +2358,7 @@ static int FN(op_gru_ra_layer_forward)(ARGS) {
     FN(ctx) c = {0};
     FN(init_layer)(&c, d, len);
     c.Wh = IN(3), c.b_hn = IN(4), c.h0 = IN(5);
-    c.hs = OUT(0), c.h_last = OUT(1), c.acts = OUT(2), c.hn = OUT(3);
+    c.hs = OUT(0), c.h_last = OUT(1), c.acts = OUT(2), c.hn = OUT(3), c.hs_kept = OUT(4);
     c.direct = d->T <= FR_DIRECT_T, c.loop = FN(gru_ra_fwd);
     return FN(run_layer)(&c, d, 3, nth, NUV(d->H) * 3 * d->H, 0, 0, FN(plan_fwd3), in, out);
 }
