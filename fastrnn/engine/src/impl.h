@@ -2296,10 +2296,9 @@ static int FN(run_input_layer)(FN(ctx) *c, const fr_dims *d, int G, int nth, FN(
 }
 
 /* Where a layer forward writes hs_kept: in its region, each row vector right after its gate
- * math (keep_h), where hs is small enough to stay in the caches (the char LM's 1.1 MB: layer
- * fwd+bwd 8.66-8.69 -> 8.48-8.51 ms against a copy afterwards; 20x35x200x200 6.50-6.52 ->
- * 6.34-6.38); else in one sequential copy after it (64x50x256x256, 3.3 MB: the scattered
- * writes in the region made the layer 1-2.5% slower). */
+ * math (keep_h), where hs is small enough to stay in the caches (the char LM's 1.1 MB: faster
+ * than a copy afterwards); else in one sequential copy after it (64x50x256x256's 3.3 MB were
+ * slower written in the region). Measurements: NOTES.md, "Python around the engine". */
 #define FR_KEEP_BYTES (1L << 21)
 static int FN(keep_in_region)(FN(ctx) *c, const fr_dims *d, void *kept) {
     int in = (long)d->N * d->T * d->H * (long)sizeof(REAL) <= FR_KEEP_BYTES;
