@@ -43,11 +43,12 @@ Checks, in order (the first failure is raised, its message starts with the op na
    [0, 2**64); a flag is a bool (``ValueError`` / ``TypeError``);
 4. an argument written in place (``dW``, each array of ``ys``) is writeable and exactly
    C-strided, or for a matrix argument (kind ``mat out``) C- or Fortran-strided
-   (``ValueError``: a copy would not be seen by the caller); every other array is copied unless its strides are exactly the C strides of
-   its shape, or for a matrix argument (kind ``mat``, such as a tied weight ``embed_W.T``) the
-   Fortran strides. NumPy calls a one-row view with stride 0 or a negative stride
-   (``w[None, :]``, ``np.broadcast_to``, ``Wh[::-1]`` with H = 1) C-contiguous; kernels hand
-   strides to BLAS as leading dimensions, so only the exact layout is passed through.
+   (``ValueError``: a copy would not be seen by the caller); every other array is copied
+   unless its strides are exactly the C strides of its shape, or for a matrix argument (kind
+   ``mat``, such as a tied weight ``embed_W.T``) the Fortran strides. NumPy calls a one-row
+   view with stride 0 or a negative stride (``w[None, :]``, ``np.broadcast_to``, ``Wh[::-1]``
+   with H = 1) C-contiguous; kernels hand strides to BLAS as leading dimensions, so only the
+   exact layout is passed through.
 
 Empty sizes: N = 0, T = 0, H = 0, D = 0 and V = 0 (with no ids) give correctly shaped empty
 outputs and zero state gradients on every backend. ``softmax_cross_entropy`` needs V >= 1 (a
