@@ -318,34 +318,39 @@ typedef struct {
 #endif
 #define TILE_KCB_BWD (2 * FR_L1)
 #define TILE_KCB_FWD(N) ((N) >= 48 ? 2 * FR_L1 : FR_L1)
-static ATTR void FN(tile_product)(int N, int K, const REAL *A, long lda, FN(panel) pv, int nv,
-                                 REAL *C, int acc, int kcb) {
+static ATTR void FN(tile_product_at)(int N, int K, const REAL *A, long lda, FN(panel) pv, int nv,
+                                    REAL *C, long ldc, const long *coff, int acc, int kcb) {
     int mrmax = FN(mr_of)[nv];
     int nblk = (N + mrmax - 1) / mrmax;
-    long ldc = (long)nv * VL;
-    int kc = kcb / (int)(ldc * sizeof(REAL));
+    long ldp = (long)nv * VL; /* a packed panel's row */
+    int kc = kcb / (int)(ldp * sizeof(REAL));
     for (int k0 = 0; k0 < K; k0 += kc) {
         int kn = K - k0 < kc ? K - k0 : kc;
         int n0 = 0;
         /* the slice that comes after this one (of this panel, or the first of the next tile's),
          * its lines shared out among the row blocks: one per k */
         const char *nx = NULL;
-        if (pv.ldb == ldc) { /* packed: slices are contiguous */
+        if (pv.ldb == ldp) { /* packed: slices are contiguous */
             if (k0 + kn < K)
-                nx = (const char *)(pv.b + (long)(k0 + kn) * ldc);
+                nx = (const char *)(pv.b + (long)(k0 + kn) * ldp);
             else if (pv.nx)
                 nx = (const char *)pv.nx;
         }
-        long share = ((long)kc * ldc * (long)sizeof(REAL) / nblk + 63) / 64 * 64;
+        long share = ((long)kc * ldp * (long)sizeof(REAL) / nblk + 63) / 64 * 64;
         for (int b = 0; b < nblk; b++) {
             int mr = FN(block_rows)(N, n0, b, nblk);
             FN(mk_fn) mk = FN(mk_table)(nv, mr, nx != NULL);
             mk(kn, A + n0 * lda + k0, lda, pv.b + k0 * pv.ldb, pv.ldb, pv.off, C + n0 * ldc, ldc,
-               FN(packed_off), acc || k0 > 0 ? MK_LOAD : MK_ZERO, NULL,
-               nx ? nx + (long)b * share : NULL);
+               coff, acc || k0 > 0 ? MK_LOAD : MK_ZERO, NULL, nx ? nx + (long)b * share : NULL);
             n0 += mr;
         }
     }
+}
+
+/* The same into a block C (N, nv*VL) of the panel's own layout. */
+static inline ATTR void FN(tile_product)(int N, int K, const REAL *A, long lda, FN(panel) pv,
+                                        int nv, REAL *C, int acc, int kcb) {
+    FN(tile_product_at)(N, K, A, lda, pv, nv, C, (long)nv * VL, FN(packed_off), acc, kcb);
 }
 
 /* r[i][j] <- r[j][i]: log2(VL) butterfly stages, each swapping the off-diagonal b x b blocks
@@ -500,14 +505,13 @@ typedef struct {
     int kc;              /* the deepest depth block (set by add_seg) */
     FN(seg) seg[2];
     long mtot;           /* rows of all segments */
-    const REAL *B;       /* B(k, g, j) = B[k*sk + g*sg + j*sj] */
-    long sk, sg, sj;
+    const REAL *B[4];    /* B(k, g, j) = B[g][k*sk[g] + j*sj]: each gate block may lie in */
+    long sk[4], sj;      /* an array of its own (a GRU's dWh: dA's z and r, and dhn) */
     int G, Hc, U;        /* G gate blocks of Hc columns; tiles of U unit vectors */
     long cg;             /* C column of (g, j): g*cg + j */
     const REAL *bias;    /* added once to C column (g, j): bias[g*cg + j]; or NULL */
     int acc;             /* C += A @ B instead of C = A @ B */
-    REAL *colsum;        /* colsum[g*csg + j] = sum_k B(k, g, j) (db); or NULL */
-    long csg;
+    REAL *colsum[4];     /* colsum[g][j] = sum_k B(k, g, j) (db), for each gate that has one */
     int by_rows;         /* items are row blocks (else groups of unit vectors) */
     long mb;             /* rows of a row item: GEMM_MC, or fewer to give every thread as
                           * many (only where A is not packed once per call: see finish) */
@@ -515,6 +519,13 @@ typedef struct {
     REAL *apk;           /* A packed once per call for every item (see gemm_apk), or NULL */
     REAL *bpk;           /* row items: B packed once per call for all of them, or NULL */
 } FN(gemm);
+
+/* Whether some gate block of B has its column sums taken. */
+static inline int FN(has_sums)(const FN(gemm) *g) {
+    for (int gi = 0; gi < g->G; gi++)
+        if (g->colsum[gi]) return 1;
+    return 0;
+}
 
 /* Per-thread blocks of a product: packed A (GEMM_MC x kc), packed B (one depth block of a
  * chunk: kc x GEMM_NV vectors), the microkernel's output block. */
@@ -568,7 +579,7 @@ static long FN(gemm_chunk)(const FN(gemm) *g) {
 }
 static long FN(gemm_bpk_len)(const FN(gemm) *g) {
     long len = (long)g->K * ((g->Hc + VL - 1) / VL) * g->G * VL;
-    return !g->colsum && g->mtot > GEMM_MC && len <= GEMM_APK ? len : 0;
+    return !FN(has_sums)(g) && g->mtot > GEMM_MC && len <= GEMM_APK ? len : 0;
 }
 
 /* Decide how a product is cut into items for nt threads. */
@@ -585,7 +596,7 @@ static void FN(gemm_plan)(FN(gemm) *g, int nt) {
     long col_items = (nuv + g->item - 1) / g->item;
     /* narrow and tall: split the rows, so that each thread reads its share of A once (db
      * needs whole columns: it never does) */
-    g->by_rows = !g->colsum && g->mtot > GEMM_MC &&
+    g->by_rows = !FN(has_sums)(g) && g->mtot > GEMM_MC &&
                  (col_items < nt || 4L * g->G * g->Hc < g->mtot);
     g->mb = GEMM_MC;
 }
@@ -604,37 +615,41 @@ static void FN(gemm_plan)(FN(gemm) *g, int nt) {
 static ATTR void FN(pack_b)(const FN(gemm) *g, int k0, int kn, long c0, long c1, REAL *bp,
                            int sum) {
     /* Per packed vector vi (tile after tile, [g][u] within a tile): its column j of a gate
-     * block, its offset in B's row (bo), in colsum (so), its first packed element (po) and the
-     * length of its tile's packed row (pl). */
+     * block, its first element of depth k0 in B (bs) and B's row stride there (bk), its column
+     * sums (cs, or NULL), its first packed element (po) and the length of its tile's packed
+     * row (pl). */
     int nvt = (int)((c1 - c0) * g->G), vi = 0;
-    long col[nvt], bo[nvt], so[nvt], po[nvt], pl[nvt];
+    long col[nvt], bk[nvt], po[nvt], pl[nvt];
+    const REAL *bs[nvt];
+    REAL *cs[nvt];
     V sums[nvt];
     for (long a = c0; a < c1; a += g->U) {
         int Uc = c1 - a < g->U ? (int)(c1 - a) : g->U, nv = g->G * Uc;
         for (int v = 0; v < nv; v++, vi++) {
             int gi = v / Uc;
             col[vi] = (a + v % Uc) * VL;
-            bo[vi] = gi * g->sg + col[vi] * g->sj;
-            so[vi] = gi * g->csg + col[vi];
+            bk[vi] = g->sk[gi];
+            bs[vi] = g->B[gi] + col[vi] * g->sj + (long)k0 * bk[vi];
+            cs[vi] = sum && g->colsum[gi] ? g->colsum[gi] + col[vi] : NULL;
             po[vi] = (a - c0) * g->G * VL * kn + (long)v * VL;
             pl[vi] = (long)nv * VL;
             REAL tmp[VL] = {0};
-            if (sum && k0 > 0) /* continue the sums of the depth blocks before */
-                for (int l = 0; l < VL && col[vi] + l < g->Hc; l++) tmp[l] = g->colsum[so[vi] + l];
+            if (cs[vi] && k0 > 0) /* continue the sums of the depth blocks before */
+                for (int l = 0; l < VL && col[vi] + l < g->Hc; l++) tmp[l] = cs[vi][l];
             sums[vi] = FN(vld)(tmp);
         }
     }
     if (g->sj == 1) {
         long run = (c1 - c0) * VL; /* columns of one gate block in this chunk */
         for (int k = 0; k < kn; k++) {
-            const REAL *row = g->B + (long)(k0 + k) * g->sk;
             if (k + PACK_AHEAD < kn)
-                for (int gi = 0; gi < g->G; gi++)
+                for (int gi = 0; gi < g->G; gi++) {
+                    const REAL *ahead = g->B[gi] + (long)(k0 + k + PACK_AHEAD) * g->sk[gi];
                     for (long l = 0; l < run; l += 64 / (long)sizeof(REAL))
-                        __builtin_prefetch(row + PACK_AHEAD * g->sk + gi * g->sg + c0 * VL + l,
-                                           0, 3);
+                        __builtin_prefetch(ahead + c0 * VL + l, 0, 3);
+                }
             for (vi = 0; vi < nvt; vi++) {
-                const REAL *s = row + bo[vi];
+                const REAL *s = bs[vi] + k * bk[vi];
                 V x;
                 if (g->Hc - col[vi] >= VL) {
                     x = FN(vld)(s);
@@ -650,11 +665,11 @@ static ATTR void FN(pack_b)(const FN(gemm) *g, int k0, int kn, long c0, long c1,
     } else {
         for (vi = 0; vi < nvt; vi++) {
             int cnt = g->Hc - col[vi] < VL ? (int)(g->Hc - col[vi]) : VL;
-            const REAL *src = g->B + bo[vi] + (long)k0 * g->sk;
+            const REAL *src = bs[vi];
             REAL *dv = bp + po[vi];
             long ld = pl[vi];
             int k = 0;
-            if (g->sk == 1) /* columns of B are rows in memory: VL x VL transposes */
+            if (bk[vi] == 1) /* columns of B are rows in memory: VL x VL transposes */
                 for (; k + VL <= kn; k += VL) {
                     V r[VL];
                     for (int l = 0; l < VL; l++)
@@ -664,15 +679,15 @@ static ATTR void FN(pack_b)(const FN(gemm) *g, int k0, int kn, long c0, long c1,
                 }
             for (int l = 0; l < VL; l++) {
                 const REAL *s = src + l * g->sj;
-                for (int kk = k; kk < kn; kk++) dv[kk * ld + l] = l < cnt ? s[kk * g->sk] : 0;
+                for (int kk = k; kk < kn; kk++) dv[kk * ld + l] = l < cnt ? s[kk * bk[vi]] : 0;
             }
-            if (sum)
+            if (cs[vi])
                 for (k = 0; k < kn; k++) sums[vi] += FN(vld)(dv + k * ld);
         }
     }
-    if (sum)
-        for (vi = 0; vi < nvt; vi++)
-            for (int l = 0; l < VL && col[vi] + l < g->Hc; l++) g->colsum[so[vi] + l] = sums[vi][l];
+    for (vi = 0; vi < nvt; vi++)
+        if (cs[vi])
+            for (int l = 0; l < VL && col[vi] + l < g->Hc; l++) cs[vi][l] = sums[vi][l];
 }
 
 /* Pack rows [i0, i0 + mn) x depth [k0, k0 + kn) of a segment's A: row-major (lda = kn), or
@@ -771,7 +786,7 @@ static inline ATTR int FN(even_rows)(const FN(rows) *m, long i, int cnt, long *s
 static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, long m1,
                               FN(work) *wk) {
     long chunk = FN(gemm_chunk)(g);
-    int sums = g->colsum != NULL; /* column items only: every column is packed in one item */
+    int sums = FN(has_sums)(g); /* column items only: every column is packed in one item */
     int nkb = FN(nkb)(g);
     int mrmax = FN(mr_of)[g->G * g->U]; /* rows of a block: the full tiles' register tile */
     long nch = (ub - ua + chunk - 1) / chunk;
@@ -867,8 +882,8 @@ struct FN(ctx_s) {
     int T, N, H;
     long nuv; /* unit vectors of H */
     const REAL *xw, *Wh, *h0, *c0, *b_hn, *dhs, *hs_in, *cs_in, *acts_in, *hn_in;
-    /* LSTM / RNN layer forward with its input inside the steps (see run_input_layer): no xw; each
-     * step's tile product adds x_t @ Wx (xs rows, panels of Wx in pk2), the epilogue b */
+    /* a layer forward with its input inside the steps (see run_input_layer): no xw; each step's
+     * tile product adds x_t @ Wx (xs rows, panels of Wx in pk2), the epilogue b */
     const REAL *xs, *Wx, *b;
     int D;
     long hts, hns;      /* hs, hs_in, dhs: step t, row n at + t*hts + n*hns */
@@ -1102,12 +1117,13 @@ typedef void (*FN(tile_fn))(FN(ctx) *c, int t, long n0, long cnt, long a, long U
                             const FN(wpack) *wx, REAL *C);
 
 /* The steps of a recurrence whose panels are packed: forward (t up) or backward (`down`), each
- * step npass passes over the tiles (pass i: fn[i] with the panels of wp[i]). Rows apart where
+ * step npass passes over the tiles (pass i: fn[i] with the panels of wp[i], and of wx[i] for
+ * the input where it is inside the steps; wx NULL where it is not). Rows apart where
  * rows_apart says so (panel_elems: one thread's panels of a step), else tiles of every row
  * with a meeting after each pass. */
 static ATTR void FN(run_steps)(FN(ctx) *c, fr_local *L, REAL *C, int down, int npass,
                                const FN(wpack) *const *wp, const FN(tile_fn) *fn,
-                               const FN(wpack) *wx, long panel_elems) {
+                               const FN(wpack) *const *wx, long panel_elems) {
     const int T = c->T, H = c->H;
     long nr = FN(rows_apart)(c, L, panel_elems);
     if (nr) {
@@ -1116,7 +1132,7 @@ static ATTR void FN(run_steps)(FN(ctx) *c, fr_local *L, REAL *C, int down, int n
             for (int i = 0; i < npass; i++)
                 FOR_EVERY_TILE(wp[i]->U)
                 fn[i](c, down ? T - 1 - s : s, n0, cnt, a, Uc,
-                      FN(panel_next)(wp[i], H, a, Uc, 0, c->nuv), wx, C);
+                      FN(panel_next)(wp[i], H, a, Uc, 0, c->nuv), wx ? wx[i] : NULL, C);
         fr_sync(&c->sch, L, c->N, nr);
         return;
     }
@@ -1125,7 +1141,7 @@ static ATTR void FN(run_steps)(FN(ctx) *c, fr_local *L, REAL *C, int down, int n
         for (int i = 0; i < npass; i++) {
             FOR_ITEMS(&c->sch, L, c->nuv, wp[i]->U, a, Uc)
             fn[i](c, down ? T - 1 - s : s, 0, c->N, a, Uc,
-                  FN(panel_next)(wp[i], H, a, Uc, L->reverse, c->nuv), wx, C);
+                  FN(panel_next)(wp[i], H, a, Uc, L->reverse, c->nuv), wx ? wx[i] : NULL, C);
             fr_sync(&c->sch, L, c->nuv, wp[i]->U);
         }
     }
@@ -1173,7 +1189,8 @@ static ATTR void FN(rnn_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
     if (c->xs) FN(pack_phase)(c, L, &w2);
     const FN(wpack) *wp[] = {&w1};
     const FN(tile_fn) fn[] = {FN(rnn_fwd_tile)};
-    FN(run_steps)(c, L, C, 0, 1, wp, fn, &w2, (H + (c->xs ? c->D : 0)) * c->nuv * VL);
+    const FN(wpack) *wx[] = {&w2};
+    FN(run_steps)(c, L, C, 0, 1, wp, fn, wx, (H + (c->xs ? c->D : 0)) * c->nuv * VL);
 }
 
 /* Step t of rows [n0, n0 + cnt) for the tile at a (see lstm_bwd_tile). */
@@ -1287,7 +1304,8 @@ static ATTR void FN(lstm_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
     if (c->xs) FN(pack_phase)(c, L, &w2);
     const FN(wpack) *wp[] = {&w1};
     const FN(tile_fn) fn[] = {FN(lstm_fwd_tile)};
-    FN(run_steps)(c, L, C, 0, 1, wp, fn, &w2, (H + (c->xs ? c->D : 0)) * c->nuv * VL * 4);
+    const FN(wpack) *wx[] = {&w2};
+    FN(run_steps)(c, L, C, 0, 1, wp, fn, wx, (H + (c->xs ? c->D : 0)) * c->nuv * VL * 4);
 }
 
 /* Step t of rows [n0, n0 + cnt) for the tile of Uc unit vectors at a: those units' share of
@@ -1387,11 +1405,13 @@ static ATTR void FN(gru_fwd_tile_zr)(FN(ctx) *c, int t, long n0, long cnt, long 
     const long G3 = 3L * H;
     TILE_AT(a, Uc);
     HPREV(c->hs, t);
-    const REAL *x = c->xw + t * N * G3;
+    const REAL *x = c->xs ? c->b : c->xw + t * N * G3;
+    const long xn = c->xs ? 0 : G3; /* x's row stride: the bias is every row's */
     REAL *ac = c->acts + t * N * G3;
     REAL *rh = c->rh + (long)t * N * H;
     FN(tile_product)((int)cnt, H, hp + n0 * lda, lda, p, 2 * (int)Uc, C, 0,
                      TILE_KCB_FWD((int)cnt));
+    FN(input_product)(c, t, n0, cnt, wx, a, Uc, 2 * (int)Uc, C);
     for (long n = n0; n < n0 + cnt; n++) {
         const long s = n * H + j0, sg = n * G3 + j0;
         if (PAD(c, t, n)) {
@@ -1400,8 +1420,8 @@ static ATTR void FN(gru_fwd_tile_zr)(FN(ctx) *c, int t, long n0, long cnt, long 
             FN(zero)(c->hs + t * c->hts + n * c->hns + j0, nu);
             continue;
         }
-        FN(gru_fwd_row_zr)(nu, H, w, C + (n - n0) * 2 * w, x + sg, hp + n * lda + j0, ac + sg,
-                           rh + s);
+        FN(gru_fwd_row_zr)(nu, H, w, C + (n - n0) * 2 * w, x + n * xn + j0, hp + n * lda + j0,
+                           ac + sg, rh + s);
     }
 }
 static ATTR void FN(gru_fwd_tile_h)(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc,
@@ -1410,30 +1430,41 @@ static ATTR void FN(gru_fwd_tile_h)(FN(ctx) *c, int t, long n0, long cnt, long a
     const long G3 = 3L * H;
     TILE_AT(a, Uc);
     HPREV(c->hs, t);
-    const REAL *x = c->xw + t * N * G3;
+    const REAL *x = c->xs ? c->b : c->xw + t * N * G3;
+    const long xn = c->xs ? 0 : G3;
     REAL *ac = c->acts + t * N * G3;
     const REAL *rh = c->rh + (long)t * N * H;
     FN(tile_product)((int)cnt, H, rh + n0 * H, H, p, (int)Uc, C, 0, TILE_KCB_FWD((int)cnt));
+    FN(input_product)(c, t, n0, cnt, wx, a, Uc, (int)Uc, C);
     for (long n = n0; n < n0 + cnt; n++) {
         const long sg = n * G3 + j0;
         REAL *o = c->hs + t * c->hts + n * c->hns + j0;
         if (!PAD(c, t, n)) /* padded rows were zeroed in the first pass */
-            FN(gru_fwd_row_h)(nu, H, C + (n - n0) * w, x + sg, hp + n * lda + j0, ac + sg, o);
+            FN(gru_fwd_row_h)(nu, H, C + (n - n0) * w, x + n * xn + j0, hp + n * lda + j0,
+                              ac + sg, o);
         FN(keep_h)(c, t, (int)n, j0, nu, o, c->h0 + n * H + j0);
     }
 }
 
 static ATTR void FN(gru_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
-    const int H = c->H;
-    const long G3 = 3L * H;
-    FN(wpack) w1 = {c->Wh, G3, H, 1, H, 2, 2, c->direct, c->pk1};         /* [Wh_z | Wh_r] */
+    const int H = c->H, D = c->xs ? c->D : 0;
+    const long G3 = 3L * H, nuh = c->nuv * VL;
+    /* [Wh_z | Wh_r] and Wh_h, and where the input is inside the steps the same blocks of Wx
+     * (after Wh_h in pk2: see run_input_layer) */
+    FN(wpack) w1 = {c->Wh, G3, H, 1, H, 2, 2, c->direct, c->pk1};
+    FN(wpack) w2 = {c->Wh + 2 * H, G3, 0, 1, H, 1, 4, c->direct, c->pk2};
+    FN(wpack) x1 = {c->Wx, G3, H, 1, D, 2, 2, c->direct, c->pk2 + nuh * H};
+    FN(wpack) x2 = {c->Wx + 2 * H, G3, 0, 1, D, 1, 4, c->direct, c->pk2 + nuh * (H + 2 * D)};
     FN(pack_phase)(c, L, &w1);
-    FN(wpack) w2 = {c->Wh + 2 * H, G3, 0, 1, H, 1, 4, c->direct, c->pk2}; /* Wh_h */
     FN(pack_phase)(c, L, &w2);
+    if (c->xs) {
+        FN(pack_phase)(c, L, &x1);
+        FN(pack_phase)(c, L, &x2);
+    }
     /* two passes a step: the candidate product needs every unit of r*h */
-    const FN(wpack) *wp[] = {&w1, &w2};
+    const FN(wpack) *wp[] = {&w1, &w2}, *wx[] = {&x1, &x2};
     const FN(tile_fn) fn[] = {FN(gru_fwd_tile_zr), FN(gru_fwd_tile_h)};
-    FN(run_steps)(c, L, C, 0, 2, wp, fn, NULL, G3 * c->nuv * VL);
+    FN(run_steps)(c, L, C, 0, 2, wp, fn, c->xs ? wx : NULL, (H + D) * 3 * nuh);
 }
 
 /* Step t of rows [n0, n0 + cnt) for the tile at a: units of dh_{t+1} (what dh holds, its
@@ -1495,21 +1526,31 @@ static ATTR void FN(gru_bwd)(FN(ctx) *c, fr_local *L, REAL *C) {
 }
 
 /* --------------------- GRU, reset after: n = tanh(xw_n + r (h Wh_n + b_hn)), h' = (1-z) n + z h */
-#define GRU_RA_FWD_STEP(T, LD, ST, SIG, TANH)                                                 \
+/* XN: the candidate's input part, xw_n (projected first) or b_n + (x_t Wx_n) from the block's
+ * fourth column (the input inside the steps) */
+#define GRU_RA_FWD_BODY(T, LD, ST, SIG, TANH, XN)                                             \
     {                                                                                         \
         T z = SIG(LD(xr + u) + LD(cr + u));                                                   \
         T r = SIG(LD(xr + H + u) + LD(cr + w + u));                                           \
         T q = LD(cr + 2 * w + u) + LD(bh + u);                                                \
-        T n_ = TANH(LD(xr + 2 * H + u) + r * q);                                              \
+        T n_ = TANH(XN + r * q);                                                              \
         ST(hn + u, q);                                                                        \
         ST(ar + u, z);                                                                        \
         ST(ar + H + u, r);                                                                    \
         ST(ar + 2 * H + u, n_);                                                               \
         ST(ho + u, (ONE - z) * n_ + z * LD(hp + u));                                          \
     }
+#define GRU_RA_FWD_STEP(T, LD, ST, SIG, TANH)                                                 \
+    GRU_RA_FWD_BODY(T, LD, ST, SIG, TANH, LD(xr + 2 * H + u))
+#define GRU_RA_FWD_IN_STEP(T, LD, ST, SIG, TANH)                                              \
+    GRU_RA_FWD_BODY(T, LD, ST, SIG, TANH, LD(xr + 2 * H + u) + LD(cr + 3 * w + u))
 static inline ATTR void FN(gru_ra_fwd_row)(int nu, int H, int w, CR cr, CR xr, CR bh, CR hp,
                                           R ar, R hn, R ho) {
     ROW_LOOP(nu, GRU_RA_FWD_STEP);
+}
+static inline ATTR void FN(gru_ra_fwd_row_in)(int nu, int H, int w, CR cr, CR xr, CR bh, CR hp,
+                                             R ar, R hn, R ho) {
+    ROW_LOOP(nu, GRU_RA_FWD_IN_STEP);
 }
 
 /* v = dhs + dh (in: z*v of step t+1; out: z*v of step t) + the product share pr */
@@ -1531,18 +1572,37 @@ static inline ATTR void FN(gru_ra_bwd_row)(int cnt, int H, CR ar, CR g, CR pr, C
     ROW_LOOP(cnt, GRU_RA_BWD_STEP);
 }
 
-/* Step t of rows [n0, n0 + cnt) for the tile at a: product and gates. */
+/* Step t of rows [n0, n0 + cnt) for the tile at a: product and gates. With the input inside
+ * the steps, a row of the block C holds [z | r | hn | xn], each w wide: z and r sum both
+ * products, hn is h_prev's alone (the reset gate scales it) and xn x_t's. */
 static ATTR void FN(gru_ra_fwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long a, long Uc,
                                      FN(panel) p, const FN(wpack) *wx, REAL *C) {
     const int N = c->N, H = c->H;
     const long G3 = 3L * H;
     TILE_AT(a, Uc);
     HPREV(c->hs, t);
-    const REAL *x = c->xw + t * N * G3;
+    const REAL *x = c->xs ? c->b : c->xw + t * N * G3;
+    const long xn = c->xs ? 0 : G3; /* x's row stride: the bias is every row's */
     REAL *ac = c->acts + t * N * G3;
     REAL *hn = c->hn + (long)t * N * H;
-    FN(tile_product)((int)cnt, H, hp + n0 * lda, lda, p, 3 * (int)Uc, C, 0,
-                     TILE_KCB_FWD((int)cnt));
+    const int nv = 3 * (int)Uc, G = c->xs ? 4 : 3;
+    if (c->xs) {
+        long ch[12], cx[12]; /* the C columns of the panels' vectors */
+        for (int v = 0; v < nv; v++) {
+            int g = v / (int)Uc, i = v % (int)Uc;
+            ch[v] = (long)g * w + i * VL;
+            cx[v] = (long)(g == 2 ? 3 : g) * w + i * VL;
+        }
+        FN(tile_product_at)((int)cnt, H, hp + n0 * lda, lda, p, nv, C, 4L * w, ch, 0,
+                            TILE_KCB_FWD((int)cnt));
+        for (long n = 0; n < cnt; n++) FN(zero)(C + n * 4 * w + 3 * w, w);
+        const long ldx = (long)c->T * c->D;
+        FN(tile_product_at)((int)cnt, c->D, c->xs + n0 * ldx + (long)t * c->D, ldx,
+                            FN(panel_at)(wx, H, a, Uc), nv, C, 4L * w, cx, 1,
+                            TILE_KCB_FWD((int)cnt));
+    } else {
+        FN(tile_product)((int)cnt, H, hp + n0 * lda, lda, p, nv, C, 0, TILE_KCB_FWD((int)cnt));
+    }
     for (long n = n0; n < n0 + cnt; n++) {
         const long s = n * H + j0, sg = n * G3 + j0;
         REAL *o = c->hs + t * c->hts + n * c->hns + j0;
@@ -1551,20 +1611,25 @@ static ATTR void FN(gru_ra_fwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long 
             FN(zero)(hn + s, nu);
             FN(zero)(o, nu);
         } else {
-            FN(gru_ra_fwd_row)(nu, H, w, C + (n - n0) * 3 * w, x + sg, c->b_hn + j0,
-                               hp + n * lda + j0, ac + sg, hn + s, o);
+            (c->xs ? FN(gru_ra_fwd_row_in) : FN(gru_ra_fwd_row))(
+                nu, H, w, C + (n - n0) * G * w, x + n * xn + j0, c->b_hn + j0, hp + n * lda + j0,
+                ac + sg, hn + s, o);
         }
         FN(keep_h)(c, t, (int)n, j0, nu, o, c->h0 + s);
     }
 }
 
 static ATTR void FN(gru_ra_fwd)(FN(ctx) *c, fr_local *L, REAL *C) {
-    const long G3 = 3L * c->H;
-    FN(wpack) w1 = {c->Wh, G3, c->H, 1, c->H, 3, 1, c->direct, c->pk1};
+    const int H = c->H;
+    const long G3 = 3L * H;
+    FN(wpack) w1 = {c->Wh, G3, H, 1, H, 3, 1, c->direct, c->pk1};
+    FN(wpack) w2 = {c->Wx, G3, H, 1, c->D, 3, 1, c->direct, c->pk2};
     FN(pack_phase)(c, L, &w1);
+    if (c->xs) FN(pack_phase)(c, L, &w2);
     const FN(wpack) *wp[] = {&w1};
     const FN(tile_fn) fn[] = {FN(gru_ra_fwd_tile)};
-    FN(run_steps)(c, L, C, 0, 1, wp, fn, NULL, G3 * c->nuv * VL);
+    const FN(wpack) *wx[] = {&w2};
+    FN(run_steps)(c, L, C, 0, 1, wp, fn, wx, (H + (c->xs ? c->D : 0)) * c->nuv * VL * 3);
 }
 
 /* Step t of rows [n0, n0 + cnt) for the tile at a: its units' share of dh_{t+1}
@@ -1577,10 +1642,13 @@ static ATTR void FN(gru_ra_bwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long 
     HPREV(c->hs_in, t);
     REAL *d = c->dA + t * N * G3;
     if (t < T - 1) {
-        FN(tile_product)((int)cnt, 2 * H, d + (N + n0) * G3, G3, p, (int)Uc, C, 0, TILE_KCB_BWD);
-        FN(panel) pn = p;
+        /* the z and r rows of the panel, then its n rows: the first part's last slice
+         * prefetches the second's first, the second the next tile's (see tile_product) */
+        FN(panel) pzr = p, pn = p;
         pn.b += 2L * H * p.ldb;
-        pn.nx = NULL;
+        pzr.nx = pn.b;
+        FN(tile_product)((int)cnt, 2 * H, d + (N + n0) * G3, G3, pzr, (int)Uc, C, 0,
+                         TILE_KCB_BWD);
         FN(tile_product)((int)cnt, H, c->dhn + o + (N + n0) * H, H, pn, (int)Uc, C, 1,
                          TILE_KCB_BWD);
     } else {
@@ -2135,7 +2203,8 @@ static void FN(finish)(FN(gemm) *g, int nt, FN(carve) *cv) {
 static void FN(gate_gemm)(FN(gemm) *g, int K, const REAL *B, long sk, int G, int H) {
     *g = (FN(gemm)){0};
     g->K = K;
-    g->B = B, g->sk = sk, g->sg = H, g->sj = 1;
+    for (int gi = 0; gi < G; gi++) g->B[gi] = B + (long)gi * H, g->sk[gi] = sk;
+    g->sj = 1;
     g->G = G, g->Hc = H, g->U = 4 / G;
     g->cg = H;
 }
@@ -2166,7 +2235,7 @@ static void FN(plan_dx)(FN(ctx) *c, const fr_dims *d, int G, const REAL *Wx, REA
     FN(gemm) *g = &c->gemm[c->npre + c->npost++];
     *g = (FN(gemm)){0};
     g->K = (int)GH;
-    g->B = Wx, g->sk = 1, g->sg = 0, g->sj = GH; /* B(k, j) = Wx[j, k] */
+    g->B[0] = Wx, g->sk[0] = 1, g->sj = GH; /* B(k, j) = Wx[j, k] */
     g->G = 1, g->Hc = d->D, g->U = 4;
     FN(add_seg)(g, FN(rows_plain)(c->dA, GH), 0, (long)d->T * d->N, FN(rows_tn)(dxs, d));
     FN(finish)(g, nt, cv);
@@ -2174,33 +2243,36 @@ static void FN(plan_dx)(FN(ctx) *c, const fr_dims *d, int G, const REAL *Wx, REA
 
 /* The weight gradients of a layer whose recurrent product sees h_prev for the gate blocks
  * [0, Gh) with gradient dA (RNN, LSTM: all of them): [X^T; Hprev^T] @ dA in one product when
- * Gh = G, with db the column sums of dA. */
+ * Gh = G, with db the column sums of dA. A GRU's (Gh = 2) Hprev^T product takes the z and r
+ * blocks of dA, and for the reset-after form the n block from dhn (T*N, H), whose column sums
+ * are db_hn. */
 static void FN(plan_dw)(FN(ctx) *c, const fr_dims *d, int G, int Gh, const REAL *xs,
-                        const REAL *hs, REAL *dWx, REAL *dWh, REAL *db, int nt, FN(carve) *cv) {
+                        const REAL *hs, REAL *dWx, REAL *dWh, REAL *db, const REAL *dhn,
+                        REAL *db_hn, int nt, FN(carve) *cv) {
     long GH = (long)G * d->H, TN = (long)d->T * d->N;
     FN(gemm) *g = &c->gemm[c->npre + c->npost++];
     FN(gate_gemm)(g, (int)TN, c->dA, GH, G, d->H);
     FN(add_seg)(g, FN(rows_tn)(xs, d), 1, d->D, FN(rows_plain)(dWx, GH));
     if (Gh == G) FN(add_seg)(g, FN(rows_hprev)(hs, c->h0, d), 1, d->H, FN(rows_plain)(dWh, GH));
-    g->colsum = db, g->csg = d->H;
+    for (int gi = 0; gi < G; gi++) g->colsum[gi] = db + (long)gi * d->H;
     FN(finish)(g, nt, cv);
-    if (Gh < G) { /* the z and r blocks of a GRU */
+    if (Gh < G) {
         g = &c->gemm[c->npre + c->npost++];
-        FN(gate_gemm)(g, (int)TN, c->dA, GH, Gh, d->H);
+        FN(gate_gemm)(g, (int)TN, c->dA, GH, dhn ? G : Gh, d->H);
+        if (dhn) g->B[2] = dhn, g->sk[2] = d->H, g->colsum[2] = db_hn;
         FN(add_seg)(g, FN(rows_hprev)(hs, c->h0, d), 1, d->H, FN(rows_plain)(dWh, GH));
         FN(finish)(g, nt, cv);
     }
 }
 
-/* The candidate block of a GRU's dWh (columns [2H, 3H)): A^T @ B with A rows `a` (r*h_prev,
- * or h_prev), B (T*N rows of stride sk) and its column sums into colsum (db_hn) when given. */
+/* The candidate block of a reset-before GRU's dWh (columns [2H, 3H)): A^T @ B with A rows
+ * `a` (r*h_prev) and B (T*N rows of stride sk). */
 static void FN(plan_dwh_n)(FN(ctx) *c, const fr_dims *d, FN(rows) a, const REAL *B, long sk,
-                           REAL *dWh, REAL *colsum, int nt, FN(carve) *cv) {
+                           REAL *dWh, int nt, FN(carve) *cv) {
     long G3 = 3L * d->H, TN = (long)d->T * d->N;
     FN(gemm) *g = &c->gemm[c->npre + c->npost++];
     FN(gate_gemm)(g, (int)TN, B, sk, 1, d->H);
     FN(add_seg)(g, a, 1, d->H, FN(rows_plain)(dWh + 2 * d->H, G3));
-    g->colsum = colsum, g->csg = 0;
     FN(finish)(g, nt, cv);
 }
 
@@ -2245,54 +2317,54 @@ PLAN(plan_none) { (void)c, (void)d, (void)in, (void)out, (void)nt, (void)cv; }
 /* backward: dhs, xs, Wx, Wh, hs, ... -> dxs, dh0, ..., dWx, dWh, db [, db_hn] */
 PLAN(plan_rnn_bwd) { /* -> dxs, dh0, dWx, dWh, db */
     c->dA = FN(take)(cv, (long)d->T * d->N * d->H);
-    FN(plan_dw)(c, d, 1, 1, IN(1), IN(4), OUT(2), OUT(3), OUT(4), nt, cv);
+    FN(plan_dw)(c, d, 1, 1, IN(1), IN(4), OUT(2), OUT(3), OUT(4), NULL, NULL, nt, cv);
     FN(plan_dx)(c, d, 1, IN(2), OUT(0), nt, cv);
 }
 PLAN(plan_lstm_bwd) { /* -> dxs, dh0, dc0, dWx, dWh, db */
     c->dA = FN(take)(cv, (long)d->T * d->N * 4 * d->H);
-    FN(plan_dw)(c, d, 4, 4, IN(1), IN(4), OUT(3), OUT(4), OUT(5), nt, cv);
+    FN(plan_dw)(c, d, 4, 4, IN(1), IN(4), OUT(3), OUT(4), OUT(5), NULL, NULL, nt, cv);
     FN(plan_dx)(c, d, 4, IN(2), OUT(0), nt, cv);
 }
 PLAN(plan_gru_bwd) { /* in: ..., acts, rh, h0 -> dxs, dh0, dWx, dWh, db */
     c->dA = FN(take)(cv, (long)d->T * d->N * 3 * d->H);
-    FN(plan_dw)(c, d, 3, 2, IN(1), IN(4), OUT(2), OUT(3), OUT(4), nt, cv);
+    FN(plan_dw)(c, d, 3, 2, IN(1), IN(4), OUT(2), OUT(3), OUT(4), NULL, NULL, nt, cv);
     FN(plan_dwh_n)(c, d, FN(rows_plain)(IN(6), d->H), c->dA + 2 * d->H, 3L * d->H, OUT(3),
-                   NULL, nt, cv);
+                   nt, cv);
     FN(plan_dx)(c, d, 3, IN(2), OUT(0), nt, cv);
 }
 PLAN(plan_gru_ra_bwd) { /* -> dxs, dh0, dWx, dWh, db, db_hn */
     long TNH = (long)d->T * d->N * d->H;
     c->dA = FN(take)(cv, 3 * TNH);
     c->dhn = FN(take)(cv, TNH);
-    FN(plan_dw)(c, d, 3, 2, IN(1), IN(4), OUT(2), OUT(3), OUT(4), nt, cv);
-    FN(plan_dwh_n)(c, d, FN(rows_hprev)(IN(4), c->h0, d), c->dhn, d->H, OUT(3), OUT(5), nt, cv);
+    FN(plan_dw)(c, d, 3, 2, IN(1), IN(4), OUT(2), OUT(3), OUT(4), c->dhn, OUT(5), nt, cv);
     FN(plan_dx)(c, d, 3, IN(2), OUT(0), nt, cv);
 }
 #undef PLAN
 
-/* The LSTM and RNN layer forwards multiply x_t @ Wx inside each step, beside h @ Wh, rather
- * than xw = X @ Wx + b for all steps before the recurrence, where [Wx; Wh] fits one core's L2
- * and the batch fills the microkernel's rows (G gate blocks). It saves writing and reading xw
- * and a phase; the steps' products grow by D / H. LSTM layer forward, 2 threads, f32, N x T x
- * D x H: 32x35x28x256 3.6 -> 3.4 ms, 20x35x100x100 1.3 -> 0.88, 20x35x200x200 2.8-3.5 -> 2.4,
+/* The layer forwards multiply x_t @ Wx inside each step, beside h @ Wh, rather than xw = X @
+ * Wx + b for all steps before the recurrence, where [Wx; Wh] fits one core's L2 and the batch
+ * fills the microkernel's rows (G gate blocks). It saves writing and reading xw and a phase;
+ * the steps' products grow by D / H. LSTM layer forward, 2 threads, f32, N x T x D x H:
+ * 32x35x28x256 3.6 -> 3.4 ms, 20x35x100x100 1.3 -> 0.88, 20x35x200x200 2.8-3.5 -> 2.4,
  * 64x50x256x256 16.8 -> 14; where the panels stream from L3 it loses (20x35x650x650 21.9 ->
- * 24.5), and with N = 1 (1x100x256x256 1.14 -> 1.3). The GRU's candidate keeps its input
- * apart from r * (h Wh): it projects first. Decided from the shapes, not the thread count:
- * the two ways round differently. */
+ * 24.5), and with N = 1 (1x100x256x256 1.14 -> 1.3). The reset-after GRU keeps the
+ * candidate's input part in a column of its own (gru_ra_fwd_tile). Decided from the shapes,
+ * not the thread count: the two ways round differently. */
 #ifndef FR_FUSE_BYTES
 #define FR_FUSE_BYTES (2L << 20)
 #define FR_FUSE_N 8
 #endif
 /* A layer forward whose input (xs, Wx, b: the contract's first three arguments) enters its
- * G gate blocks additively: inside the steps where that pays, else through `project`. */
-static int FN(run_input_layer)(FN(ctx) *c, const fr_dims *d, int G, int nth, FN(plan_fn) project,
-                               const void *const *in, void *const *out) {
-    long pk1 = NUV(d->H) * G * d->H;
+ * G gate blocks additively: inside the steps where that pays, else through `project`. pk1 and
+ * pk2 hold the panels of Wh; the panels of Wx (G gate blocks) go after those in pk2. */
+static int FN(run_input_layer)(FN(ctx) *c, const fr_dims *d, int G, int nth, long pk1, long pk2,
+                               FN(plan_fn) project, const void *const *in, void *const *out) {
     if (d->N >= FR_FUSE_N && (long)(d->D + d->H) * G * d->H * (long)sizeof(REAL) <= FR_FUSE_BYTES) {
         c->xs = IN(0), c->Wx = IN(1), c->b = IN(2), c->D = d->D;
-        return FN(run_layer)(c, d, G, nth, pk1, NUV(d->H) * G * d->D, 0, FN(plan_none), in, out);
+        return FN(run_layer)(c, d, G, nth, pk1, pk2 + NUV(d->H) * G * d->D, 0, FN(plan_none), in,
+                             out);
     }
-    return FN(run_layer)(c, d, G, nth, pk1, 0, 0, project, in, out);
+    return FN(run_layer)(c, d, G, nth, pk1, pk2, 0, project, in, out);
 }
 
 /* Where a layer forward writes hs_kept: in its region, each row vector right after its gate
@@ -2316,8 +2388,9 @@ static int FN(op_rnn_layer_forward)(ARGS) { /* xs, Wx, b, Wh, h0 -> hs, h_last *
     c.Wh = IN(3), c.h0 = IN(4), c.hs = OUT(0), c.h_last = OUT(1);
     c.direct = d->T <= FR_DIRECT_T, c.loop = FN(rnn_fwd);
     int kin = FN(keep_in_region)(&c, d, OUT(2));
-    return FN(keep_after)(FN(run_input_layer)(&c, d, 1, nth, FN(plan_fwd1), in, out), kin, d,
-                          OUT(2), OUT(0));
+    return FN(keep_after)(FN(run_input_layer)(&c, d, 1, nth, NUV(d->H) * d->H, 0, FN(plan_fwd1),
+                                              in, out),
+                          kin, d, OUT(2), OUT(0));
 }
 
 static int FN(op_rnn_layer_backward)(ARGS) { /* dhs, xs, Wx, Wh, hs, h0 -> dxs, dh0, dW.. */
@@ -2336,8 +2409,9 @@ static int FN(op_lstm_layer_forward)(ARGS) {
     c.hs = OUT(0), c.h_last = OUT(1), c.c_last = OUT(2), c.cs = OUT(3), c.acts = OUT(4);
     c.direct = d->T <= FR_DIRECT_T, c.loop = FN(lstm_fwd);
     int kin = FN(keep_in_region)(&c, d, OUT(5));
-    return FN(keep_after)(FN(run_input_layer)(&c, d, 4, nth, FN(plan_fwd4), in, out), kin, d,
-                          OUT(5), OUT(0));
+    return FN(keep_after)(FN(run_input_layer)(&c, d, 4, nth, NUV(d->H) * 4 * d->H, 0,
+                                              FN(plan_fwd4), in, out),
+                          kin, d, OUT(5), OUT(0));
 }
 
 static int FN(op_lstm_layer_backward)(ARGS) {
@@ -2356,8 +2430,8 @@ static int FN(op_gru_layer_forward)(ARGS) { /* xs, Wx, b, Wh, h0 -> hs, h_last, 
     c.Wh = IN(3), c.h0 = IN(4), c.hs = OUT(0), c.h_last = OUT(1), c.acts = OUT(2), c.rh = OUT(3);
     c.direct = d->T <= FR_DIRECT_T, c.loop = FN(gru_fwd);
     int kin = FN(keep_in_region)(&c, d, OUT(4));
-    return FN(keep_after)(FN(run_layer)(&c, d, 3, nth, NUV(d->H) * 2 * d->H, NUV(d->H) * d->H,
-                                        0, FN(plan_fwd3), in, out),
+    return FN(keep_after)(FN(run_input_layer)(&c, d, 3, nth, NUV(d->H) * 2 * d->H,
+                                              NUV(d->H) * d->H, FN(plan_fwd3), in, out),
                           kin, d, OUT(4), OUT(0));
 }
 
@@ -2380,8 +2454,8 @@ static int FN(op_gru_ra_layer_forward)(ARGS) {
     c.hs = OUT(0), c.h_last = OUT(1), c.acts = OUT(2), c.hn = OUT(3);
     c.direct = d->T <= FR_DIRECT_T, c.loop = FN(gru_ra_fwd);
     int kin = FN(keep_in_region)(&c, d, OUT(4));
-    return FN(keep_after)(FN(run_layer)(&c, d, 3, nth, NUV(d->H) * 3 * d->H, 0, 0,
-                                        FN(plan_fwd3), in, out),
+    return FN(keep_after)(FN(run_input_layer)(&c, d, 3, nth, NUV(d->H) * 3 * d->H, 0,
+                                              FN(plan_fwd3), in, out),
                           kin, d, OUT(4), OUT(0));
 }
 
@@ -2421,9 +2495,9 @@ static int FN(matmul)(long M, long K, long Vc, const REAL *A, long a_rs, long a_
     FN(ctx) c = {0};
     FN(gemm) *g = &c.gemm[0];
     g->K = (int)K;
-    g->B = B, g->sk = b_rs, g->sj = b_cs;
+    g->B[0] = B, g->sk[0] = b_rs, g->sj = b_cs;
     g->G = 1, g->Hc = (int)Vc, g->U = 4;
-    g->bias = bias, g->acc = acc, g->colsum = colsum;
+    g->bias = bias, g->acc = acc, g->colsum[0] = colsum;
     if (a_cs == 1)
         FN(add_seg)(g, FN(rows_plain)(A, a_rs), 0, M, FN(rows_plain)(C, c_rs));
     else /* a_rs == 1: the rows of A^T */
