@@ -1766,8 +1766,9 @@ static int FN(softmax_cross_entropy)(long M, long Vn, const REAL *x, const int64
     double *rows = (double *)malloc((size_t)M * sizeof(double));
     if (!rows) return FR_ENOMEM;
     FN(softmax_ctx) s = {M, Vn, x, t, dx, (REAL)(1.0 / (double)(count > 0 ? count : 1)), rows};
-    /* one thread per ~2e5 scores: below that the region start costs more than it saves */
-    long by_work = M * Vn / 200000;
+    /* one thread per 15000 scores: a region whose workers are already spinning starts in
+     * about a microsecond (NOTES.md, "Flat ops and the optimizers") */
+    long by_work = M * Vn / 15000;
     int nt = nthreads < by_work ? nthreads : (int)by_work;
     if (nt > M) nt = (int)M;
     nt = nt < 1 ? 1 : nt;
