@@ -642,25 +642,29 @@ static ATTR void FN(pack_b)(const FN(gemm) *g, int k0, int kn, long c0, long c1,
     if (g->sj == 1) {
         long run = (c1 - c0) * VL; /* columns of one gate block in this chunk */
         for (int k = 0; k < kn; k++) {
-            if (k + PACK_AHEAD < kn)
-                for (int gi = 0; gi < g->G; gi++) {
-                    const REAL *ahead = g->B[gi] + (long)(k0 + k + PACK_AHEAD) * g->sk[gi];
+            const REAL *rw[4]; /* row k0 + k of each gate block, at column c0 */
+            for (int gi = 0; gi < g->G; gi++) {
+                rw[gi] = g->B[gi] + (long)(k0 + k) * g->sk[gi] + c0 * VL;
+                if (k + PACK_AHEAD < kn)
                     for (long l = 0; l < run; l += 64 / (long)sizeof(REAL))
-                        __builtin_prefetch(ahead + c0 * VL + l, 0, 3);
-                }
-            for (vi = 0; vi < nvt; vi++) {
-                const REAL *s = bs[vi] + k * bk[vi];
-                V x;
-                if (g->Hc - col[vi] >= VL) {
-                    x = FN(vld)(s);
-                } else {
-                    REAL tmp[VL] = {0};
-                    for (int l = 0; col[vi] + l < g->Hc; l++) tmp[l] = s[l];
-                    x = FN(vld)(tmp);
-                }
-                FN(vst)(bp + po[vi] + k * pl[vi], x);
-                sums[vi] += x;
+                        __builtin_prefetch(rw[gi] + PACK_AHEAD * g->sk[gi] + l, 0, 3);
             }
+            vi = 0;
+            for (long a = c0; a < c1; a += g->U)
+                for (int gi = 0, Uc = c1 - a < g->U ? (int)(c1 - a) : g->U; gi < g->G; gi++)
+                    for (int u = 0; u < Uc; u++, vi++) {
+                        const REAL *s = rw[gi] + (a - c0 + u) * VL;
+                        V x;
+                        if (g->Hc - col[vi] >= VL) {
+                            x = FN(vld)(s);
+                        } else {
+                            REAL tmp[VL] = {0};
+                            for (int l = 0; col[vi] + l < g->Hc; l++) tmp[l] = s[l];
+                            x = FN(vld)(tmp);
+                        }
+                        FN(vst)(bp + po[vi] + k * pl[vi], x);
+                        sums[vi] += x;
+                    }
         }
     } else {
         for (vi = 0; vi < nvt; vi++) {
