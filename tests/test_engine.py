@@ -4,6 +4,9 @@ every backend's, by the shared backend suite; here each dispatch target the mach
 compared with the reference too, since that suite runs only the default target.
 
 Skipped as a whole when the extension was not built (no C compiler at install time)."""
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -320,6 +323,40 @@ def test_a_parallel_loop_completes_when_the_other_threads_never_start(nt):
     # busy machine); the caller must then take over that worker's items, not skip them.
     for n in (1, 5, 64, 1001):
         assert engine._engine.selftest_takeover(n, nt) == n
+
+
+_BACKWARDS_IN_A_ROW = """
+import numpy as np, fastrnn
+from fastrnn import engine
+from fastrnn.layers import TimeGRU, TimeLSTM
+fastrnn.set_num_threads(2)
+rng = np.random.default_rng(0)
+for make in (TimeLSTM, TimeGRU, lambda *a, **k: TimeGRU(*a, reset_after=True, **k)):
+    G = 4 if make is TimeLSTM else 3
+    for N, T, D, H in ((20, 35, 200, 200), (24, 5, 150, 130), (3, 40, 28, 256)):
+        layer = make((rng.standard_normal((D, G * H)) * 0.1).astype(np.float32),
+                     (rng.standard_normal((H, G * H)) * 0.1).astype(np.float32),
+                     np.zeros(G * H, np.float32))
+        xs = rng.standard_normal((N, T, D)).astype(np.float32)
+        dhs = rng.standard_normal((N, T, H)).astype(np.float32)
+        for _ in range(60):
+            layer.forward(xs)
+            layer.backward(dhs)
+print("done")
+"""
+
+
+def test_products_that_do_not_meet_between_them_always_finish():
+    # A layer backward's products after its recurrence run without a meeting between them, so
+    # the last item to finish may belong to an earlier product than the one a sleeping thread
+    # waits on; that item must wake it (a lost wake-up hangs the call). In a child process,
+    # so that a hang fails the test instead of the run.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(engine.__file__)))
+    e = {k: v for k, v in os.environ.items() if k != "FASTRNN_BACKEND"}
+    e["PYTHONPATH"] = root + os.pathsep + e.get("PYTHONPATH", "")
+    r = subprocess.run([sys.executable, "-c", _BACKWARDS_IN_A_ROW], capture_output=True,
+                       text=True, env=e, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "done", r.stdout + r.stderr
 
 
 def test_waking_the_sleeping_pool_ahead_of_an_op_changes_nothing():

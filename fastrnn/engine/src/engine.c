@@ -256,7 +256,7 @@ typedef struct {
 typedef struct {
     fr_counter claim[FR_MAXT]; /* items claimed from each owner's range, over all phases */
     fr_counter done;           /* items finished, over all phases */
-    _Alignas(64) atomic_int epoch; /* phases finished: what sleepers wait on */
+    _Alignas(64) atomic_int epoch; /* bumped as phases finish (fr_finish): what sleepers wait on */
     atomic_int sleepers;
 } fr_sched;
 
@@ -344,24 +344,35 @@ static int fr_next(fr_sched *s, fr_local *l, long n, long U, fr_item *it) {
     return 0;
 }
 
-/* Mark an item done; `end` is the done count at which its phase is complete. */
+/* Mark an item done; `end` is the done count at which its phase is complete. With phases
+ * passed (fr_pass), the last item to finish may belong to an earlier phase than the one a
+ * sleeper waits for: any item that brings the count to its own phase's end or past it wakes
+ * the sleepers, who check the count again. */
 static void fr_finish(fr_sched *s, long end) {
-    if (atomic_fetch_add(&s->done.v, 1) + 1 == end) {
+    if (atomic_fetch_add(&s->done.v, 1) + 1 >= end) {
         atomic_fetch_add(&s->epoch, 1);
         if (atomic_load(&s->sleepers) > 0) fr_futex_wake(&s->epoch);
     }
 }
 
-/* End of a phase over n units in items of U: wait until every item is done. */
-static void fr_sync(fr_sched *s, fr_local *l, long n, long U) {
+/* End of a phase over n units in items of U without waiting for its items: the next phase's
+ * can be claimed meanwhile, where it does not read what this one writes. Every item is
+ * claimed when a thread gets here (fr_next claims the others' after its own), and the next
+ * fr_sync waits for this phase's items too. */
+static void fr_pass(fr_local *l, long n, long U) {
     long lens[FR_MAXT];
     fr_lens(l, n, U, lens);
-    long end = l->target;
     for (int r = 0; r < l->nt; r++) {
-        end += lens[r];
+        l->target += lens[r];
         l->base[r] += lens[r];
     }
-    l->target = end;
+}
+
+/* End of a phase over n units in items of U: wait until every item is done, this phase's and
+ * those of the phases passed before it. */
+static void fr_sync(fr_sched *s, fr_local *l, long n, long U) {
+    fr_pass(l, n, U);
+    long end = l->target;
     if (l->nt <= 1) return;
     if (atomic_load_explicit(&s->done.v, memory_order_acquire) >= end) return;
     long t0 = fr_now_ns();
