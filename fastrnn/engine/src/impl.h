@@ -1608,7 +1608,7 @@ static ATTR void FN(gru_ra_fwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long 
     const long xn = c->xs ? 0 : G3; /* x's row stride: the bias is every row's */
     REAL *ac = c->acts + t * N * G3;
     REAL *hn = c->hn + (long)t * N * H;
-    const int nv = 3 * (int)Uc, G = c->xs ? 4 : 3;
+    const int nv = 3 * (int)Uc, cb = c->xs ? 4 : 3; /* blocks of w in a row of C */
     if (c->xs) {
         long ch[12], cx[12]; /* the C columns of the panels' vectors */
         for (int v = 0; v < nv; v++) {
@@ -1635,7 +1635,7 @@ static ATTR void FN(gru_ra_fwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long 
             FN(zero)(o, nu);
         } else {
             (c->xs ? FN(gru_ra_fwd_row_in) : FN(gru_ra_fwd_row))(
-                nu, H, w, C + (n - n0) * G * w, x + n * xn + j0, c->b_hn + j0, hp + n * lda + j0,
+                nu, H, w, C + (n - n0) * cb * w, x + n * xn + j0, c->b_hn + j0, hp + n * lda + j0,
                 ac + sg, hn + s, o);
         }
         FN(keep_h)(c, t, (int)n, j0, nu, o, c->h0 + s);
