@@ -118,6 +118,8 @@ def _axpby(a, xs, b, ys):
             yv.append(v)
     if yv:
         backend.ops_for(yv[0]).axpby(a, xv, b, yv)
+
+
 def _chunkable(*arrays):
     """Contiguous writeable NumPy arrays of one float dtype: what the chunked updates take."""
     return all(isinstance(a, np.ndarray) and a.flags.c_contiguous and a.flags.writeable

@@ -1610,7 +1610,7 @@ static ATTR void FN(gru_ra_fwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long 
     REAL *hn = c->hn + (long)t * N * H;
     const int nv = 3 * (int)Uc, cb = c->xs ? 4 : 3; /* blocks of w in a row of C */
     if (c->xs) {
-        long ch[12], cx[12]; /* the C columns of the panels' vectors */
+        long ch[4], cx[4]; /* the C columns of the panels' vectors (a panel has at most 4) */
         for (int v = 0; v < nv; v++) {
             int g = v / (int)Uc, i = v % (int)Uc;
             ch[v] = (long)g * w + i * VL;
