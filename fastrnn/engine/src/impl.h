@@ -20,7 +20,7 @@
  *   a tile computes its units of dh_{t+1} = dA_{t+1} @ Wh^T and then their gate gradients of
  *   step t, so a step is one phase too (two for the reset-before GRU). Where one thread's
  *   panels fit its L2, threads take whole rows through every step instead (rows_apart).
- * - the matrix products around it (gemm below): the same panels and microkernel over kc-deep
+ * - the matrix products around it (gemm below): the same microkernel over kc-deep
  *   blocks of a packed A (any row gather, transposed or not) and a packed B, with a store / add
  *   / bias epilogue. A layer op runs its products and its recurrence in one parallel region.
  * - plain matrix products (fr_matmul).
@@ -453,15 +453,16 @@ static inline ATTR FN(panel) FN(panel_next)(const FN(wpack) *wp, int H, long a, 
 }
 
 /* ---------------------------------------------------------------------------- gemm
- * C = A @ B over a column space of G gate blocks of Hc columns each (a layer's G*H gate
- * columns, or G = 1 for a plain product), cut into unit vectors of VL columns; tiles of U unit
- * vectors x G gates, as in the recurrence. A comes in one or two row segments (dWx and dWh
- * share B = dA: [X^T; Hprev^T] @ dA), each with its own C rows.
+ * C = A @ B over Hc columns (a layer's G*H gate columns side by side), cut into unit vectors
+ * of VL columns; tiles of GEMM_TU unit vectors. A comes in one or two row segments (dWx and
+ * dWh share B = dA: [X^T; Hprev^T] @ dA), each with its own C rows. Tiles of one unit vector
+ * per gate instead (as in the recurrence, whose gate math wants them) put a microkernel
+ * block's stores G*H apart in C: slower (NOTES.md, "The microkernel and the products").
  *
  * Blocking: columns in chunks of at most GEMM_NV vectors; depth in near-equal blocks of at most
  * g->kc (fr_kc_bytes: the chunk's packed B block takes half of a core's L2); rows in blocks
  * of GEMM_MC. Per chunk, depth blocks
- * outer: B's block for the chunk is packed ([tile][k][g][u]) once and stays in L2 while every
+ * outer: B's block for the chunk is packed ([tile][k][u]) once and stays in L2 while every
  * row block of A passes it (rows outer streamed the whole chunk of B from L3 once per row
  * block where it did not fit L2: the LSTM dW product 512x3200x1024 and friends). An item is
  * a group of unit vectors with all rows, or (narrow C, by_rows) a block of at most GEMM_MC
@@ -474,6 +475,7 @@ static inline ATTR FN(panel) FN(panel_next)(const FN(wpack) *wp, int H, long a, 
 #ifndef GEMM_NV
 #define GEMM_NV 16
 #endif
+#define GEMM_TU 4 /* unit vectors of a tile: the widest microkernel */
 
 /* Rows of a stored row-major matrix, in logical order r = (t, n) = (r / ni, r % ni):
  * p + (t - shift)*st + n*sn, except rows with t < shift, which come from p0 + n*sn0. ni = 0:
@@ -505,27 +507,21 @@ typedef struct {
     int kc;              /* the deepest depth block (set by add_seg) */
     FN(seg) seg[2];
     long mtot;           /* rows of all segments */
-    const REAL *B[4];    /* B(k, g, j) = B[g][k*sk[g] + j*sj]: each gate block may lie in */
-    long sk[4], sj;      /* an array of its own (a GRU's dWh: dA's z and r, and dhn) */
-    int G, Hc, U;        /* G gate blocks of Hc columns; tiles of U unit vectors */
-    long cg;             /* C column of (g, j): g*cg + j */
-    const REAL *bias;    /* added once to C column (g, j): bias[g*cg + j]; or NULL */
+    const REAL *B;       /* B(k, j) = B[k*sk + j*sj] */
+    long sk, sj;
+    int Hc;              /* columns of B and C, in tiles of GEMM_TU unit vectors */
+    const REAL *bias;    /* added once to C column j: bias[j]; or NULL */
     int acc;             /* C += A @ B instead of C = A @ B */
-    REAL *colsum[4];     /* colsum[g][j] = sum_k B(k, g, j) (db), for each gate that has one */
+    REAL *colsum;        /* colsum[j] = sum_k B(k, j) (db), or NULL */
     int by_rows;         /* items are row blocks (else groups of unit vectors) */
     long mb;             /* rows of a row item: GEMM_MC, or fewer to give every thread as
                           * many (only where A is not packed once per call: see finish) */
     long item;           /* unit vectors per item (by columns) */
     REAL *apk;           /* A packed once per call for every item (see gemm_apk), or NULL */
+    const void *apk_from; /* the product earlier in the same phase whose packed A this one
+                           * reads (the same segments of A), or NULL */
     REAL *bpk;           /* row items: B packed once per call for all of them, or NULL */
 } FN(gemm);
-
-/* Whether some gate block of B has its column sums taken. */
-static inline int FN(has_sums)(const FN(gemm) *g) {
-    for (int gi = 0; gi < g->G; gi++)
-        if (g->colsum[gi]) return 1;
-    return 0;
-}
 
 /* Per-thread blocks of a product: packed A (GEMM_MC x kc), packed B (one depth block of a
  * chunk: kc x GEMM_NV vectors), the microkernel's output block. */
@@ -572,108 +568,83 @@ static inline ATTR const REAL *FN(apk_block)(const FN(gemm) *g, int si, long ib,
 /* Row items all multiply by the same B: it is packed once per call (chunk after chunk of
  * GEMM_NV vectors at most, each depth block laid out as gemm_item packs it). Its length, or 0
  * where the product can have no row items or B would need more than GEMM_APK. */
-static long FN(gemm_chunk)(const FN(gemm) *g) {
-    long chunk = GEMM_NV / g->G;
-    chunk -= chunk % g->U;
-    return chunk < g->U ? g->U : chunk;
-}
 static long FN(gemm_bpk_len)(const FN(gemm) *g) {
-    long len = (long)g->K * ((g->Hc + VL - 1) / VL) * g->G * VL;
-    return !FN(has_sums)(g) && g->mtot > GEMM_MC && len <= GEMM_APK ? len : 0;
+    long len = (long)g->K * ((g->Hc + VL - 1) / VL) * VL;
+    return !g->colsum && g->mtot > GEMM_MC && len <= GEMM_APK ? len : 0;
 }
 
 /* Decide how a product is cut into items for nt threads. */
 static void FN(gemm_plan)(FN(gemm) *g, int nt) {
     long nuv = (g->Hc + VL - 1) / VL;
-    long maxv = GEMM_NV / g->G;
-    maxv -= maxv % g->U;
-    if (maxv < g->U) maxv = g->U;
     long want = (nuv + 2L * nt - 1) / (2L * nt);
-    want = (want + g->U - 1) / g->U * g->U;
-    g->item = want < g->U ? g->U : (want > maxv ? maxv : want);
+    want = (want + GEMM_TU - 1) / GEMM_TU * GEMM_TU;
+    g->item = want > GEMM_NV ? GEMM_NV : want;
     g->mtot = 0;
     for (int s = 0; s < g->nseg; s++) g->mtot += g->seg[s].M;
     long col_items = (nuv + g->item - 1) / g->item;
     /* narrow and tall: split the rows, so that each thread reads its share of A once (db
      * needs whole columns: it never does) */
-    g->by_rows = !FN(has_sums)(g) && g->mtot > GEMM_MC &&
-                 (col_items < nt || 4L * g->G * g->Hc < g->mtot);
+    g->by_rows = !g->colsum && g->mtot > GEMM_MC && (col_items < nt || 4L * g->Hc < g->mtot);
     g->mb = GEMM_MC;
 }
 
-/* Pack rows [k0, k0 + kn) of B for unit vectors [c0, c1): tiles of U unit vectors, each
- * [k][g][u] with zeros past Hc; with `sum`, add each packed column's sum to colsum (from zero
- * at k0 = 0), in k order.
+/* Pack rows [k0, k0 + kn) of B for unit vectors [c0, c1): tiles of GEMM_TU unit vectors, each
+ * [k][u] with zeros past Hc; with `sum`, add each packed column's sum to colsum (from zero at
+ * k0 = 0), in k order.
  *
- * Rows of B contiguous (sj = 1): row by row, each row of the chunk being G runs of (c1 - c0)
- * vectors, with the rows PACK_AHEAD ahead prefetched and the column sums kept in registers. A
- * wide B (dA: G*H columns) has its rows a page or more apart, where a walk down each column
- * gets no help from the hardware prefetcher: the LSTM dW products 284x1120x1024 and
- * 512x3200x1024 (A^T, with db) took 4% longer that way. Columns of B contiguous (sk = 1):
- * VL x VL transposes in registers, column vector by column vector. */
+ * Rows of B contiguous (sj = 1): row by row, with the rows PACK_AHEAD ahead prefetched and the
+ * column sums kept in registers. A wide B (dA: G*H columns) has its rows a page or more apart,
+ * where a walk down each column gets no help from the hardware prefetcher: the LSTM dW
+ * products 284x1120x1024 and 512x3200x1024 (A^T, with db) took 4% longer that way. Columns of
+ * B contiguous (sk = 1): VL x VL transposes in registers, column vector by column vector. */
 #define PACK_AHEAD 8
 static ATTR void FN(pack_b)(const FN(gemm) *g, int k0, int kn, long c0, long c1, REAL *bp,
                            int sum) {
-    /* Per packed vector vi (tile after tile, [g][u] within a tile): its column j of a gate
-     * block, its first element of depth k0 in B (bs) and B's row stride there (bk), its column
-     * sums (cs, or NULL), its first packed element (po) and the length of its tile's packed
-     * row (pl). */
-    int nvt = (int)((c1 - c0) * g->G), vi = 0;
-    long col[nvt], bk[nvt], po[nvt], pl[nvt];
-    const REAL *bs[nvt];
-    REAL *cs[nvt];
+    /* Per packed vector vi: its first column (col), its first packed element (po) and the
+     * length of its tile's packed row (pl) */
+    int nvt = (int)(c1 - c0);
+    long col[nvt], po[nvt], pl[nvt];
     V sums[nvt];
-    for (long a = c0; a < c1; a += g->U) {
-        int Uc = c1 - a < g->U ? (int)(c1 - a) : g->U, nv = g->G * Uc;
-        for (int v = 0; v < nv; v++, vi++) {
-            int gi = v / Uc;
-            col[vi] = (a + v % Uc) * VL;
-            bk[vi] = g->sk[gi];
-            bs[vi] = g->B[gi] + col[vi] * g->sj + (long)k0 * bk[vi];
-            cs[vi] = sum && g->colsum[gi] ? g->colsum[gi] + col[vi] : NULL;
-            po[vi] = (a - c0) * g->G * VL * kn + (long)v * VL;
-            pl[vi] = (long)nv * VL;
-            REAL tmp[VL] = {0};
-            if (cs[vi] && k0 > 0) /* continue the sums of the depth blocks before */
-                for (int l = 0; l < VL && col[vi] + l < g->Hc; l++) tmp[l] = cs[vi][l];
-            sums[vi] = FN(vld)(tmp);
-        }
+    REAL *cs = sum ? g->colsum : NULL;
+    for (int vi = 0; vi < nvt; vi++) {
+        long a = vi / GEMM_TU * GEMM_TU; /* its tile, from c0 */
+        col[vi] = (c0 + vi) * VL;
+        po[vi] = a * VL * kn + (long)(vi - a) * VL;
+        pl[vi] = (nvt - a < GEMM_TU ? nvt - a : GEMM_TU) * VL;
+        REAL tmp[VL] = {0};
+        if (cs && k0 > 0) /* continue the sums of the depth blocks before */
+            for (int l = 0; l < VL && col[vi] + l < g->Hc; l++) tmp[l] = cs[col[vi] + l];
+        sums[vi] = FN(vld)(tmp);
     }
     if (g->sj == 1) {
-        long run = (c1 - c0) * VL; /* columns of one gate block in this chunk */
+        long run = (c1 - c0) * VL; /* columns in this chunk */
         for (int k = 0; k < kn; k++) {
-            const REAL *rw[4]; /* row k0 + k of each gate block, at column c0 */
-            for (int gi = 0; gi < g->G; gi++) {
-                rw[gi] = g->B[gi] + (long)(k0 + k) * g->sk[gi] + c0 * VL;
-                if (k + PACK_AHEAD < kn)
-                    for (long l = 0; l < run; l += 64 / (long)sizeof(REAL))
-                        __builtin_prefetch(rw[gi] + PACK_AHEAD * g->sk[gi] + l, 0, 3);
+            const REAL *rw = g->B + (long)(k0 + k) * g->sk + c0 * VL; /* row k0 + k */
+            if (k + PACK_AHEAD < kn)
+                for (long l = 0; l < run; l += 64 / (long)sizeof(REAL))
+                    __builtin_prefetch(rw + PACK_AHEAD * g->sk + l, 0, 3);
+            for (int vi = 0; vi < nvt; vi++) {
+                const REAL *s = rw + (long)vi * VL;
+                V x;
+                if (g->Hc - col[vi] >= VL) {
+                    x = FN(vld)(s);
+                } else {
+                    REAL tmp[VL] = {0};
+                    for (int l = 0; col[vi] + l < g->Hc; l++) tmp[l] = s[l];
+                    x = FN(vld)(tmp);
+                }
+                FN(vst)(bp + po[vi] + k * pl[vi], x);
+                sums[vi] += x;
             }
-            vi = 0;
-            for (long a = c0; a < c1; a += g->U)
-                for (int gi = 0, Uc = c1 - a < g->U ? (int)(c1 - a) : g->U; gi < g->G; gi++)
-                    for (int u = 0; u < Uc; u++, vi++) {
-                        const REAL *s = rw[gi] + (a - c0 + u) * VL;
-                        V x;
-                        if (g->Hc - col[vi] >= VL) {
-                            x = FN(vld)(s);
-                        } else {
-                            REAL tmp[VL] = {0};
-                            for (int l = 0; col[vi] + l < g->Hc; l++) tmp[l] = s[l];
-                            x = FN(vld)(tmp);
-                        }
-                        FN(vst)(bp + po[vi] + k * pl[vi], x);
-                        sums[vi] += x;
-                    }
         }
     } else {
-        for (vi = 0; vi < nvt; vi++) {
+        for (int vi = 0; vi < nvt; vi++) {
             int cnt = g->Hc - col[vi] < VL ? (int)(g->Hc - col[vi]) : VL;
-            const REAL *src = bs[vi];
+            const REAL *src = g->B + col[vi] * g->sj + (long)k0 * g->sk;
             REAL *dv = bp + po[vi];
             long ld = pl[vi];
             int k = 0;
-            if (bk[vi] == 1) /* columns of B are rows in memory: VL x VL transposes */
+            if (g->sk == 1) /* columns of B are rows in memory: VL x VL transposes */
                 for (; k + VL <= kn; k += VL) {
                     V r[VL];
                     for (int l = 0; l < VL; l++)
@@ -683,15 +654,15 @@ static ATTR void FN(pack_b)(const FN(gemm) *g, int k0, int kn, long c0, long c1,
                 }
             for (int l = 0; l < VL; l++) {
                 const REAL *s = src + l * g->sj;
-                for (int kk = k; kk < kn; kk++) dv[kk * ld + l] = l < cnt ? s[kk * bk[vi]] : 0;
+                for (int kk = k; kk < kn; kk++) dv[kk * ld + l] = l < cnt ? s[kk * g->sk] : 0;
             }
-            if (cs[vi])
+            if (cs)
                 for (k = 0; k < kn; k++) sums[vi] += FN(vld)(dv + k * ld);
         }
     }
-    for (vi = 0; vi < nvt; vi++)
-        if (cs[vi])
-            for (int l = 0; l < VL && col[vi] + l < g->Hc; l++) cs[vi][l] = sums[vi][l];
+    if (cs)
+        for (int vi = 0; vi < nvt; vi++)
+            for (int l = 0; l < VL && col[vi] + l < g->Hc; l++) cs[col[vi] + l] = sums[vi][l];
 }
 
 /* Pack rows [i0, i0 + mn) x depth [k0, k0 + kn) of a segment's A: row-major (lda = kn), or
@@ -737,16 +708,13 @@ static ATTR void FN(pack_a)(const FN(seg) *s, long i0, int mn, int k0, int kn, R
  * element's value does not depend on which way its tile went. */
 static ATTR void FN(gemm_start)(const FN(gemm) *g, const FN(seg) *s, long i, int mr, REAL *cs,
                                long a, int Uc, int init) {
-    int nv = g->G * Uc;
     for (int r = 0; r < mr; r++) {
         const REAL *src = FN(row)(&s->c, i + r);
-        REAL *cr = cs + (long)r * nv * VL;
-        for (int v = 0; v < nv; v++) {
-            int gi = v / Uc;
-            long j = (a + v % Uc) * VL;
+        REAL *cr = cs + (long)r * Uc * VL;
+        for (int v = 0; v < Uc; v++) {
+            long j = (a + v) * VL;
             int cnt = g->Hc - j < VL ? (int)(g->Hc - j) : VL;
-            const REAL *from = init == MK_LOAD ? src + gi * g->cg + j
-                               : init == MK_BIAS ? g->bias + gi * g->cg + j : NULL;
+            const REAL *from = init == MK_LOAD ? src + j : init == MK_BIAS ? g->bias + j : NULL;
             for (int l = 0; l < VL; l++) cr[v * VL + l] = from && l < cnt ? from[l] : (REAL)0;
         }
     }
@@ -754,15 +722,13 @@ static ATTR void FN(gemm_start)(const FN(gemm) *g, const FN(seg) *s, long i, int
 
 static ATTR void FN(gemm_store)(const FN(gemm) *g, const FN(seg) *s, long i, int mr,
                                const REAL *cs, long a, int Uc) {
-    int nv = g->G * Uc;
     for (int r = 0; r < mr; r++) {
         REAL *dst = (REAL *)FN(row)(&s->c, i + r);
-        const REAL *cr = cs + (long)r * nv * VL;
-        for (int v = 0; v < nv; v++) {
-            int gi = v / Uc;
-            long j = (a + v % Uc) * VL;
+        const REAL *cr = cs + (long)r * Uc * VL;
+        for (int v = 0; v < Uc; v++) {
+            long j = (a + v) * VL;
             int cnt = g->Hc - j < VL ? (int)(g->Hc - j) : VL;
-            FN(copy)(dst + gi * g->cg + j, cr + v * VL, cnt);
+            FN(copy)(dst + j, cr + v * VL, cnt);
         }
     }
 }
@@ -779,7 +745,7 @@ static inline ATTR int FN(even_rows)(const FN(rows) *m, long i, int cnt, long *s
     return 1;
 }
 
-/* One item: unit vectors [ua, ub) of every gate block, rows [m0, m1) of the segments. Depth
+/* One item: unit vectors [ua, ub), rows [m0, m1) of the segments. Depth
  * blocks are near-equal (none of a few k). A is read in place where it is not transposed:
  * plain rows, and gathered rows (xs read time-major) one microkernel block at a time, where
  * the block's rows are equally spaced (a block that spans two steps is copied to ap first);
@@ -789,10 +755,10 @@ static inline ATTR int FN(even_rows)(const FN(rows) *m, long i, int cnt, long *s
  * the bias as the first block's start), others go through the scratch block and gemm_store. */
 static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, long m1,
                               FN(work) *wk) {
-    long chunk = FN(gemm_chunk)(g);
-    int sums = FN(has_sums)(g); /* column items only: every column is packed in one item */
+    const long chunk = GEMM_NV;
+    int sums = g->colsum != NULL; /* column items only: every column is packed in one item */
     int nkb = FN(nkb)(g);
-    int mrmax = FN(mr_of)[g->G * g->U]; /* rows of a block: the full tiles' register tile */
+    int mrmax = FN(mr_of)[GEMM_TU]; /* rows of a block: the full tiles' register tile */
     long nch = (ub - ua + chunk - 1) / chunk;
     /* Chunks outer, each with its depth blocks: B's block stays in L2 for all rows. With B
      * packed once per call (row items, whose rows no other item reads), depth blocks outer
@@ -802,12 +768,12 @@ static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, lon
         long c0 = ua + (kouter ? it % nch : it / nkb) * chunk;
         int kb = (int)(kouter ? it / nch : it % nkb);
         long c1 = ub - c0 < chunk ? ub : c0 + chunk;
-        long width = (c1 - c0) * g->G * VL; /* packed B of one depth row */
+        long width = (c1 - c0) * VL; /* packed B of one depth row */
         int k0 = (int)((long)g->K * kb / nkb), k1 = (int)((long)g->K * (kb + 1) / nkb);
         int kn = k1 - k0;
         const REAL *bk = wk->bp;
         if (g->bpk)
-            bk = g->bpk + (long)g->K * c0 * g->G * VL + (long)k0 * width;
+            bk = g->bpk + (long)g->K * c0 * VL + (long)k0 * width;
         else
             FN(pack_b)(g, k0, kn, c0, c1, wk->bp, sums);
         int init = kb > 0 || g->acc ? MK_LOAD : (g->bias ? MK_BIAS : MK_ZERO);
@@ -854,20 +820,18 @@ static ATTR void FN(gemm_item)(const FN(gemm) *g, long ua, long ub, long m0, lon
                     }
                     int even = FN(even_rows)(&s->c, il + r0, mr, &step);
                     REAL *crow = (REAL *)FN(row)(&s->c, il + r0);
-                    for (long a = c0; a < c1; a += g->U) {
-                        int Uc = c1 - a < g->U ? (int)(c1 - a) : g->U, nv = g->G * Uc;
-                        const REAL *panel = bk + (a - c0) * g->G * VL * kn;
-                        FN(mk_fn) mk = FN(mk_table)(nv, mr, 0);
+                    for (long a = c0; a < c1; a += GEMM_TU) {
+                        int Uc = c1 - a < GEMM_TU ? (int)(c1 - a) : GEMM_TU;
+                        const REAL *panel = bk + (a - c0) * VL * kn;
+                        FN(mk_fn) mk = FN(mk_table)(Uc, mr, 0);
                         if (even && (a + Uc) * VL <= g->Hc) { /* C in place */
-                            long coff[4];
-                            for (int v = 0; v < nv; v++)
-                                coff[v] = (v / Uc) * g->cg + (a + v % Uc) * VL;
-                            mk(kn, ar, ald, panel, (long)nv * VL, FN(packed_off), crow, step,
-                               coff, init, g->bias, NULL);
+                            mk(kn, ar, ald, panel, (long)Uc * VL, FN(packed_off), crow + a * VL,
+                               step, FN(packed_off), init, g->bias ? g->bias + a * VL : NULL,
+                               NULL);
                         } else {
                             FN(gemm_start)(g, s, il + r0, mr, wk->cs, a, Uc, init);
-                            mk(kn, ar, ald, panel, (long)nv * VL, FN(packed_off), wk->cs,
-                               (long)nv * VL, FN(packed_off), MK_LOAD, NULL, NULL);
+                            mk(kn, ar, ald, panel, (long)Uc * VL, FN(packed_off), wk->cs,
+                               (long)Uc * VL, FN(packed_off), MK_LOAD, NULL, NULL);
                             FN(gemm_store)(g, s, il + r0, mr, wk->cs, a, Uc);
                         }
                     }
@@ -917,7 +881,7 @@ static inline ATTR FN(work) FN(thr_work)(FN(ctx) *c, int tid) {
  * gemm_apk_len, gemm_bpk_len), then its items; both end without a meeting (fr_pass). */
 static ATTR void FN(gemm_pack)(FN(ctx) *c, fr_local *L, const FN(gemm) *g) {
     long nuv = (g->Hc + VL - 1) / VL;
-    if (g->apk) { /* every row block of every segment, all depth blocks */
+    if (g->apk && !g->apk_from) { /* every row block of every segment, all depth blocks */
         long nrb = 0;
         for (int si = 0; si < g->nseg; si++) nrb += (g->seg[si].M + GEMM_MC - 1) / GEMM_MC;
         int nkb = FN(nkb)(g);
@@ -937,15 +901,15 @@ static ATTR void FN(gemm_pack)(FN(ctx) *c, fr_local *L, const FN(gemm) *g) {
         fr_pass(L, nrb, 1);
     }
     if (g->bpk) { /* every chunk of columns, every depth block */
-        long chunk = FN(gemm_chunk)(g), nch = (nuv + chunk - 1) / chunk;
+        long nch = (nuv + GEMM_NV - 1) / GEMM_NV;
         int nkb = FN(nkb)(g);
         FOR_ITEMS(&c->sch, L, nch * nkb, 1, u, cnt) { /* one (chunk, depth block) per item */
-            long ch = (u + cnt - 1) / nkb, c0 = ch * chunk, c1 = c0 + chunk < nuv ? c0 + chunk : nuv;
+            long ch = (u + cnt - 1) / nkb, c0 = ch * GEMM_NV;
+            long c1 = c0 + GEMM_NV < nuv ? c0 + GEMM_NV : nuv;
             int kb = (int)((u + cnt - 1) % nkb);
             int k0 = (int)((long)g->K * kb / nkb), k1 = (int)((long)g->K * (kb + 1) / nkb);
-            long width = (c1 - c0) * g->G * VL;
-            FN(pack_b)(g, k0, k1 - k0, c0, c1, g->bpk + (long)g->K * c0 * g->G * VL + (long)k0 * width,
-                       0);
+            long width = (c1 - c0) * VL;
+            FN(pack_b)(g, k0, k1 - k0, c0, c1, g->bpk + (long)g->K * c0 * VL + (long)k0 * width, 0);
         }
         fr_pass(L, nch * nkb, 1);
     }
@@ -2205,8 +2169,9 @@ static REAL *FN(take)(FN(carve) *cv, long n) {
  * space is reserved whatever the item split, so both passes lay out the same buffer). */
 static void FN(finish)(FN(gemm) *g, int nt, FN(carve) *cv) {
     FN(gemm_plan)(g, nt);
-    long n = FN(gemm_apk_len)(g);
-    REAL *apk = n ? FN(take)(cv, n) : NULL;
+    const FN(gemm) *from = (const FN(gemm) *)g->apk_from;
+    long n = from ? 0 : FN(gemm_apk_len)(g);
+    REAL *apk = from ? from->apk : n ? FN(take)(cv, n) : NULL;
     /* row items pack their own rows of A (each row is read by one item only): packing it
      * all first takes it through memory and back (the tied LM's dW^T = dy^T x, 10000 x 700 x
      * 650, A^T, 2 threads: 35.5-36.1 ms that way, 32.9 ms packed by the items) */
@@ -2221,16 +2186,13 @@ static void FN(finish)(FN(gemm) *g, int nt, FN(carve) *cv) {
     }
 }
 
-/* A product over gate columns: C = A @ B with B's G gate blocks of H columns (row stride sk,
- * gate stride H), C's at the same gate offsets; tiles of one unit vector per gate (two for
- * G = 2, four for G = 1). */
-static void FN(gate_gemm)(FN(gemm) *g, int K, const REAL *B, long sk, int G, int H) {
+/* C = A @ B over W columns of B (rows sk apart) and of C. A layer's gate blocks lie side by
+ * side in both, so its products run over all G*H columns at once, never gate by gate. */
+static void FN(cols_gemm)(FN(gemm) *g, int K, const REAL *B, long sk, long W) {
     *g = (FN(gemm)){0};
     g->K = K;
-    for (int gi = 0; gi < G; gi++) g->B[gi] = B + (long)gi * H, g->sk[gi] = sk;
-    g->sj = 1;
-    g->G = G, g->Hc = H, g->U = 4 / G;
-    g->cg = H;
+    g->B = B, g->sk = sk, g->sj = 1;
+    g->Hc = (int)W;
 }
 
 static void FN(add_seg)(FN(gemm) *g, FN(rows) a, int trans, long M, FN(rows) cr) {
@@ -2246,7 +2208,7 @@ static void FN(plan_xw)(FN(ctx) *c, const fr_dims *d, int G, const REAL *xs, con
     long GH = (long)G * d->H;
     c->xw = FN(take)(cv, (long)d->T * d->N * GH);
     FN(gemm) *g = &c->gemm[c->npre++];
-    FN(gate_gemm)(g, d->D, Wx, GH, G, d->H);
+    FN(cols_gemm)(g, d->D, Wx, GH, GH);
     FN(add_seg)(g, FN(rows_tn)(xs, d), 0, (long)d->T * d->N, FN(rows_plain)(c->xw, GH));
     g->bias = b;
     FN(finish)(g, nt, cv);
@@ -2259,8 +2221,8 @@ static void FN(plan_dx)(FN(ctx) *c, const fr_dims *d, int G, const REAL *Wx, REA
     FN(gemm) *g = &c->gemm[c->npre + c->npost++];
     *g = (FN(gemm)){0};
     g->K = (int)GH;
-    g->B[0] = Wx, g->sk[0] = 1, g->sj = GH; /* B(k, j) = Wx[j, k] */
-    g->G = 1, g->Hc = d->D, g->U = 4;
+    g->B = Wx, g->sk = 1, g->sj = GH; /* B(k, j) = Wx[j, k] */
+    g->Hc = d->D;
     FN(add_seg)(g, FN(rows_plain)(c->dA, GH), 0, (long)d->T * d->N, FN(rows_tn)(dxs, d));
     FN(finish)(g, nt, cv);
 }
@@ -2268,24 +2230,31 @@ static void FN(plan_dx)(FN(ctx) *c, const fr_dims *d, int G, const REAL *Wx, REA
 /* The weight gradients of a layer whose recurrent product sees h_prev for the gate blocks
  * [0, Gh) with gradient dA (RNN, LSTM: all of them): [X^T; Hprev^T] @ dA in one product when
  * Gh = G, with db the column sums of dA. A GRU's (Gh = 2) Hprev^T product takes the z and r
- * blocks of dA, and for the reset-after form the n block from dhn (T*N, H), whose column sums
- * are db_hn. */
+ * blocks of dA; the reset-after form's n block is a third product over the same packed
+ * Hprev^T with B = dhn (T*N, H), whose column sums are db_hn. */
 static void FN(plan_dw)(FN(ctx) *c, const fr_dims *d, int G, int Gh, const REAL *xs,
                         const REAL *hs, REAL *dWx, REAL *dWh, REAL *db, const REAL *dhn,
                         REAL *db_hn, int nt, FN(carve) *cv) {
     long GH = (long)G * d->H, TN = (long)d->T * d->N;
     FN(gemm) *g = &c->gemm[c->npre + c->npost++];
-    FN(gate_gemm)(g, (int)TN, c->dA, GH, G, d->H);
+    FN(cols_gemm)(g, (int)TN, c->dA, GH, GH);
     FN(add_seg)(g, FN(rows_tn)(xs, d), 1, d->D, FN(rows_plain)(dWx, GH));
     if (Gh == G) FN(add_seg)(g, FN(rows_hprev)(hs, c->h0, d), 1, d->H, FN(rows_plain)(dWh, GH));
-    for (int gi = 0; gi < G; gi++) g->colsum[gi] = db + (long)gi * d->H;
+    g->colsum = db;
     FN(finish)(g, nt, cv);
     if (Gh < G) {
         g = &c->gemm[c->npre + c->npost++];
-        FN(gate_gemm)(g, (int)TN, c->dA, GH, dhn ? G : Gh, d->H);
-        if (dhn) g->B[2] = dhn, g->sk[2] = d->H, g->colsum[2] = db_hn;
+        FN(cols_gemm)(g, (int)TN, c->dA, GH, (long)Gh * d->H);
         FN(add_seg)(g, FN(rows_hprev)(hs, c->h0, d), 1, d->H, FN(rows_plain)(dWh, GH));
         FN(finish)(g, nt, cv);
+        if (dhn) { /* the n block: the same A, B from dhn */
+            g = &c->gemm[c->npre + c->npost++];
+            FN(cols_gemm)(g, (int)TN, dhn, d->H, d->H);
+            g->colsum = db_hn;
+            FN(add_seg)(g, FN(rows_hprev)(hs, c->h0, d), 1, d->H, FN(rows_plain)(dWh + 2 * d->H, GH));
+            g->apk_from = g - 1;
+            FN(finish)(g, nt, cv);
+        }
     }
 }
 
@@ -2295,7 +2264,7 @@ static void FN(plan_dwh_n)(FN(ctx) *c, const fr_dims *d, FN(rows) a, const REAL 
                            REAL *dWh, int nt, FN(carve) *cv) {
     long G3 = 3L * d->H, TN = (long)d->T * d->N;
     FN(gemm) *g = &c->gemm[c->npre + c->npost++];
-    FN(gate_gemm)(g, (int)TN, B, sk, 1, d->H);
+    FN(cols_gemm)(g, (int)TN, B, sk, d->H);
     FN(add_seg)(g, a, 1, d->H, FN(rows_plain)(dWh + 2 * d->H, G3));
     FN(finish)(g, nt, cv);
 }
@@ -2519,9 +2488,9 @@ static int FN(matmul)(long M, long K, long Vc, const REAL *A, long a_rs, long a_
     FN(ctx) c = {0};
     FN(gemm) *g = &c.gemm[0];
     g->K = (int)K;
-    g->B[0] = B, g->sk[0] = b_rs, g->sj = b_cs;
-    g->G = 1, g->Hc = (int)Vc, g->U = 4;
-    g->bias = bias, g->acc = acc, g->colsum[0] = colsum;
+    g->B = B, g->sk = b_rs, g->sj = b_cs;
+    g->Hc = (int)Vc;
+    g->bias = bias, g->acc = acc, g->colsum = colsum;
     if (a_cs == 1)
         FN(add_seg)(g, FN(rows_plain)(A, a_rs), 0, M, FN(rows_plain)(C, c_rs));
     else /* a_rs == 1: the rows of A^T */
