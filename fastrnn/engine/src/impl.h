@@ -1169,15 +1169,7 @@ static ATTR void FN(rowpf_run)(const void *arg, long r0, long r1) {
                         __builtin_prefetch(a, 0, 2);
                 }
 }
-/* Whether a tile's gate-math lines are prefetched during its product: where a sequence's G
- * gate blocks of every step exceed FR_PRE_BYTES, the step's rows come from memory. */
-#ifndef FR_PRE_BYTES
-#define FR_PRE_BYTES 0
-#endif
-#define ROWPF_LINES(w) ((int)(((w) * (long)sizeof(REAL) + 63) / 64))
-static inline int FN(prefetch_rows)(const FN(ctx) *c, int G) {
-    return (long)c->T * c->N * G * c->H * (long)sizeof(REAL) > FR_PRE_BYTES;
-}
+#define ROWPF_LINES(w) ((int)(((w) * (long)sizeof(REAL) + 63) / 64)) /* lines of w units */
 
 /* ------------------------------------------------------------------ RNN: h' = tanh(xw + h Wh) */
 #define RNN_FWD_STEP(T, LD, ST, SIG, TANH) ST(ho + u, TANH(LD(xr + u) + LD(cr + u)));
@@ -1310,14 +1302,12 @@ static ATTR void FN(lstm_fwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long a,
     REAL *ac = c->acts + t * N * G4;
     REAL *co = c->cs + (long)t * N * H;
     FN(rowpf) pf = {.ns = 0, .nl = ROWPF_LINES(w)};
-    if (FN(prefetch_rows)(c, 4)) {
-        if (!c->xs) FN(rowpf_add)(&pf, x + n0 * xn + j0, xn, 4, H, 0);
-        FN(rowpf_add)(&pf, cp + n0 * H + j0, H, 1, 0, 0);
-        FN(rowpf_add)(&pf, ac + n0 * G4 + j0, G4, 4, H, 1);
-        FN(rowpf_add)(&pf, co + n0 * H + j0, H, 1, 0, 1);
-        FN(rowpf_add)(&pf, c->hs + t * c->hts + n0 * c->hns + j0, c->hns, 1, 0, 1);
-        p.pre = FN(rowpf_run), p.pre_arg = &pf;
-    }
+    if (!c->xs) FN(rowpf_add)(&pf, x + n0 * xn + j0, xn, 4, H, 0);
+    FN(rowpf_add)(&pf, cp + n0 * H + j0, H, 1, 0, 0);
+    FN(rowpf_add)(&pf, ac + n0 * G4 + j0, G4, 4, H, 1);
+    FN(rowpf_add)(&pf, co + n0 * H + j0, H, 1, 0, 1);
+    FN(rowpf_add)(&pf, c->hs + t * c->hts + n0 * c->hns + j0, c->hns, 1, 0, 1);
+    p.pre = FN(rowpf_run), p.pre_arg = &pf;
     FN(tile_product)((int)cnt, H, hp + n0 * lda, lda, p, nv, C, 0, TILE_KCB_FWD((int)cnt));
     FN(input_product)(c, t, n0, cnt, wx, a, Uc, nv, C);
     for (long n = n0; n < n0 + cnt; n++) {
@@ -1451,12 +1441,10 @@ static ATTR void FN(gru_fwd_tile_zr)(FN(ctx) *c, int t, long n0, long cnt, long 
     REAL *ac = c->acts + t * N * G3;
     REAL *rh = c->rh + (long)t * N * H;
     FN(rowpf) pf = {.ns = 0, .nl = ROWPF_LINES(w)};
-    if (FN(prefetch_rows)(c, 3)) {
-        if (!c->xs) FN(rowpf_add)(&pf, x + n0 * xn + j0, xn, 2, H, 0);
-        FN(rowpf_add)(&pf, ac + n0 * G3 + j0, G3, 2, H, 1);
-        FN(rowpf_add)(&pf, rh + n0 * H + j0, H, 1, 0, 1);
-        p.pre = FN(rowpf_run), p.pre_arg = &pf;
-    }
+    if (!c->xs) FN(rowpf_add)(&pf, x + n0 * xn + j0, xn, 2, H, 0);
+    FN(rowpf_add)(&pf, ac + n0 * G3 + j0, G3, 2, H, 1);
+    FN(rowpf_add)(&pf, rh + n0 * H + j0, H, 1, 0, 1);
+    p.pre = FN(rowpf_run), p.pre_arg = &pf;
     FN(tile_product)((int)cnt, H, hp + n0 * lda, lda, p, 2 * (int)Uc, C, 0,
                      TILE_KCB_FWD((int)cnt));
     FN(input_product)(c, t, n0, cnt, wx, a, Uc, 2 * (int)Uc, C);
@@ -1483,13 +1471,11 @@ static ATTR void FN(gru_fwd_tile_h)(FN(ctx) *c, int t, long n0, long cnt, long a
     REAL *ac = c->acts + t * N * G3;
     const REAL *rh = c->rh + (long)t * N * H;
     FN(rowpf) pf = {.ns = 0, .nl = ROWPF_LINES(w)};
-    if (FN(prefetch_rows)(c, 3)) {
-        if (!c->xs) FN(rowpf_add)(&pf, x + n0 * xn + j0 + 2 * H, xn, 1, 0, 0);
-        FN(rowpf_add)(&pf, ac + n0 * G3 + j0, G3, 1, 0, 0);
-        FN(rowpf_add)(&pf, ac + n0 * G3 + j0 + 2 * H, G3, 1, 0, 1);
-        FN(rowpf_add)(&pf, c->hs + t * c->hts + n0 * c->hns + j0, c->hns, 1, 0, 1);
-        p.pre = FN(rowpf_run), p.pre_arg = &pf;
-    }
+    if (!c->xs) FN(rowpf_add)(&pf, x + n0 * xn + j0 + 2 * H, xn, 1, 0, 0);
+    FN(rowpf_add)(&pf, ac + n0 * G3 + j0, G3, 1, 0, 0);
+    FN(rowpf_add)(&pf, ac + n0 * G3 + j0 + 2 * H, G3, 1, 0, 1);
+    FN(rowpf_add)(&pf, c->hs + t * c->hts + n0 * c->hns + j0, c->hns, 1, 0, 1);
+    p.pre = FN(rowpf_run), p.pre_arg = &pf;
     FN(tile_product)((int)cnt, H, rh + n0 * H, H, p, (int)Uc, C, 0, TILE_KCB_FWD((int)cnt));
     FN(input_product)(c, t, n0, cnt, wx, a, Uc, (int)Uc, C);
     for (long n = n0; n < n0 + cnt; n++) {
@@ -1643,13 +1629,11 @@ static ATTR void FN(gru_ra_fwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long 
     REAL *hn = c->hn + (long)t * N * H;
     const int nv = 3 * (int)Uc, cb = c->xs ? 4 : 3; /* blocks of w in a row of C */
     FN(rowpf) pf = {.ns = 0, .nl = ROWPF_LINES(w)};
-    if (FN(prefetch_rows)(c, 3)) {
-        if (!c->xs) FN(rowpf_add)(&pf, x + n0 * xn + j0, xn, 3, H, 0);
-        FN(rowpf_add)(&pf, ac + n0 * G3 + j0, G3, 3, H, 1);
-        FN(rowpf_add)(&pf, hn + n0 * H + j0, H, 1, 0, 1);
-        FN(rowpf_add)(&pf, c->hs + t * c->hts + n0 * c->hns + j0, c->hns, 1, 0, 1);
-        p.pre = FN(rowpf_run), p.pre_arg = &pf;
-    }
+    if (!c->xs) FN(rowpf_add)(&pf, x + n0 * xn + j0, xn, 3, H, 0);
+    FN(rowpf_add)(&pf, ac + n0 * G3 + j0, G3, 3, H, 1);
+    FN(rowpf_add)(&pf, hn + n0 * H + j0, H, 1, 0, 1);
+    FN(rowpf_add)(&pf, c->hs + t * c->hts + n0 * c->hns + j0, c->hns, 1, 0, 1);
+    p.pre = FN(rowpf_run), p.pre_arg = &pf;
     if (c->xs) {
         long ch[4], cx[4]; /* the C columns of the panels' vectors (a panel has at most 4) */
         for (int v = 0; v < nv; v++) {
