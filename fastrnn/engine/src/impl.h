@@ -511,7 +511,7 @@ typedef struct {
     long M;
 } FN(seg);
 
-typedef struct {
+typedef struct FN(gemm_s) {
     int K, nseg;
     int kc;              /* the deepest depth block (set by add_seg) */
     FN(seg) seg[2];
@@ -527,8 +527,8 @@ typedef struct {
                           * many (only where A is not packed once per call: see finish) */
     long item;           /* unit vectors per item (by columns) */
     REAL *apk;           /* A packed once per call for every item (see gemm_apk), or NULL */
-    const void *apk_from; /* the product earlier in the same phase whose packed A this one
-                           * reads (the same segments of A), or NULL */
+    const struct FN(gemm_s) *apk_from; /* the product earlier in the same phase whose packed
+                                        * A this one reads (the same segments of A), or NULL */
     REAL *bpk;           /* row items: B packed once per call for all of them, or NULL */
 } FN(gemm);
 
@@ -2230,9 +2230,8 @@ static REAL *FN(take)(FN(carve) *cv, long n) {
  * space is reserved whatever the item split, so both passes lay out the same buffer). */
 static void FN(finish)(FN(gemm) *g, int nt, FN(carve) *cv) {
     FN(gemm_plan)(g, nt);
-    const FN(gemm) *from = (const FN(gemm) *)g->apk_from;
-    long n = from ? 0 : FN(gemm_apk_len)(g);
-    REAL *apk = from ? from->apk : n ? FN(take)(cv, n) : NULL;
+    long n = g->apk_from ? 0 : FN(gemm_apk_len)(g);
+    REAL *apk = g->apk_from ? g->apk_from->apk : n ? FN(take)(cv, n) : NULL;
     /* row items pack their own rows of A (each row is read by one item only): packing it
      * all first takes it through memory and back (the tied LM's dW^T = dy^T x, 10000 x 700 x
      * 650, A^T, 2 threads: 35.5-36.1 ms that way, 32.9 ms packed by the items) */
