@@ -53,9 +53,12 @@ def _require_finite(layer, name, a):
     if not CHECK_FINITE or a.size == 0:
         return
     xp = array_module(a)
-    # One reduction instead of a full boolean mask; only a non-finite sum (a NaN/inf, or a
-    # float overflow of the sum itself) needs the exact scan.
-    if bool(xp.isfinite(a.sum())) or bool(xp.isfinite(a).all()):
+    # One reduction, finite unless a holds a NaN or inf or the sum overflows the dtype: only
+    # then the exact scan decides. The compiled engine's sum of squares runs on its threads
+    # (NumPy's a.sum() took about 0.7 ms of an 11 ms GRU 64x50x256x256 forward, the engine's
+    # 0.2 ms); the other backends' is a float64 pass that costs more than a.sum().
+    total = backend.ops_for(a).sum_squares([a]) if backend.name_for(a) == "cpu" else a.sum()
+    if bool(xp.isfinite(total)) or bool(xp.isfinite(a).all()):
         return
     raise ValueError(f"{layer}: {name} contains NaN or inf; a recurrent layer would carry it "
                      f"into every later step (set fastrnn.layers.CHECK_FINITE = False to skip "
@@ -230,8 +233,8 @@ class _Recurrent:
         require_shape(name, "xs", xs, (N, T, Wx.shape[0]), "(N, T, D) with D = Wx.shape[0]")
         xp = array_module(xs)
         lengths = check_lengths(name, "lengths", lengths, N, T, xp)
-        _require_finite(name, "xs", xs)
         xs = c_layout(xs)  # kept for backward: the op would copy any other layout each time
+        _require_finite(name, "xs", xs)
         states0 = self._initial_states(N, xp)
         values = dict(zip(self.param_names, self.params), xs=xs, lengths=lengths,
                       **{s + "0": v for s, v in zip(self.state_names, states0)})

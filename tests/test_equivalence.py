@@ -305,7 +305,8 @@ def test_layer_ops_larger_shapes_and_determinism(candidate, rec, cell, dtype, N,
 
 
 @pytest.mark.parametrize("cell", CELLS)
-# the engine writes hs_kept in its region up to 2 MiB of hs, and copies a larger one after it
+# the engine writes hs_kept in its steps up to 2 MiB of hs, and copies a larger one at the end of
+# its region
 @pytest.mark.parametrize("N,T,D,H", [(3, 4, 5, 6), (64, 40, 4, 256)])
 def test_layer_forward_keeps_hs_in_an_array_of_its_own(candidate, rec, cell, N, T, D, H):
     # hs_kept goes to the backward while hs goes on to the next layer, which may change it

@@ -868,7 +868,9 @@ struct FN(ctx_s) {
     int direct;         /* forward: read full tiles of Wh in place (see wpack) */
     REAL *hs, *cs, *acts, *rh, *hn, *dA, *dh, *dc, *dhn;
     REAL *h_last, *c_last; /* layer forward: each row's state after its own last step */
-    REAL *hs_kept;         /* layer forward: a second hs, the caller's copy for the backward */
+    /* layer forward: a second hs, the caller's copy for the backward, written row vector by row
+     * vector in the steps (hs_kept) or copied whole at the end of the region (kept_end) */
+    REAL *hs_kept, *kept_end;
     REAL *pk1, *pk2, *shared, *thr; /* panels, cell scratch, per-thread blocks */
     long thr_stride;
     FN(loop_fn) loop;   /* the recurrence (with its packing), or NULL */
@@ -956,6 +958,17 @@ static ATTR void FN(gemm_phases)(FN(ctx) *c, fr_local *L, const FN(gemm) *gs, in
     fr_sync(&c->sch, L, 0, 1);
 }
 
+/* dst[0, n) = src[0, n) in items of COPY_ITEM elements, on every thread. */
+#define COPY_ITEM 16384
+static ATTR void FN(copy_phase)(FN(ctx) *c, fr_local *L, REAL *dst, const REAL *src, long n) {
+    long ni = (n + COPY_ITEM - 1) / COPY_ITEM;
+    FOR_ITEMS(&c->sch, L, ni, 1, i, cnt) {
+        long a = i * COPY_ITEM, e = (i + cnt) * COPY_ITEM < n ? (i + cnt) * COPY_ITEM : n;
+        memcpy(dst + a, src + a, (size_t)(e - a) * sizeof(REAL));
+    }
+    fr_sync(&c->sch, L, ni, 1);
+}
+
 /* The region's work for thread tid: products, recurrence, products. */
 static ATTR void FN(worker)(void *arg, int tid, int nt) {
     FN(ctx) *c = (FN(ctx) *)arg;
@@ -979,6 +992,7 @@ static ATTR void FN(worker)(void *arg, int tid, int nt) {
     if (c->npost) FN(gemm_phases)(c, &L, c->gemm + c->npre, c->npost, &wk);
     FR_PROF_MARK(5)
 #undef FR_PROF_MARK
+    if (c->kept_end) FN(copy_phase)(c, &L, c->kept_end, c->hs, (long)c->N * c->T * c->H);
 }
 
 /* The phase that packs the panels of wp, each tile where it will be used first (its owner). */
@@ -1029,7 +1043,7 @@ static inline ATTR void FN(keep_last)(const FN(ctx) *c, REAL *last, int t, int n
 }
 
 /* A layer forward's records of row n's new h (o: nu units from j0) besides hs: the copy kept
- * for the backward, written while o is in L1 (see keep_in_region), and h_last at the row's last
+ * for the backward, written while o is in L1 (see keep), and h_last at the row's last
  * step. */
 static inline ATTR void FN(keep_h)(const FN(ctx) *c, int t, int n, int j0, int nu,
                                    const REAL *o, const REAL *h0) {
@@ -2420,19 +2434,16 @@ static int FN(run_input_layer)(FN(ctx) *c, const fr_dims *d, int G, int nth, lon
     return FN(run_layer)(c, d, G, nth, pk1, pk2, 0, project, in, out);
 }
 
-/* Where a layer forward writes hs_kept: in its region, each row vector right after its gate
- * math (keep_h), where hs is small enough to stay in the caches (the char LM's 1.1 MB: faster
- * than a copy afterwards); else in one sequential copy after it (64x50x256x256's 3.3 MB were
- * slower written in the region). Measurements: NOTES.md, "Python around the engine". */
+/* How a layer forward writes its kept hs: each row vector right after its gate math
+ * (keep_h), where hs is small enough to stay in the caches (the char LM's 1.1 MB: faster than
+ * a copy afterwards); else copied whole by every thread at the end of the region
+ * (64x50x256x256's 3.3 MB were slower written in the steps, and took 0.5 ms copied by one
+ * thread after the region). Measurements: NOTES.md, "Python around the engine". */
 #define FR_KEEP_BYTES (1L << 21)
-static int FN(keep_in_region)(FN(ctx) *c, const fr_dims *d, void *kept) {
+static void FN(keep)(FN(ctx) *c, const fr_dims *d, void *kept) {
     int in = (long)d->N * d->T * d->H * (long)sizeof(REAL) <= FR_KEEP_BYTES;
     c->hs_kept = in ? (REAL *)kept : NULL;
-    return in;
-}
-static int FN(keep_after)(int rc, int in_region, const fr_dims *d, void *kept, const void *hs) {
-    if (!rc && !in_region) memcpy(kept, hs, (size_t)d->N * d->T * d->H * sizeof(REAL));
-    return rc;
+    c->kept_end = in ? NULL : (REAL *)kept;
 }
 
 static int FN(op_rnn_layer_forward)(ARGS) { /* xs, Wx, b, Wh, h0 -> hs, h_last */
@@ -2440,10 +2451,8 @@ static int FN(op_rnn_layer_forward)(ARGS) { /* xs, Wx, b, Wh, h0 -> hs, h_last *
     FN(init_layer)(&c, d, len);
     c.Wh = IN(3), c.h0 = IN(4), c.hs = OUT(0), c.h_last = OUT(1);
     c.direct = d->T <= FR_DIRECT_T, c.loop = FN(rnn_fwd);
-    int kin = FN(keep_in_region)(&c, d, OUT(2));
-    return FN(keep_after)(FN(run_input_layer)(&c, d, 1, nth, NUV(d->H) * d->H, 0, FN(plan_fwd1),
-                                              in, out),
-                          kin, d, OUT(2), OUT(0));
+    FN(keep)(&c, d, OUT(2));
+    return FN(run_input_layer)(&c, d, 1, nth, NUV(d->H) * d->H, 0, FN(plan_fwd1), in, out);
 }
 
 static int FN(op_rnn_layer_backward)(ARGS) { /* dhs, xs, Wx, Wh, hs, h0 -> dxs, dh0, dW.. */
@@ -2461,10 +2470,9 @@ static int FN(op_lstm_layer_forward)(ARGS) {
     c.Wh = IN(3), c.h0 = IN(4), c.c0 = IN(5);
     c.hs = OUT(0), c.h_last = OUT(1), c.c_last = OUT(2), c.cs = OUT(3), c.acts = OUT(4);
     c.direct = d->T <= FR_DIRECT_T, c.loop = FN(lstm_fwd);
-    int kin = FN(keep_in_region)(&c, d, OUT(5));
-    return FN(keep_after)(FN(run_input_layer)(&c, d, 4, nth, NUV(d->H) * 4 * d->H, 0,
-                                              FN(plan_fwd4), in, out),
-                          kin, d, OUT(5), OUT(0));
+    FN(keep)(&c, d, OUT(5));
+    return FN(run_input_layer)(&c, d, 4, nth, NUV(d->H) * 4 * d->H, 0,
+                               FN(plan_fwd4), in, out);
 }
 
 static int FN(op_lstm_layer_backward)(ARGS) {
@@ -2482,10 +2490,9 @@ static int FN(op_gru_layer_forward)(ARGS) { /* xs, Wx, b, Wh, h0 -> hs, h_last, 
     FN(init_layer)(&c, d, len);
     c.Wh = IN(3), c.h0 = IN(4), c.hs = OUT(0), c.h_last = OUT(1), c.acts = OUT(2), c.rh = OUT(3);
     c.direct = d->T <= FR_DIRECT_T, c.loop = FN(gru_fwd);
-    int kin = FN(keep_in_region)(&c, d, OUT(4));
-    return FN(keep_after)(FN(run_input_layer)(&c, d, 3, nth, NUV(d->H) * 2 * d->H,
-                                              NUV(d->H) * d->H, FN(plan_fwd3), in, out),
-                          kin, d, OUT(4), OUT(0));
+    FN(keep)(&c, d, OUT(4));
+    return FN(run_input_layer)(&c, d, 3, nth, NUV(d->H) * 2 * d->H,
+                               NUV(d->H) * d->H, FN(plan_fwd3), in, out);
 }
 
 static int FN(op_gru_layer_backward)(ARGS) {
@@ -2506,10 +2513,9 @@ static int FN(op_gru_ra_layer_forward)(ARGS) {
     c.Wh = IN(3), c.b_hn = IN(4), c.h0 = IN(5);
     c.hs = OUT(0), c.h_last = OUT(1), c.acts = OUT(2), c.hn = OUT(3);
     c.direct = d->T <= FR_DIRECT_T, c.loop = FN(gru_ra_fwd);
-    int kin = FN(keep_in_region)(&c, d, OUT(4));
-    return FN(keep_after)(FN(run_input_layer)(&c, d, 3, nth, NUV(d->H) * 3 * d->H, 0,
-                                              FN(plan_fwd3), in, out),
-                          kin, d, OUT(4), OUT(0));
+    FN(keep)(&c, d, OUT(4));
+    return FN(run_input_layer)(&c, d, 3, nth, NUV(d->H) * 3 * d->H, 0,
+                               FN(plan_fwd3), in, out);
 }
 
 static int FN(op_gru_ra_layer_backward)(ARGS) {
