@@ -143,17 +143,19 @@ def test_every_dispatch_target_runs_layer_ops_like_the_reference(isa, cell, dtyp
                      scale=rms(ref_b[k]))
 
 
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
 @pytest.mark.parametrize("kc_bytes", [0, 32768], ids=["kc_default", "kc_32K"], indirect=True)
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_layer_backward_over_a_long_depth_matches_the_reference(kc_bytes, cell, dtype):
+def test_layer_backward_over_a_long_depth_matches_the_reference(isa, kc_bytes, cell, dtype):
     # N*T = 703 rows are the depth of the weight products: their transposed A is packed in
     # several runs and (at 32 KB) depth blocks, none a whole number of vectors; H = 45 puts
-    # partial vectors inside the gate blocks of the products over G*H columns.
+    # partial vectors inside the gate blocks of the products over G*H columns, whose tiles
+    # are 2 or 4 vectors wide by instruction set.
     got_f, got_b = run_layer(engine, cell, 19, 37, 23, 45, dtype, seed=3)
     ref_f, ref_b = run_layer(reference, cell, 19, 37, 23, 45, np.float64, seed=3)
     for k in ref_b:
-        assert_close(f"{cell}_layer_backward {k}", got_b[k], ref_b[k], "grad", dtype,
+        assert_close(f"{isa} {cell}_layer_backward {k}", got_b[k], ref_b[k], "grad", dtype,
                      scale=rms(ref_b[k]))
 
 

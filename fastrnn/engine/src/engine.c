@@ -541,6 +541,7 @@ typedef int (*fr_sum_squares_fn)(int, const long *, const void *const *, double 
 #define MR2 6
 #define MR3 4
 #define MR4 3
+#define NV_MAX 4
 #define REAL float
 #define IS_F64 0
 #define SFX f32_portable
@@ -561,6 +562,8 @@ typedef int (*fr_sum_squares_fn)(int, const long *, const void *const *, double 
 #undef ATTR
 
 #if FR_X86
+#undef NV_MAX
+#define NV_MAX 2 /* AVX2 (16 registers): 2 vectors x 6 rows, not 4 x 3 (impl.h, GEMM_TU) */
 #define ATTR __attribute__((target("avx2,fma")))
 #define VL 8
 #define REAL float
@@ -585,12 +588,14 @@ typedef int (*fr_sum_squares_fn)(int, const long *, const void *const *, double 
 #undef MR2
 #undef MR3
 #undef MR4
+#undef NV_MAX
 
 #define ATTR __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
 #define MR1 8
 #define MR2 12
 #define MR3 8
 #define MR4 6
+#define NV_MAX 4
 #define VL 16
 #define REAL float
 #define IS_F64 0

@@ -4,6 +4,8 @@
  *   SFX       name suffix, e.g. f32_avx512
  *   ATTR      the function attribute that selects the instruction set (may be empty)
  *   MR1..MR4  rows of the register tile for 1..4 vectors of columns
+ *   NV_MAX    the widest register tile worth calling (2 or 4 vectors): a recurrence's tiles
+ *             of 4 run in halves where it is 2, the products' tiles are NV_MAX wide
  *   IS_F64    1 for double
  *
  * Everything here is one register-blocked microkernel (mr rows x nv vectors of columns) fed
@@ -324,7 +326,11 @@ typedef struct {
 #define TILE_KCB_FWD(N) ((N) >= 48 ? 2 * FR_L1 : FR_L1)
 static ATTR void FN(tile_product_at)(int N, int K, const REAL *A, long lda, FN(panel) pv, int nv,
                                     REAL *C, long ldc, const long *coff, int acc, int kcb) {
-    int mrmax = FN(mr_of)[nv];
+    /* a tile of 4 vectors where NV_MAX is 2 runs as two halves over each row block, of twice
+     * the rows (AVX2: 2 x 6, not 4 x 3; a tile of 3 stays whole, 3 x 4: its split 2 + 1 made
+     * the reset-after GRU 20x30x128x1024 6% slower) */
+    int nvp = nv > NV_MAX && nv % NV_MAX == 0 ? NV_MAX : nv, npc = nv / nvp;
+    int mrmax = FN(mr_of)[nvp];
     int nblk = (N + mrmax - 1) / mrmax;
     long ldp = (long)nv * VL; /* a packed panel's row */
     int kc = kcb / (int)(ldp * sizeof(REAL));
@@ -345,12 +351,14 @@ static ATTR void FN(tile_product_at)(int N, int K, const REAL *A, long lda, FN(p
             else if (pv.nx)
                 nx = (const char *)pv.nx;
         }
-        long share = ((long)kc * ldp * (long)sizeof(REAL) / nblk + 63) / 64 * 64;
+        long share = ((long)kc * ldp * (long)sizeof(REAL) / (nblk * npc) + 63) / 64 * 64;
         for (int b = 0; b < nblk; b++) {
             int mr = FN(block_rows)(N, n0, b, nblk);
-            FN(mk_fn) mk = FN(mk_table)(nv, mr, nx != NULL);
-            mk(kn, A + n0 * lda + k0, lda, pv.b + k0 * pv.ldb, pv.ldb, pv.off, C + n0 * ldc, ldc,
-               coff, acc || k0 > 0 ? MK_LOAD : MK_ZERO, NULL, nx ? nx + (long)b * share : NULL);
+            FN(mk_fn) mk = FN(mk_table)(nvp, mr, nx != NULL);
+            for (int h = 0; h < npc; h++)
+                mk(kn, A + n0 * lda + k0, lda, pv.b + k0 * pv.ldb, pv.ldb, pv.off + h * nvp,
+                   C + n0 * ldc, ldc, coff + h * nvp, acc || k0 > 0 ? MK_LOAD : MK_ZERO, NULL,
+                   nx ? nx + (long)(b * npc + h) * share : NULL);
             n0 += mr;
         }
     }
@@ -484,7 +492,10 @@ static inline ATTR FN(panel) FN(panel_next)(const FN(wpack) *wp, int H, long a, 
 #ifndef GEMM_NV
 #define GEMM_NV 16
 #endif
-#define GEMM_TU 4 /* unit vectors of a tile: the widest microkernel */
+/* unit vectors of a tile: the widest microkernel worth calling (with AVX2's 16 registers,
+ * tiles of 2 vectors x 6 rows ran the products 7-10% faster than 4 x 3; SSE2's 4 x 3 beat
+ * 2 x 6 by 12%) */
+#define GEMM_TU NV_MAX
 
 /* Rows of a stored row-major matrix, in logical order r = (t, n) = (r / ni, r % ni):
  * p + (t - shift)*st + n*sn, except rows with t < shift, which come from p0 + n*sn0. ni = 0:
