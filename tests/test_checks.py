@@ -205,6 +205,34 @@ def test_softmax_grad_flag_must_be_bool(backend):
                  [np.zeros((2, 3)), np.array([0, 1]), "yes"], "grad", "True or False")
 
 
+def test_a_call_like_one_that_passed_still_has_its_values_checked(backend):
+    """check() remembers the argument signatures (dtypes, shapes, strides, writeability) that
+    passed; a later call with the same signature still has its ids, labels and scalars
+    checked, and a changed writeability is checked again."""
+    from fastrnn import checks
+    V, D = 5, 3
+    W, good = np.ones((V, D)), np.array([[0, 1], [4, 2]])
+    backend.call("embedding_forward", W, good)
+    if backend.xp is np:  # (CuPy arrays always take the whole check)
+        assert checks._PASSED.get("embedding_forward"), "the passing signature was not kept"
+    expect_error(backend, ValueError, "embedding_forward", [W, np.array([[0, 1], [V, 2]])],
+                 "idx", f"[0, {V})", V)
+    x, t = np.zeros((4, 6)), np.array([0, 1, -1, 5])
+    backend.call("softmax_cross_entropy", x, t, True)
+    expect_error(backend, ValueError, "softmax_cross_entropy", [x, np.array([0, 6, -1, 5]), True],
+                 "t", "[-1, 6)", 6)
+    expect_error(backend, TypeError, "softmax_cross_entropy", [x, t, np.True_ + 1], "grad")
+    backend.call("dropout_forward", np.ones((2, 3)), 0.5, 0)
+    expect_error(backend, ValueError, "dropout_forward", [np.ones((2, 3)), 1.5, 0], "ratio")
+    expect_error(backend, ValueError, "dropout_forward", [np.ones((2, 3)), 0.5, -1], "seed")
+    if backend.xp is np:
+        dW, dout = np.zeros((V, D)), np.ones((2, 2, D))
+        backend.call("embedding_backward", dout, good, dW)
+        dW.flags.writeable = False
+        expect_error(backend, ValueError, "embedding_backward", [dout, good, dW], "dW",
+                     "writeable")
+
+
 def test_list_arguments_bad_lists(backend):
     x, y = np.ones((2, 3)), np.ones((2, 3))
     expect_error(backend, TypeError, "sum_squares", [x], "xs", "list or tuple", "ndarray")
