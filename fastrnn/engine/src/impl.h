@@ -305,6 +305,7 @@ typedef struct {
      * [r0, r1), or is NULL (see tile_product_at) */
     void (*pre)(const void *, long, long);
     const void *pre_arg;
+    int apart; /* each thread takes whole rows through every tile (run_steps) */
 } FN(panel);
 
 /* C (N, nv*VL) (+)= A (N, K; row stride lda) @ panel (K, nv*VL) for one step of a recurrence.
@@ -1147,13 +1148,24 @@ static ATTR void FN(run_steps)(FN(ctx) *c, fr_local *L, REAL *C, int down, int n
                                const FN(wpack) *const *wx, long panel_elems) {
     const int T = c->T, H = c->H;
     long nr = FN(rows_apart)(c, L, panel_elems);
+    /* A forward tile prefetches its gate math's lines during its product (panel.pre). The
+     * LSTM's does so only where the threads share out the tiles: there a tile's rows were last
+     * written by either core, and panels that stream from memory push them out of L2 (LSTM
+     * 20x30x128x1024 forward 24.7-25.1 ms without, 23.8-24.3 with; 1x100x256x256 3-5% faster
+     * with). With rows apart, a thread's rows and panels stay in its own L2 and the LSTM's
+     * prefetches cost 2-4%: forward, the char LM's 32x35x28x256 2.88-3.03 ms without them,
+     * 2.99-3.13 with; 20x35x200x200 2.12-2.23 against 2.23-2.27, 64x50x256x256 12.97-13.38
+     * against 13.39-13.66. The GRUs' prefetch always: the reset-before GRU's forward at
+     * 64x50x256x256 (rows apart) took 4-7% longer without, the others were within noise. */
     if (nr) {
         FOR_ITEMS(&c->sch, L, c->N, nr, n0, cnt)
         for (int s = 0; s < T; s++)
             for (int i = 0; i < npass; i++)
-                FOR_EVERY_TILE(wp[i]->U)
-                fn[i](c, down ? T - 1 - s : s, n0, cnt, a, Uc,
-                      FN(panel_next)(wp[i], H, a, Uc, 0, c->nuv), wx ? wx[i] : NULL, C);
+                FOR_EVERY_TILE(wp[i]->U) {
+                    FN(panel) p = FN(panel_next)(wp[i], H, a, Uc, 0, c->nuv);
+                    p.apart = 1;
+                    fn[i](c, down ? T - 1 - s : s, n0, cnt, a, Uc, p, wx ? wx[i] : NULL, C);
+                }
         fr_sync(&c->sch, L, c->N, nr);
         return;
     }
@@ -1327,12 +1339,14 @@ static ATTR void FN(lstm_fwd_tile)(FN(ctx) *c, int t, long n0, long cnt, long a,
     REAL *ac = c->acts + t * N * G4;
     REAL *co = c->cs + (long)t * N * H;
     FN(rowpf) pf = {.ns = 0, .nl = ROWPF_LINES(w)};
-    if (!c->xs) FN(rowpf_add)(&pf, x + n0 * xn + j0, xn, 4, H, 0);
-    FN(rowpf_add)(&pf, cp + n0 * H + j0, H, 1, 0, 0);
-    FN(rowpf_add)(&pf, ac + n0 * G4 + j0, G4, 4, H, 1);
-    FN(rowpf_add)(&pf, co + n0 * H + j0, H, 1, 0, 1);
-    FN(rowpf_add)(&pf, c->hs + t * c->hts + n0 * c->hns + j0, c->hns, 1, 0, 1);
-    p.pre = FN(rowpf_run), p.pre_arg = &pf;
+    if (!p.apart) { /* see run_steps */
+        if (!c->xs) FN(rowpf_add)(&pf, x + n0 * xn + j0, xn, 4, H, 0);
+        FN(rowpf_add)(&pf, cp + n0 * H + j0, H, 1, 0, 0);
+        FN(rowpf_add)(&pf, ac + n0 * G4 + j0, G4, 4, H, 1);
+        FN(rowpf_add)(&pf, co + n0 * H + j0, H, 1, 0, 1);
+        FN(rowpf_add)(&pf, c->hs + t * c->hts + n0 * c->hns + j0, c->hns, 1, 0, 1);
+        p.pre = FN(rowpf_run), p.pre_arg = &pf;
+    }
     FN(tile_product)((int)cnt, H, hp + n0 * lda, lda, p, nv, C, 0, TILE_KCB_FWD((int)cnt));
     FN(input_product)(c, t, n0, cnt, wx, a, Uc, nv, C);
     for (long n = n0; n < n0 + cnt; n++) {
