@@ -2326,6 +2326,21 @@ static void FN(plan_dx)(FN(ctx) *c, const fr_dims *d, int G, const REAL *Wx, REA
     FN(finish)(g, nt, cv);
 }
 
+/* The candidate block of a GRU's dWh (columns [2H, 3H)): A^T @ B with A rows `a` (r*h_prev
+ * reset-before, h_prev reset-after) and B (T*N rows of stride sk: dA's n block, or dhn), db_hn
+ * its column sums or NULL; `from`, or NULL, the product just before whose packed A it reads. */
+static void FN(plan_dwh_n)(FN(ctx) *c, const fr_dims *d, FN(rows) a, const REAL *B, long sk,
+                           REAL *db_hn, const FN(gemm) *from, REAL *dWh, int nt,
+                           FN(carve) *cv) {
+    long G3 = 3L * d->H, TN = (long)d->T * d->N;
+    FN(gemm) *g = &c->gemm[c->npre + c->npost++];
+    FN(cols_gemm)(g, (int)TN, B, sk, d->H);
+    FN(add_seg)(g, a, 1, d->H, FN(rows_plain)(dWh + 2 * d->H, G3));
+    g->colsum = db_hn;
+    g->apk_from = from;
+    FN(finish)(g, nt, cv);
+}
+
 /* The weight gradients of a layer whose recurrent product sees h_prev for the gate blocks
  * [0, Gh) with gradient dA (RNN, LSTM: all of them): [X^T; Hprev^T] @ dA in one product when
  * Gh = G, with db the column sums of dA. A GRU's (Gh = 2) Hprev^T product takes the z and r
@@ -2346,26 +2361,10 @@ static void FN(plan_dw)(FN(ctx) *c, const fr_dims *d, int G, int Gh, const REAL 
         FN(cols_gemm)(g, (int)TN, c->dA, GH, (long)Gh * d->H);
         FN(add_seg)(g, FN(rows_hprev)(hs, c->h0, d), 1, d->H, FN(rows_plain)(dWh, GH));
         FN(finish)(g, nt, cv);
-        if (dhn) { /* the n block: the same A, B from dhn */
-            g = &c->gemm[c->npre + c->npost++];
-            FN(cols_gemm)(g, (int)TN, dhn, d->H, d->H);
-            g->colsum = db_hn;
-            FN(add_seg)(g, FN(rows_hprev)(hs, c->h0, d), 1, d->H, FN(rows_plain)(dWh + 2 * d->H, GH));
-            g->apk_from = g - 1;
-            FN(finish)(g, nt, cv);
-        }
+        if (dhn) /* the n block: the same A, B from dhn */
+            FN(plan_dwh_n)(c, d, FN(rows_hprev)(hs, c->h0, d), dhn, d->H, db_hn, g, dWh, nt,
+                           cv);
     }
-}
-
-/* The candidate block of a reset-before GRU's dWh (columns [2H, 3H)): A^T @ B with A rows
- * `a` (r*h_prev) and B (T*N rows of stride sk). */
-static void FN(plan_dwh_n)(FN(ctx) *c, const fr_dims *d, FN(rows) a, const REAL *B, long sk,
-                           REAL *dWh, int nt, FN(carve) *cv) {
-    long G3 = 3L * d->H, TN = (long)d->T * d->N;
-    FN(gemm) *g = &c->gemm[c->npre + c->npost++];
-    FN(cols_gemm)(g, (int)TN, B, sk, d->H);
-    FN(add_seg)(g, a, 1, d->H, FN(rows_plain)(dWh + 2 * d->H, G3));
-    FN(finish)(g, nt, cv);
 }
 
 /* Threads for a layer: the recurrence's count, or more when the products alone want them. */
@@ -2420,8 +2419,8 @@ PLAN(plan_lstm_bwd) { /* -> dxs, dh0, dc0, dWx, dWh, db */
 PLAN(plan_gru_bwd) { /* in: ..., acts, rh, h0 -> dxs, dh0, dWx, dWh, db */
     c->dA = FN(take)(cv, (long)d->T * d->N * 3 * d->H);
     FN(plan_dw)(c, d, 3, 2, IN(1), IN(4), OUT(2), OUT(3), OUT(4), NULL, NULL, nt, cv);
-    FN(plan_dwh_n)(c, d, FN(rows_plain)(IN(6), d->H), c->dA + 2 * d->H, 3L * d->H, OUT(3),
-                   nt, cv);
+    FN(plan_dwh_n)(c, d, FN(rows_plain)(IN(6), d->H), c->dA + 2 * d->H, 3L * d->H, NULL, NULL,
+                   OUT(3), nt, cv);
     FN(plan_dx)(c, d, 3, IN(2), OUT(0), nt, cv);
 }
 PLAN(plan_gru_ra_bwd) { /* -> dxs, dh0, dWx, dWh, db, db_hn */
